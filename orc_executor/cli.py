@@ -1,0 +1,153 @@
+"""Command line: ``orc-executor [OPTIONS] [SPEC...]``.
+
+Drop-in for ``llvm-jitlink-executor`` (``filedescs=IN,OUT``, ``listen=HOST:PORT``) and
+``lli-child-target`` (``IN OUT``), plus upstream's specs and click options.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from .transport.spec import (
+    Connect,
+    ConnectionSpec,
+    FdPair,
+    Listen,
+    SocketFd,
+    SpecError,
+    TcpAddress,
+    parse_address,
+    parse_spec,
+)
+
+log = logging.getLogger("orc_executor")
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("orc-executor[%(process)d]: %(levelname)s: %(message)s"))
+    root = logging.getLogger("orc_executor")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _choose_spec(
+    spec_args: tuple[str, ...],
+    fd: tuple[int, int] | None,
+    socket_fd: int | None,
+    listen: str | None,
+    connect: str | None,
+) -> ConnectionSpec:
+    chosen: list[ConnectionSpec] = []
+    if fd is not None:
+        chosen.append(FdPair(*fd))
+    if socket_fd is not None:
+        chosen.append(SocketFd(socket_fd))
+    if listen is not None:
+        chosen.append(Listen(parse_address(listen)))
+    if connect is not None:
+        chosen.append(Connect(parse_address(connect)))
+    if spec_args:
+        chosen.append(parse_spec(list(spec_args)))
+    if not chosen:
+        raise SpecError("no connection given: use --fd IN OUT, --listen ADDR, --connect ADDR, "
+                        "--socket-fd N, or a spec such as filedescs=IN,OUT")
+    if len(chosen) > 1:
+        raise SpecError("give exactly one connection (option or positional spec)")
+    return chosen[0]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "ignore_unknown_options": True})
+@click.argument("spec", nargs=-1)
+@click.option("--fd", "fd", type=(int, int), default=None, metavar="IN OUT",
+              help="Read messages from fd IN and write them to fd OUT (pipes or one socket).")
+@click.option("--socket-fd", type=int, default=None, metavar="N",
+              help="Adopt connected stream socket N for both directions.")
+@click.option("--listen", default=None, metavar="ADDR",
+              help="Listen on HOST:PORT, [IPv6]:PORT, :PORT (127.0.0.1) or a unix socket path.")
+@click.option("--connect", default=None, metavar="ADDR",
+              help="Dial a controller listening on ADDR (connect-back).")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow listening on a non-loopback address (a controller can run any code).")
+@click.option("--socket-mode", default="0600", show_default=True,
+              help="Permissions of a listening unix socket (octal).")
+@click.option("--max-message-size", type=int, default=1 << 30, show_default=True,
+              metavar="BYTES", help="Largest accepted message (bytes, header included).")
+@click.option("--max-concurrent-calls", type=int, default=1024, show_default=True,
+              metavar="N", help="Calls running on worker threads at once per session.")
+@click.option("--idle-close", type=float, default=0.2, show_default=True, metavar="SECONDS",
+              help="Socket sessions: close after the controller released all memory and "
+              "stayed silent this long (LLVM 14-22 never close TCP sessions themselves); "
+              "0 disables.")
+@click.option("--log-level", default=None,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="Log level on stderr (default warning; env ORC_EXECUTOR_LOG).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(
+    spec: tuple[str, ...],
+    fd: tuple[int, int] | None,
+    socket_fd: int | None,
+    listen: str | None,
+    connect: str | None,
+    allow_remote: bool,
+    socket_mode: str,
+    max_message_size: int,
+    max_concurrent_calls: int,
+    idle_close: float,
+    log_level: str | None,
+    verbose: int,
+) -> None:
+    """Run JIT'd code for an LLVM ORC controller (llvm-jitlink, lli --remote-mcjit).
+
+    SPEC is what LLVM's tools pass: filedescs=IN,OUT | IN OUT | listen=HOST:PORT |
+    fd=N | socket:adopt=N | tcp:listen=HOST:PORT | tcp:connect=HOST:PORT |
+    unix:listen=PATH | unix:connect=PATH | pipe:adopt=IN,OUT.
+    """
+    level = log_level or os.environ.get("ORC_EXECUTOR_LOG") or (
+        "debug" if verbose >= 2 else "info" if verbose == 1 else "warning"
+    )
+    _setup_logging(level)
+    try:
+        conn = _choose_spec(spec, fd, socket_fd, listen, connect)
+        mode = int(socket_mode, 8)
+    except (SpecError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    if isinstance(conn, Listen) and isinstance(conn.address, TcpAddress):
+        if not conn.address.is_loopback:
+            if not allow_remote:
+                raise click.UsageError(
+                    f"refusing to listen on non-loopback address {conn.address}: a controller "
+                    "can run any code in this process; pass --allow-remote to do it anyway"
+                )
+            log.warning("listening on non-loopback address %s: any peer that connects can "
+                        "run arbitrary code as this user", conn.address)
+
+    from .daemon import ServeOptions, run_connection
+
+    opts = ServeOptions(
+        max_message_size=max_message_size,
+        max_concurrent_calls=max_concurrent_calls,
+        idle_close=idle_close or None,
+        socket_mode=mode,
+    )
+    status = run_connection(conn, opts)
+    _exit(status)
+
+
+def _exit(status: int) -> None:
+    """Flush C stdio (the JIT'd program's buffered output) and Python's, then exit."""
+    from .memmap.native import ffi, lib
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    lib.fflush(ffi.NULL)
+    os._exit(status)

@@ -1,0 +1,1 @@
+"""The executor: sessions, the wrapper-function registry, services and bootstrap profiles."""

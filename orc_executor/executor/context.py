@@ -1,0 +1,67 @@
+"""State shared by the services of one session: the memory map, the registry, and how to run
+a function by executor address (one of ours, or native code)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..memmap.memmap import MemoryMap
+from ..memmap.native import NativeCallError, call_wrapper, lib
+from ..sps import Error, ErrorValue, SPSDecodeError
+from ..sps.orc import WrapperFunctionCall
+from .registry import OutOfBandError, Registry
+
+log = logging.getLogger(__name__)
+
+
+class ExecutorContext:
+    """Per-session state: :attr:`memmap`, :attr:`registry`, and the address dispatch rules.
+
+    An address is either one of the executor's own wrapper functions (dispatched to Python)
+    or native code: inside an executable segment of an initialized JIT region, or inside a
+    loaded image (``dladdr``). Anything else is refused instead of jumped to.
+    """
+
+    def __init__(self, registry: Registry | None = None, memmap: MemoryMap | None = None) -> None:
+        self.registry = registry if registry is not None else Registry()
+        self.memmap = memmap if memmap is not None else MemoryMap()
+
+    def is_native_function(self, addr: int) -> bool:
+        """True if ``addr`` may be called as native code (JIT'd text or a loaded image)."""
+        if addr == 0:
+            return False
+        return self.memmap.is_executable(addr) or bool(lib.orc_addr_in_image(addr))
+
+    def call(self, fn: int, args: bytes | bytearray | memoryview) -> bytes:
+        """Call the wrapper function at ``fn`` with SPS ``args``; return the result bytes.
+
+        Raises :class:`OutOfBandError` for an out-of-band failure or an address that is
+        neither ours nor native code. Native calls block the calling thread.
+        """
+        spec = self.registry.lookup(fn)
+        if spec is not None:
+            return spec.invoke(args)
+        if not self.is_native_function(fn):
+            raise OutOfBandError(f"{fn:#x} is not a known wrapper function address")
+        try:
+            return call_wrapper(fn, args)
+        except NativeCallError as e:
+            raise OutOfBandError(str(e)) from e
+
+    def run_action(self, call: WrapperFunctionCall) -> str | None:
+        """Run an alloc action; ``None`` on success, else the error message.
+
+        The result must be an SPS ``Error`` (``shared::WrapperFunctionCall::
+        runWithSPSRetErrorMerged``).
+        """
+        try:
+            result = self.call(call.fn, call.args)
+        except OutOfBandError as e:
+            return str(e)
+        try:
+            err = Error.decode(result)
+        except SPSDecodeError as e:
+            return f"alloc action at {call.fn:#x} returned a malformed result: {e}"
+        if isinstance(err, ErrorValue):
+            return err.message
+        return None

@@ -1,0 +1,155 @@
+"""Wrapper functions by name: services register their bootstrap symbols here.
+
+Each executor-side wrapper function has a name (the bootstrap symbol the controller looks
+up), an SPS :class:`~orc_executor.sps.WrapperSignature`, a Python handler and a flag saying
+whether it may block or run native code (then it runs on a worker thread, never on the event
+loop). The registry gives every name a stable, distinct executor address (a byte in a static
+array of the native module), so the addresses can appear as CallWrapper tags and as alloc-action
+function addresses, exactly like the C++ executor's function pointers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..memmap.native import NativeCallError, lib
+from ..sps import ErrorValue, SPSDecodeError, SPSEncodeError, WrapperSignature, failable
+
+log = logging.getLogger(__name__)
+
+
+class WrapperError(Exception):
+    """Raised by a handler to fail the call; becomes an ``Error``/``Expected`` failure when the
+    signature can carry one, else an out-of-band error."""
+
+
+class OutOfBandError(Exception):
+    """The call failed and the result type cannot carry an error (C ABI: ``Size == 0`` with a
+    message pointer). On the 14–22 wire this is an empty Result payload."""
+
+
+@dataclass(frozen=True)
+class WrapperSpec:
+    """One executor-side wrapper function.
+
+    ``handler`` receives the decoded arguments and returns the Python value of ``sig.ret``
+    (or raises :class:`WrapperError`). ``blocking`` handlers run on a worker thread.
+    """
+
+    name: str
+    sig: WrapperSignature
+    handler: Callable[..., Any]
+    blocking: bool = False
+
+    def invoke(self, payload: bytes | bytearray | memoryview) -> bytes:
+        """Decode ``payload``, run the handler, encode the result (SPS bytes).
+
+        Raises :class:`OutOfBandError` when the call fails and ``sig.ret`` cannot carry an
+        error in-band.
+        """
+        try:
+            args = self.sig.decode_args(payload)
+        except SPSDecodeError as e:
+            return self._fail(f"{self.name}: could not deserialize arguments: {e}")
+        try:
+            value = self.handler(*args)
+        except WrapperError as e:
+            return self._fail(str(e))
+        except NativeCallError as e:
+            return self._fail(f"{self.name}: {e}")
+        except Exception as e:
+            log.exception("wrapper function %s failed", self.name)
+            return self._fail(f"{self.name}: internal error: {type(e).__name__}: {e}")
+        try:
+            return self.sig.encode_result(value)
+        except SPSEncodeError as e:
+            log.error("wrapper function %s returned a bad value: %s", self.name, e)
+            return self._fail(f"{self.name}: internal error: {e}")
+
+    def _fail(self, message: str) -> bytes:
+        if failable(self.sig.ret):
+            return self.sig.encode_result(ErrorValue(message))
+        raise OutOfBandError(message)
+
+
+class Service:
+    """Base class of executor services (memory manager, dylib manager, ...).
+
+    A service lists its wrapper functions and data symbols (e.g. ``*_Instance``); the
+    registry assigns their addresses. :meth:`shutdown` runs at session end.
+    """
+
+    #: Name used in logs and in the profile tables.
+    service_name = "service"
+
+    def wrappers(self) -> Iterable[WrapperSpec]:
+        return ()
+
+    def data_symbols(self) -> Iterable[str]:
+        """Names of opaque data symbols (instances) this service advertises."""
+        return ()
+
+    def shutdown(self) -> None:
+        return None
+
+
+class Registry:
+    """Names → addresses → :class:`WrapperSpec` for the bootstrap symbols of one session."""
+
+    def __init__(self) -> None:
+        self._base = int(lib.orc_tag_base())
+        self._capacity = int(lib.orc_tag_count())
+        self._next = 0
+        self.by_addr: dict[int, WrapperSpec] = {}
+        self.addr_of: dict[str, int] = {}
+        self.services: list[Service] = []
+
+    def _new_addr(self, name: str) -> int:
+        if name in self.addr_of:
+            return self.addr_of[name]
+        if self._next >= self._capacity:
+            raise RuntimeError("out of bootstrap symbol addresses")
+        addr = self._base + self._next
+        self._next += 1
+        self.addr_of[name] = addr
+        return addr
+
+    def add_symbol(self, name: str, addr: int | None = None) -> int:
+        """Advertise a data symbol (or a native function at ``addr``); return its address."""
+        if addr is None:
+            return self._new_addr(name)
+        self.addr_of[name] = addr
+        return addr
+
+    def add(self, spec: WrapperSpec) -> int:
+        addr = self._new_addr(spec.name)
+        self.by_addr[addr] = spec
+        return addr
+
+    def add_service(self, service: Service) -> None:
+        self.services.append(service)
+        for sym in service.data_symbols():
+            self.add_symbol(sym)
+        for spec in service.wrappers():
+            self.add(spec)
+
+    def alias(self, name: str, target: str) -> None:
+        """Advertise ``name`` at the same address as ``target`` (same function, two names)."""
+        self.addr_of[name] = self.addr_of[target]
+
+    def lookup(self, addr: int) -> WrapperSpec | None:
+        return self.by_addr.get(addr)
+
+    def symbols(self) -> dict[str, int]:
+        """The bootstrap symbols map (name → ExecutorAddr) sent in Setup."""
+        return dict(self.addr_of)
+
+    def shutdown(self) -> None:
+        for svc in reversed(self.services):
+            try:
+                svc.shutdown()
+            except Exception:
+                log.exception("shutting down %s", svc.service_name)

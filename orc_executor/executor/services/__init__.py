@@ -1,0 +1,1 @@
+"""Executor services, one per file, each a :class:`~orc_executor.executor.registry.Service`."""

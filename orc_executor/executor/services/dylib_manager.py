@@ -1,0 +1,157 @@
+"""``SimpleExecutorDylibManager`` (LLVM 19/22) and orc-rt's ``NativeDylibManager`` names.
+
+* ``open_wrapper``: ``Expected<Addr handle>(Addr inst, String path, u64 mode)``; empty path
+  is the executor process itself; libraries are opened ``RTLD_LAZY | RTLD_GLOBAL``.
+* ``lookup_wrapper`` (19): ``Expected<Sequence<ExecutorSymbolDef>>(Addr inst, Addr handle,
+  RemoteSymbolLookupSet)``.
+* ``resolve_wrapper`` (22): ``Expected<Sequence<Optional<ExecutorSymbolDef>>>(Addr handle,
+  RemoteSymbolLookupSet)`` — no instance argument.
+* ``orc_rt_ci_sps_NativeDylibManager_lookup``: ``Expected<Sequence<Optional<Addr>>>(Addr inst,
+  Addr handle, RemoteSymbolLookupSet)``.
+
+Handles are opaque tokens (one space for all three lookups). The executor's own helper names
+(``llvm_orc_registerEHFrameSectionWrapper`` …) are answered from the registry before ``dlsym``,
+because a Python process does not export them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from ...memmap.native import ffi, lib
+from ...sps import Addr, ExpectedOf, OptionalOf, SequenceOf, String, UInt64, signature
+from ...sps.orc import (
+    FLAG_EXPORTED,
+    ExecutorSymbolDef,
+    JITSymbolFlags,
+    SPSExecutorSymbolDef,
+    SPSRemoteSymbolLookupSet,
+)
+from ..context import ExecutorContext
+from ..registry import Service, WrapperError, WrapperSpec
+
+PREFIX = "__llvm_orc_SimpleExecutorDylibManager_"
+CI_PREFIX = "orc_rt_ci_sps_NativeDylibManager_"
+
+OPEN = signature(ExpectedOf(Addr), Addr, String, UInt64)
+LOOKUP19 = signature(
+    ExpectedOf(SequenceOf(SPSExecutorSymbolDef)), Addr, Addr, SPSRemoteSymbolLookupSet
+)
+RESOLVE22 = signature(
+    ExpectedOf(SequenceOf(OptionalOf(SPSExecutorSymbolDef))), Addr, SPSRemoteSymbolLookupSet
+)
+CI_LOOKUP = signature(ExpectedOf(SequenceOf(OptionalOf(Addr))), Addr, Addr, SPSRemoteSymbolLookupSet)
+# LLVM 14: u64 handle (an index), plain addresses.
+LOOKUP14 = signature(ExpectedOf(SequenceOf(Addr)), Addr, UInt64, SPSRemoteSymbolLookupSet)
+
+EXPORTED = JITSymbolFlags(FLAG_EXPORTED, 0)
+
+
+class DylibManagerService(Service):
+    """Open libraries and resolve symbols in the executor process."""
+
+    service_name = "dylib-manager"
+
+    def __init__(self, ctx: ExecutorContext, *, lookup19: bool = True, ci: bool = True) -> None:
+        self.ctx = ctx
+        self.lookup19 = lookup19
+        self.ci = ci
+        self._lock = threading.Lock()
+        self._handles: dict[int, Any] = {}
+        self._next_token = 1
+
+    def data_symbols(self) -> Iterable[str]:
+        yield PREFIX + "Instance"
+        if self.ci:
+            yield "orc_rt_ci_NativeDylibManager_Instance"
+
+    def wrappers(self) -> Iterable[WrapperSpec]:
+        yield WrapperSpec(PREFIX + "open_wrapper", OPEN, self.open, False)
+        yield WrapperSpec(PREFIX + "resolve_wrapper", RESOLVE22, self.resolve22, False)
+        if self.lookup19:
+            yield WrapperSpec(PREFIX + "lookup_wrapper", LOOKUP19, self.lookup19_, False)
+        if self.ci:
+            yield WrapperSpec(CI_PREFIX + "load", OPEN, self.open, False)
+            yield WrapperSpec(CI_PREFIX + "lookup", CI_LOOKUP, self.ci_lookup, False)
+
+    # ---- open ----------------------------------------------------------------------------
+
+    def open(self, _inst: int, path: str, mode: int) -> int:
+        if mode != 0:
+            raise WrapperError("open: non-zero mode bits not yet supported")
+        return self.open_handle(path)
+
+    def open_handle(self, path: str) -> int:
+        """``dlopen`` ``path`` (empty: the process) and return a new opaque handle token."""
+        if path:
+            h = lib.dlopen(path.encode("utf-8", "surrogateescape"), lib.RTLD_LAZY | lib.RTLD_GLOBAL)
+        else:
+            h = lib.dlopen(ffi.NULL, lib.RTLD_LAZY | lib.RTLD_GLOBAL)
+        if h == ffi.NULL:
+            err = lib.dlerror()
+            msg = ffi.string(err).decode("utf-8", "replace") if err != ffi.NULL else path
+            raise WrapperError(msg)
+        with self._lock:
+            token = self._next_token
+            self._next_token += 1
+            self._handles[token] = h
+        return token
+
+    # ---- lookup ----------------------------------------------------------------------------
+
+    def address_of(self, handle: int, name: str) -> int:
+        """Address of ``name`` via ``handle`` (0 if missing). Raises for an unknown handle."""
+        h = self._handles.get(handle)
+        if h is None:
+            raise WrapperError(f"No dylib for handle {handle:#x}")
+        own = self.ctx.registry.addr_of.get(name)
+        if own is not None:
+            return own
+        if not name:
+            return 0
+        p = lib.dlsym(h, name.encode("utf-8", "surrogateescape"))
+        return int(ffi.cast("uintptr_t", p))
+
+    def resolve22(
+        self, handle: int, symbols: list[tuple[str, bool]]
+    ) -> list[ExecutorSymbolDef | None]:
+        out: list[ExecutorSymbolDef | None] = []
+        for name, required in symbols:
+            addr = self.address_of(handle, name)
+            if addr:
+                out.append(ExecutorSymbolDef(addr, EXPORTED))
+            elif required or not name:
+                out.append(None)
+            else:
+                out.append(ExecutorSymbolDef(0, EXPORTED))
+        return out
+
+    def lookup19_(
+        self, _inst: int, handle: int, symbols: list[tuple[str, bool]]
+    ) -> list[ExecutorSymbolDef]:
+        out: list[ExecutorSymbolDef] = []
+        for name, required in symbols:
+            addr = self.address_of(handle, name)
+            if addr:
+                out.append(ExecutorSymbolDef(addr, EXPORTED))
+            elif required:
+                raise WrapperError(f"Missing definition for {name}")
+            else:
+                out.append(ExecutorSymbolDef(0, EXPORTED if name else JITSymbolFlags(0, 0)))
+        return out
+
+    def lookup14(self, _inst: int, handle: int, symbols: list[tuple[str, bool]]) -> list[int]:
+        out: list[int] = []
+        for name, required in symbols:
+            addr = self.address_of(handle, name)
+            if not addr and required:
+                raise WrapperError(f"Missing definition for {name}")
+            out.append(addr)
+        return out
+
+    def ci_lookup(
+        self, _inst: int, handle: int, symbols: list[tuple[str, bool]]
+    ) -> list[int | None]:
+        return [self.address_of(handle, name) or None for name, _ in symbols]

@@ -1,0 +1,68 @@
+"""EH-frame registration (so C++ exceptions unwind through JIT'd frames).
+
+All forms take ``Error(ExecutorAddrRange)``: the ``.eh_frame`` section including its zero
+terminator; libgcc's ``__register_frame(start)`` walks it. Names by version:
+
+* 14: ``__llvm_orc_bootstrap_(de)register_ehframe_section_wrapper`` (also looked up by
+  llvm-jitlink 14 as ``llvm_orc_(de)registerEHFrameSectionWrapper``);
+* 19: ``llvm_orc_(de)registerEHFrameSectionWrapper`` (CallWrapper or alloc action);
+* 22: ``llvm_orc_(de)registerEHFrameAllocAction`` (alloc actions);
+* orc-rt: ``orc_rt_ci_aa_sps_DWARFEHFrameRegistrar_(de)registerSection`` (layout assumed equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ...memmap.native import lib
+from ...sps import Error, ErrorValue, signature
+from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
+from ..context import ExecutorContext
+from ..registry import Service, WrapperSpec
+
+EH_SIG = signature(Error, SPSExecutorAddrRange)
+
+REGISTER_NAMES = {
+    "llvm_orc_registerEHFrameSectionWrapper": True,
+    "llvm_orc_deregisterEHFrameSectionWrapper": False,
+    "llvm_orc_registerEHFrameAllocAction": True,
+    "llvm_orc_deregisterEHFrameAllocAction": False,
+    "__llvm_orc_bootstrap_register_ehframe_section_wrapper": True,
+    "__llvm_orc_bootstrap_deregister_ehframe_section_wrapper": False,
+    "orc_rt_ci_aa_sps_DWARFEHFrameRegistrar_registerSection": True,
+    "orc_rt_ci_aa_sps_DWARFEHFrameRegistrar_deregisterSection": False,
+}
+
+
+class EHFrameService(Service):
+    """``__register_frame`` / ``__deregister_frame`` of JIT'd ``.eh_frame`` sections."""
+
+    service_name = "eh-frame"
+
+    def __init__(self, ctx: ExecutorContext, names: Iterable[str] | None = None) -> None:
+        self.ctx = ctx
+        self.names = list(names) if names is not None else list(REGISTER_NAMES)
+
+    def wrappers(self) -> Iterable[WrapperSpec]:
+        for name in self.names:
+            fn = self.register if REGISTER_NAMES[name] else self.deregister
+            yield WrapperSpec(name, EH_SIG, fn)
+
+    def _check(self, r: ExecutorAddrRange) -> ErrorValue | None:
+        if r.end <= r.start or self.ctx.memmap.slab_containing(r.start, r.end - r.start) is None:
+            return ErrorValue(
+                f"eh-frame range [{r.start:#x}, {r.end:#x}) is not inside JIT'd memory"
+            )
+        return None
+
+    def register(self, r: ExecutorAddrRange) -> ErrorValue | None:
+        err = self._check(r)
+        if err is None and lib.orc_register_eh_frame(r.start) != 0:
+            err = ErrorValue("__register_frame is not available (libgcc_s.so.1)")
+        return err
+
+    def deregister(self, r: ExecutorAddrRange) -> ErrorValue | None:
+        err = self._check(r)
+        if err is None and lib.orc_deregister_eh_frame(r.start) != 0:
+            err = ErrorValue("__deregister_frame is not available (libgcc_s.so.1)")
+        return err

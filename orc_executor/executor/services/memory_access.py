@@ -1,0 +1,135 @@
+"""Memory read and write wrappers (``__llvm_orc_bootstrap_mem_*`` and ``orc_rt_ci_sps_mem_*``).
+
+Signatures (``TargetProcess/SimpleExecutorMemoryManager``-era bootstrap functions):
+
+* ``mem_write_uint{8,16,32,64}s``: ``void(Sequence<Tuple<Addr, uintN>>)``
+* ``mem_write_pointers``: ``void(Sequence<Tuple<Addr, Addr>>)``
+* ``mem_write_buffers``: ``void(Sequence<Tuple<Addr, Sequence<char>>>)``
+* ``mem_read_uint{8,16,32,64}s`` / ``mem_read_pointers``: ``Sequence<T>(Sequence<Addr>)``
+* ``mem_read_buffers``: ``Sequence<Sequence<uint8>>(Sequence<ExecutorAddrRange>)``
+* ``mem_read_strings``: ``Sequence<String>(Sequence<Addr>)`` (C strings, NUL excluded)
+
+Every access goes through ``process_vm_readv``/``writev`` on our own process, so a bad
+address yields an error (out-of-band: these result types cannot carry one) instead of a crash.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ...memmap.native import MemoryAccessError, mem_read, mem_write, read_c_string
+from ...sps import (
+    Addr,
+    Bytes,
+    Empty,
+    SequenceOf,
+    SPSType,
+    TupleOf,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    signature,
+)
+from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
+from ..registry import OutOfBandError, Service, WrapperSpec
+
+BOOT = "__llvm_orc_bootstrap_"
+CI = "orc_rt_ci_sps_"
+
+_INTS: list[tuple[str, SPSType[int], str]] = [
+    ("uint8s", UInt8, "<B"),
+    ("uint16s", UInt16, "<H"),
+    ("uint32s", UInt32, "<I"),
+    ("uint64s", UInt64, "<Q"),
+    ("pointers", Addr, "<Q"),
+]
+
+
+def _writer(fmt: str) -> Callable[[list[tuple[int, int]]], None]:
+    packer = struct.Struct(fmt)
+
+    def write(items: list[tuple[int, int]]) -> None:
+        try:
+            for addr, value in items:
+                mem_write(addr, packer.pack(value))
+        except MemoryAccessError as e:
+            raise OutOfBandError(str(e)) from e
+
+    return write
+
+
+def _reader(fmt: str) -> Callable[[list[int]], list[int]]:
+    packer = struct.Struct(fmt)
+
+    def read(addrs: list[int]) -> list[int]:
+        try:
+            return [packer.unpack(mem_read(a, packer.size))[0] for a in addrs]
+        except MemoryAccessError as e:
+            raise OutOfBandError(str(e)) from e
+
+    return read
+
+
+def write_buffers(items: list[tuple[int, bytes]]) -> None:
+    try:
+        for addr, data in items:
+            mem_write(addr, data)
+    except MemoryAccessError as e:
+        raise OutOfBandError(str(e)) from e
+
+
+def read_buffers(ranges: list[ExecutorAddrRange]) -> list[bytes]:
+    try:
+        out = []
+        for r in ranges:
+            if r.end < r.start:
+                raise OutOfBandError(f"bad address range [{r.start:#x}, {r.end:#x})")
+            out.append(mem_read(r.start, r.end - r.start))
+        return out
+    except MemoryAccessError as e:
+        raise OutOfBandError(str(e)) from e
+
+
+def read_strings(addrs: list[int]) -> list[bytes]:
+    try:
+        return [read_c_string(a) for a in addrs]
+    except MemoryAccessError as e:
+        raise OutOfBandError(str(e)) from e
+
+
+class MemoryAccessService(Service):
+    """Reads and writes of executor memory on the controller's behalf (cheap: answered inline)."""
+
+    service_name = "memory-access"
+
+    def __init__(self, *, reads: bool = True, ci: bool = True) -> None:
+        self.reads = reads
+        self.ci = ci
+
+    def wrappers(self) -> Iterable[WrapperSpec]:
+        specs: list[tuple[str, Any, Callable[..., Any]]] = []
+        for suffix, t, fmt in _INTS:
+            specs.append(
+                (f"mem_write_{suffix}", signature(Empty, SequenceOf(TupleOf(Addr, t))), _writer(fmt))
+            )
+            specs.append((f"mem_read_{suffix}", signature(SequenceOf(t), SequenceOf(Addr)), _reader(fmt)))
+        specs.append(
+            ("mem_write_buffers", signature(Empty, SequenceOf(TupleOf(Addr, Bytes))), write_buffers)
+        )
+        specs.append(
+            (
+                "mem_read_buffers",
+                signature(SequenceOf(Bytes), SequenceOf(SPSExecutorAddrRange)),
+                read_buffers,
+            )
+        )
+        specs.append(("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings))
+        for name, sig, fn in specs:
+            if name.startswith("mem_read") and not self.reads:
+                continue
+            yield WrapperSpec(f"{BOOT}{name}_wrapper", sig, fn)
+            if self.ci:
+                yield WrapperSpec(f"{CI}{name}", sig, fn)

@@ -1,0 +1,111 @@
+"""``SimpleExecutorMemoryManager`` (LLVM 14–22) and orc-rt's ``SimpleNativeMemoryMap`` names.
+
+Both memory-manager models share one :class:`~orc_executor.memmap.memmap.MemoryMap`:
+
+* 22 / upstream: ``reserve`` / ``initialize`` / ``deinitialize`` / ``release``
+  (``Expected<Addr>(Addr, u64)``, ``Expected<Addr>(Addr, FinalizeRequest)``,
+  ``Error(Addr, Sequence<Addr>)`` ×2);
+* 14 / 19: ``reserve`` / ``finalize`` / ``deallocate`` (``Error(Addr, FinalizeRequest)``,
+  ``Error(Addr, Sequence<Addr>)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ...memmap.memmap import MemoryMapError
+from ...sps import Addr, Error, ErrorValue, ExpectedOf, SequenceOf, UInt64, signature
+from ...sps.orc import FinalizeRequest, SPSFinalizeRequest
+from ..context import ExecutorContext
+from ..registry import Service, WrapperError, WrapperSpec
+
+PREFIX = "__llvm_orc_SimpleExecutorMemoryManager_"
+CI_PREFIX = "orc_rt_ci_sps_SimpleNativeMemoryMap_"
+
+RESERVE = signature(ExpectedOf(Addr), Addr, UInt64)
+INITIALIZE = signature(ExpectedOf(Addr), Addr, SPSFinalizeRequest)
+FINALIZE = signature(Error, Addr, SPSFinalizeRequest)
+RELEASE = signature(Error, Addr, SequenceOf(Addr))
+
+
+class MemoryManagerService(Service):
+    """Reserve / initialize / deinitialize / release (and finalize / deallocate) of JIT memory."""
+
+    service_name = "memory-manager"
+
+    def __init__(self, ctx: ExecutorContext, *, legacy: bool = True, ci: bool = True) -> None:
+        self.ctx = ctx
+        self.legacy = legacy
+        self.ci = ci
+
+    def data_symbols(self) -> Iterable[str]:
+        yield PREFIX + "Instance"
+        if self.ci:
+            yield "orc_rt_ci_SimpleNativeMemoryMap_Instance"
+
+    def wrappers(self) -> Iterable[WrapperSpec]:
+        names = [
+            ("reserve", RESERVE, self.reserve, False),
+            ("initialize", INITIALIZE, self.initialize, True),
+            ("deinitialize", RELEASE, self.deinitialize, True),
+            ("release", RELEASE, self.release, True),
+        ]
+        for short, sig, fn, blocking in names:
+            yield WrapperSpec(f"{PREFIX}{short}_wrapper", sig, fn, blocking)
+        if self.legacy:
+            yield WrapperSpec(PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True)
+            yield WrapperSpec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
+        if self.ci:
+            ci = [
+                ("reserve", RESERVE, self.reserve, False),
+                ("initialize", INITIALIZE, self.initialize, True),
+                ("deinitializeMultiple", RELEASE, self.deinitialize, True),
+                ("releaseMultiple", RELEASE, self.release, True),
+            ]
+            for short, sig, fn, blocking in ci:
+                yield WrapperSpec(CI_PREFIX + short, sig, fn, blocking)
+
+    def reserve(self, _inst: int, size: int) -> int:
+        try:
+            return self.ctx.memmap.reserve(size)
+        except MemoryMapError as e:
+            raise WrapperError(str(e)) from e
+
+    def initialize(self, _inst: int, req: FinalizeRequest) -> int:
+        try:
+            return self.ctx.memmap.initialize(req.segments, req.actions, self.ctx.run_action)
+        except MemoryMapError as e:
+            raise WrapperError(str(e)) from e
+
+    def finalize(self, _inst: int, req: FinalizeRequest) -> ErrorValue | None:
+        try:
+            self.ctx.memmap.initialize(
+                req.segments, req.actions, self.ctx.run_action, allow_empty=True
+            )
+        except MemoryMapError as e:
+            return ErrorValue(str(e))
+        return None
+
+    def deinitialize(self, _inst: int, keys: list[int]) -> ErrorValue | None:
+        try:
+            self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
+        except MemoryMapError as e:
+            return ErrorValue(str(e))
+        return None
+
+    def release(self, _inst: int, bases: list[int]) -> ErrorValue | None:
+        try:
+            self.ctx.memmap.release(bases, self.ctx.run_action)
+        except MemoryMapError as e:
+            return ErrorValue(str(e))
+        return None
+
+    def deallocate(self, _inst: int, bases: list[int]) -> ErrorValue | None:
+        try:
+            self.ctx.memmap.release(bases, self.ctx.run_action, what="deallocate")
+        except MemoryMapError as e:
+            return ErrorValue(str(e))
+        return None
+
+    def shutdown(self) -> None:
+        self.ctx.memmap.shutdown(self.ctx.run_action)

@@ -1,0 +1,85 @@
+"""``ExecutorSharedMemoryMapperService`` (LLVM 19 ``-use-shared-memory``, 22 ``-use-memmgr=shared``).
+
+* ``Reserve``: ``Expected<Tuple<Addr, String>>(Addr inst, u64 size)`` — create the POSIX shm
+  object ``/jitlink_<pid>_<n>`` (``O_CREAT|O_EXCL``, mode 0700), map it ``PROT_NONE`` shared,
+  return (address, name). The controller maps the same name and writes contents directly.
+* ``Initialize``: ``Expected<Addr>(Addr inst, Addr reservation, SharedMemoryFinalizeRequest)``
+  — apply protections, run finalize actions; return the region key.
+* ``Deinitialize``: ``Error(Addr inst, Sequence<Addr> keys)``.
+* ``Release``: ``Error(Addr inst, Sequence<Addr> reservations)`` — never called by 19/22
+  llvm-jitlink; everything is unmapped at session end anyway.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable
+
+from ...memmap.memmap import MemoryMapError
+from ...memmap.native import ffi, lib
+from ...sps import Addr, Error, ErrorValue, ExpectedOf, SequenceOf, String, TupleOf, UInt64, signature
+from ...sps.orc import SegFinalizeRequest, SharedMemoryFinalizeRequest, SPSSharedMemoryFinalizeRequest
+from ..context import ExecutorContext
+from ..registry import Service, WrapperError, WrapperSpec
+
+PREFIX = "__llvm_orc_ExecutorSharedMemoryMapperService_"
+
+RESERVE = signature(ExpectedOf(TupleOf(Addr, String)), Addr, UInt64)
+INITIALIZE = signature(ExpectedOf(Addr), Addr, Addr, SPSSharedMemoryFinalizeRequest)
+DEINITIALIZE = signature(Error, Addr, SequenceOf(Addr))
+
+
+class SharedMemoryMapperService(Service):
+    """Memory shared with the controller: code bytes never travel over the protocol."""
+
+    service_name = "shared-memory"
+
+    def __init__(self, ctx: ExecutorContext) -> None:
+        self.ctx = ctx
+        self._counter = itertools.count(1)
+
+    def data_symbols(self) -> Iterable[str]:
+        yield PREFIX + "Instance"
+
+    def wrappers(self) -> Iterable[WrapperSpec]:
+        yield WrapperSpec(PREFIX + "Reserve", RESERVE, self.reserve)
+        yield WrapperSpec(PREFIX + "Initialize", INITIALIZE, self.initialize, True)
+        yield WrapperSpec(PREFIX + "Deinitialize", DEINITIALIZE, self.deinitialize, True)
+        yield WrapperSpec(PREFIX + "Release", DEINITIALIZE, self.release, True)
+
+    def reserve(self, _inst: int, size: int) -> tuple[int, str]:
+        if size <= 0:
+            raise WrapperError("shared memory reservation of size 0")
+        name = f"/jitlink_{os.getpid()}_{next(self._counter)}"
+        p = lib.orc_shm_reserve(name.encode(), size)
+        if p == ffi.NULL:
+            raise WrapperError(f"{name}: {os.strerror(ffi.errno)}")
+        base = int(ffi.cast("uintptr_t", p))
+        self.ctx.memmap.adopt(base, size, shared_name=name)
+        return base, name
+
+    def initialize(self, _inst: int, reservation: int, req: SharedMemoryFinalizeRequest) -> int:
+        slab = self.ctx.memmap.slab_containing(reservation)
+        if slab is None or slab.shared_name is None:
+            raise WrapperError(f"{reservation:#x} is not a shared memory reservation")
+        segs = [SegFinalizeRequest(s.prot, s.addr, s.size, b"") for s in req.segments]
+        try:
+            return self.ctx.memmap.initialize(segs, req.actions, self.ctx.run_action,
+                                              copy_content=False)
+        except MemoryMapError as e:
+            raise WrapperError(str(e)) from e
+
+    def deinitialize(self, _inst: int, keys: list[int]) -> ErrorValue | None:
+        try:
+            self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
+        except MemoryMapError as e:
+            return ErrorValue(str(e))
+        return None
+
+    def release(self, _inst: int, bases: list[int]) -> ErrorValue | None:
+        try:
+            self.ctx.memmap.release(bases, self.ctx.run_action)
+        except MemoryMapError as e:
+            return ErrorValue(str(e))
+        return None

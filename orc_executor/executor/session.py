@@ -1,0 +1,361 @@
+"""The executor side of one SimpleRemoteEPC session (``SimpleRemoteEPCServer``).
+
+One trio task reads frames; each CallWrapper is answered inline when its handler is cheap and
+cannot block, or on a worker thread when it runs native code (run_as_*, JIT'd wrapper functions,
+initialize with alloc actions). Executor→controller calls made by JIT'd code through the
+dispatch function block only their own thread; their Results are routed back by sequence
+number. One writer task sends whole frames (header and payload in one write), coalescing
+frames that are ready together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..memmap.native import ffi, lib
+from ..transport.framing import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FrameDecoder,
+    FramingError,
+    Message,
+    Opcode,
+    encode_header,
+)
+from .bootstrap import setup_info
+from .context import ExecutorContext
+from .registry import OutOfBandError
+
+log = logging.getLogger(__name__)
+
+#: Names whose completion may end a TCP session (see ``idle_close``).
+_RELEASE_NAMES = ("release", "deallocate", "releaseMultiple")
+
+DISPATCH_UNAVAILABLE = "jit_dispatch not available (EPC server shut down)"
+
+
+class ProtocolError(Exception):
+    """The peer violated the SimpleRemoteEPC protocol; the session ends."""
+
+
+@dataclass
+class SessionEnd:
+    """Why a session ended: ``clean`` (EOF at a message boundary or Hangup) or an error."""
+
+    clean: bool
+    reason: str
+    calls_in_flight: int = 0
+
+    @property
+    def exit_status(self) -> int:
+        return 0 if self.clean else 1
+
+
+class _Waiter:
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: bytes | None = None
+
+
+class Session:
+    """Serve one controller over ``stream`` (a :class:`trio.abc.Stream`).
+
+    ``max_message_size`` bounds accepted frames (bytes); ``max_concurrent_calls`` bounds the
+    worker threads running calls at once; ``idle_close`` (seconds, TCP only) closes the
+    connection when the controller has released everything and then stays silent that long —
+    the only way to end a session with LLVM 14–22 controllers in TCP mode (PROTOCOL.md §1.8).
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ctx: ExecutorContext,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_concurrent_calls: int = 1024,
+        idle_close: float | None = None,
+    ) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.decoder = FrameDecoder(max_message_size)
+        self.limiter = trio.CapacityLimiter(max_concurrent_calls)
+        self.idle_close = idle_close
+        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes](math.inf)
+        self._out_lock = threading.Lock()
+        self._out_pending: dict[int, _Waiter] = {}
+        self._next_out_seq = 0
+        self._closed = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._inflight = 0
+        self._close_armed = False
+        self._send_failed = False
+        self.calls_served = 0
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def _send_nowait(self, opcode: Opcode, seq: int, tag: int, payload: bytes) -> None:
+        frame = encode_header(opcode, seq, tag, len(payload)) + payload
+        try:
+            self._send_ch.send_nowait(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    async def _writer(self) -> None:
+        async with self._recv_ch:
+            async for frame in self._recv_ch:
+                frames = [frame]
+                while True:
+                    try:
+                        frames.append(self._recv_ch.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if self._send_failed:
+                    continue
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    # The controller went away: later sends are dropped silently.
+                    log.debug("send failed: %s", e)
+                    self._send_failed = True
+
+    # ---- executor -> controller calls (from JIT'd code, any thread) ---------------------------
+
+    def call_controller(self, tag: int, data: bytes) -> bytes | None:
+        """Send CallWrapper(tag, data) to the controller and block this thread for the Result.
+
+        Returns the result bytes, or ``None`` if the session is (or goes) down. Must not be
+        called from the trio thread.
+        """
+        waiter = _Waiter()
+        with self._out_lock:
+            if self._closed or self._token is None:
+                return None
+            seq = self._next_out_seq
+            self._next_out_seq += 1
+            self._out_pending[seq] = waiter
+        try:
+            self._token.run_sync_soon(self._send_nowait, Opcode.CALL_WRAPPER, seq, tag, data)
+        except trio.RunFinishedError:
+            with self._out_lock:
+                self._out_pending.pop(seq, None)
+            return None
+        waiter.event.wait()
+        return waiter.result
+
+    def _fail_outgoing(self) -> None:
+        with self._out_lock:
+            self._closed = True
+            pending = list(self._out_pending.values())
+            self._out_pending.clear()
+        for w in pending:
+            w.result = None
+            w.event.set()
+
+    # ---- serving calls -------------------------------------------------------------------------
+
+    async def _serve_blocking(self, seq: int, tag: int, payload: bytes | bytearray, name: str) -> None:
+        self._inflight += 1
+        try:
+            result = await trio.to_thread.run_sync(
+                self._call_sync, tag, payload, name, abandon_on_cancel=True, limiter=self.limiter
+            )
+        finally:
+            self._inflight -= 1
+        self._send_nowait(Opcode.RESULT, seq, 0, result)
+        self._after_call(name)
+
+    def _call_sync(self, tag: int, payload: bytes | bytearray, name: str) -> bytes:
+        try:
+            return self.ctx.call(tag, payload)
+        except OutOfBandError as e:
+            log.warning("%s: %s", name, e)
+            return b""
+
+    def _after_call(self, name: str) -> None:
+        self.calls_served += 1
+        if self.idle_close is not None and name.endswith(_RELEASE_NAMES):
+            self._close_armed = True
+
+    def _handle_call(self, nursery: trio.Nursery, msg: Message) -> None:
+        spec = self.ctx.registry.lookup(msg.tag)
+        if spec is not None and not spec.blocking:
+            try:
+                result = spec.invoke(msg.payload)
+            except OutOfBandError as e:
+                log.warning("%s: %s", spec.name, e)
+                result = b""
+            self._send_nowait(Opcode.RESULT, msg.seq, 0, result)
+            self._after_call(spec.name)
+            return
+        if spec is None and not self.ctx.is_native_function(msg.tag):
+            log.warning("CallWrapper seq %d: unknown tag %#x (no wrapper function there)",
+                        msg.seq, msg.tag)
+            self._send_nowait(Opcode.RESULT, msg.seq, 0, b"")
+            return
+        name = spec.name if spec is not None else f"{msg.tag:#x}"
+        nursery.start_soon(self._serve_blocking, msg.seq, msg.tag, msg.payload, name)
+
+    def _handle_result(self, msg: Message) -> None:
+        with self._out_lock:
+            waiter = self._out_pending.pop(msg.seq, None)
+        if waiter is None:
+            raise ProtocolError(f"No call for sequence number {msg.seq}")
+        if msg.tag != 0:
+            log.debug("Result seq %d carries tag %#x", msg.seq, msg.tag)
+        waiter.result = bytes(msg.payload)
+        waiter.event.set()
+
+    # ---- main loop -------------------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return (
+            self._close_armed
+            and self._inflight == 0
+            and not self._out_pending
+            and not self.ctx.memmap.has_regions()
+        )
+
+    async def _read_some(self) -> bytes | None:
+        want = min(max(self.decoder.wanted, 1 << 16), 1 << 22)
+        if self.idle_close is not None and self._idle():
+            with trio.move_on_after(self.idle_close):
+                return await self.stream.receive_some(want)
+            log.info("controller idle %.3fs after releasing all memory: closing", self.idle_close)
+            return None
+        return await self.stream.receive_some(want)
+
+    async def _reader(self, nursery: trio.Nursery) -> SessionEnd:
+        while True:
+            try:
+                data = await self._read_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                return SessionEnd(False, f"read failed: {e}")
+            if not data:
+                if self.decoder.at_boundary:
+                    return SessionEnd(True, "controller disconnected")
+                return SessionEnd(False, "Unexpected end-of-file inside a message")
+            self.decoder.feed(data)
+            while True:
+                try:
+                    msg = self.decoder.next_message()
+                except FramingError as e:
+                    return SessionEnd(False, str(e))
+                if msg is None:
+                    break
+                self._close_armed = False
+                op = msg.opcode
+                if op == Opcode.CALL_WRAPPER:
+                    self._handle_call(nursery, msg)
+                elif op == Opcode.RESULT:
+                    try:
+                        self._handle_result(msg)
+                    except ProtocolError as e:
+                        return SessionEnd(False, str(e))
+                elif op == Opcode.HANGUP:
+                    return SessionEnd(True, _hangup_reason(msg.payload))
+                else:
+                    return SessionEnd(False, "Unexpected Setup message from the controller")
+
+    async def run(self) -> SessionEnd:
+        """Send Setup, serve until the controller disconnects; return why the session ended.
+
+        Never raises for peer behaviour: protocol violations end the session with
+        ``clean=False`` and a reason.
+        """
+        global _current
+        self._token = trio.lowlevel.current_trio_token()
+        _current = self
+        t0 = time.monotonic()
+        end: SessionEnd
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            payload = setup_info(self.ctx).encode()
+            self._send_nowait(Opcode.SETUP, 0, 0, payload)
+            end = await self._reader(nursery)
+            end.calls_in_flight = self._inflight
+            self._fail_outgoing()
+            if self._inflight:
+                # Threads still run JIT'd code; they cannot be interrupted. Abandon them.
+                log.debug("%d call(s) still running at session end", self._inflight)
+            nursery.cancel_scope.cancel()
+        self._send_ch.close()
+        await self._close_stream()
+        log.debug("session ended after %.3fs: %s", time.monotonic() - t0, end.reason)
+        return end
+
+    async def _close_stream(self) -> None:
+        stream: Any = self.stream
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            try:
+                sock.shutdown(trio.socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with trio.move_on_after(1):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    def finish(self, end: SessionEnd) -> None:
+        """Release services (memory, running outstanding dealloc actions) unless calls still
+        run native code in memory that would be unmapped under them."""
+        if end.calls_in_flight:
+            return
+        self.ctx.registry.shutdown()
+
+
+def _hangup_reason(payload: bytes | bytearray | memoryview) -> str:
+    from ..sps import Error, ErrorValue, SPSDecodeError
+
+    if not payload:
+        return "controller hung up"
+    try:
+        err = Error.decode(payload)
+    except SPSDecodeError:
+        return "controller hung up (undecodable reason)"
+    if isinstance(err, ErrorValue):
+        return f"controller hung up: {err.message}"
+    return "controller hung up"
+
+
+# ---- the native dispatch function's Python side ------------------------------------------------
+
+_current: Session | None = None
+
+
+@ffi.def_extern(onerror=lambda *exc: None)  # type: ignore[misc]
+def orc_py_dispatch(ctx: Any, tag: int, data: Any, size: int, out: Any) -> int:
+    """Called by ``orc_dispatch_fn`` on the JIT'd thread; fills ``out`` (a
+    ``CWrapperFunctionResult``) with a malloc'd copy of the controller's result."""
+    session = _current
+    if session is None:
+        return 0
+    args = bytes(ffi.buffer(data, size)) if size else b""
+    result = session.call_controller(tag, args)
+    if result is None:
+        return 0
+    n = len(result)
+    out.Size = n
+    if n <= 8:
+        if n:
+            ffi.memmove(out.Data.Value, result, n)
+        else:
+            out.Data.ValuePtr = ffi.NULL
+    else:
+        p = lib.malloc(n)
+        if p == ffi.NULL:
+            out.Size = 0
+            return 0
+        ffi.memmove(p, result, n)
+        out.Data.ValuePtr = ffi.cast("char *", p)
+    return 1

@@ -1,0 +1,1 @@
+"""Native memory: the cffi extension (``_native``), safe access helpers and the slab map."""

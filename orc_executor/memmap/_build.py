@@ -1,0 +1,346 @@
+"""cffi API-mode builder for ``orc_executor.memmap._native`` (compiled at install time).
+
+The native module holds everything that must be real machine code in the executor process:
+libc memory calls, safe memory access (``process_vm_readv``/``writev`` on ourselves), the C
+wrapper-function ABI (``CWrapperFunctionResult fn(const char *, size_t)``), the JIT dispatch
+function called by JIT'd code (an ``extern "Python"`` callback behind a C trampoline), the
+EH-frame registrar and the GDB JIT interface (``__jit_debug_descriptor``).
+"""
+
+from __future__ import annotations
+
+from cffi import FFI
+
+CDEF = r"""
+typedef struct {
+    union { char *ValuePtr; char Value[8]; } Data;
+    size_t Size;
+} orc_cwfr;
+
+#define PROT_NONE ...
+#define PROT_READ ...
+#define PROT_WRITE ...
+#define PROT_EXEC ...
+#define RTLD_LAZY ...
+#define RTLD_NOW ...
+#define RTLD_GLOBAL ...
+#define RTLD_NOLOAD ...
+
+void *orc_reserve(size_t size);
+int orc_release(uint64_t addr, size_t size);
+int orc_protect(uint64_t addr, size_t size, int prot);
+int orc_discard(uint64_t addr, size_t size);
+void *memset(void *s, int c, size_t n);
+void *malloc(size_t size);
+void free(void *ptr);
+int fflush(void *stream);
+void exit(int status);
+void _exit(int status);
+int orc_errno(void);
+char *strerror(int errnum);
+
+/* shared memory (ExecutorSharedMemoryMapperService) */
+void *orc_shm_reserve(const char *name, size_t size);
+
+/* safe access to our own memory: 0 or an errno value */
+int orc_mem_read(uint64_t addr, void *dst, size_t n);
+int orc_mem_write(uint64_t addr, const void *src, size_t n);
+int64_t orc_strnlen_safe(uint64_t addr, size_t max);
+int orc_addr_in_image(uint64_t addr);
+
+/* dynamic libraries */
+void *dlopen(const char *filename, int flags);
+void *dlsym(void *handle, const char *symbol);
+char *dlerror(void);
+
+/* calling native code */
+void orc_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out);
+void orc_cwfr_dispose(orc_cwfr *r);
+int orc_cwfr_is_oob(const orc_cwfr *r);
+const char *orc_cwfr_data(const orc_cwfr *r);
+int64_t orc_run_as_main(uint64_t fn, int argc, char **argv);
+int32_t orc_run_as_void_function(uint64_t fn);
+int32_t orc_run_as_int_function(uint64_t fn, int32_t arg);
+void orc_run_void_void(uint64_t fn);
+
+/* JIT dispatch: executor -> controller calls from JIT'd code */
+extern "Python" int orc_py_dispatch(void *ctx, uint64_t tag, const char *data, size_t size,
+                                    orc_cwfr *out);
+uint64_t orc_dispatch_fn_addr(void);
+uint64_t orc_dispatch_ctx_addr(void);
+uint64_t orc_tag_base(void);
+size_t orc_tag_count(void);
+
+/* EH frames and GDB JIT interface */
+int orc_register_eh_frame(uint64_t addr);
+int orc_deregister_eh_frame(uint64_t addr);
+int orc_gdb_register(uint64_t addr, uint64_t size, int notify);
+int orc_gdb_deregister(uint64_t addr);
+uint64_t orc_gdb_last_entry(uint64_t *size);
+uint64_t orc_gdb_descriptor_addr(void);
+"""
+
+SOURCE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+typedef struct {
+    union { char *ValuePtr; char Value[8]; } Data;
+    size_t Size;
+} orc_cwfr;
+
+static int orc_errno(void) { return errno; }
+
+static void *orc_reserve(size_t size) {
+    /* Address space only: nothing is committed until a page is initialized. */
+    void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static int orc_release(uint64_t addr, size_t size) {
+    return munmap((void *)(uintptr_t)addr, size) == 0 ? 0 : errno;
+}
+
+static int orc_protect(uint64_t addr, size_t size, int prot) {
+    return mprotect((void *)(uintptr_t)addr, size, prot) == 0 ? 0 : errno;
+}
+
+static int orc_discard(uint64_t addr, size_t size) {
+    return madvise((void *)(uintptr_t)addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
+}
+
+static void *orc_shm_reserve(const char *name, size_t size) {
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0700);
+    if (fd < 0) return NULL;
+    if (ftruncate(fd, (off_t)size) != 0) { int e = errno; close(fd); shm_unlink(name); errno = e; return NULL; }
+    void *p = mmap(NULL, size, PROT_NONE, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) { shm_unlink(name); errno = e; return NULL; }
+    return p;
+}
+
+static int orc_mem_read(uint64_t addr, void *dst, size_t n) {
+    if (n == 0) return 0;
+    struct iovec local = { dst, n }, remote = { (void *)(uintptr_t)addr, n };
+    ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    if (r < 0) return errno;
+    return (size_t)r == n ? 0 : EFAULT;
+}
+
+static int orc_mem_write(uint64_t addr, const void *src, size_t n) {
+    if (n == 0) return 0;
+    struct iovec local = { (void *)src, n }, remote = { (void *)(uintptr_t)addr, n };
+    ssize_t r = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+    if (r < 0) return errno;
+    return (size_t)r == n ? 0 : EFAULT;
+}
+
+/* Length of the NUL-terminated string at addr (at most max), or -errno if unreadable. */
+static int64_t orc_strnlen_safe(uint64_t addr, size_t max) {
+    char chunk[256];
+    size_t len = 0;
+    while (len < max) {
+        size_t want = 256 - ((addr + len) & 255);
+        if (want > max - len) want = max - len;
+        int e = orc_mem_read(addr + len, chunk, want);
+        if (e) return -(int64_t)e;
+        void *z = memchr(chunk, 0, want);
+        if (z) return (int64_t)(len + ((char *)z - chunk));
+        len += want;
+    }
+    return (int64_t)len;
+}
+
+static int orc_addr_in_image(uint64_t addr) {
+    Dl_info info;
+    return dladdr((void *)(uintptr_t)addr, &info) != 0 && info.dli_fbase != NULL;
+}
+
+typedef orc_cwfr (*orc_wrapper_fn)(const char *, size_t);
+
+static void orc_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out) {
+    *out = ((orc_wrapper_fn)(uintptr_t)fn)(data, size);
+}
+
+static int orc_cwfr_is_oob(const orc_cwfr *r) { return r->Size == 0 && r->Data.ValuePtr != NULL; }
+
+static const char *orc_cwfr_data(const orc_cwfr *r) {
+    return r->Size > 8 || orc_cwfr_is_oob(r) ? r->Data.ValuePtr : r->Data.Value;
+}
+
+static void orc_cwfr_dispose(orc_cwfr *r) {
+    if (r->Size > 8 || orc_cwfr_is_oob(r)) free(r->Data.ValuePtr);
+    r->Size = 0;
+    r->Data.ValuePtr = NULL;
+}
+
+static int64_t orc_run_as_main(uint64_t fn, int argc, char **argv) {
+    return (int64_t)((int (*)(int, char **))(uintptr_t)fn)(argc, argv);
+}
+static int32_t orc_run_as_void_function(uint64_t fn) {
+    return ((int32_t (*)(void))(uintptr_t)fn)();
+}
+static int32_t orc_run_as_int_function(uint64_t fn, int32_t arg) {
+    return ((int32_t (*)(int32_t))(uintptr_t)fn)(arg);
+}
+static void orc_run_void_void(uint64_t fn) { ((void (*)(void))(uintptr_t)fn)(); }
+
+/* ---- JIT dispatch ------------------------------------------------------------------ */
+
+static int orc_py_dispatch(void *ctx, uint64_t tag, const char *data, size_t size,
+                           orc_cwfr *out);
+
+/* The token passed back as ctx (bootstrap symbol __llvm_orc_SimpleRemoteEPC_dispatch_ctx). */
+static char orc_dispatch_ctx_token[16];
+
+static orc_cwfr orc_oob(const char *msg) {
+    orc_cwfr r;
+    size_t n = strlen(msg) + 1;
+    r.Data.ValuePtr = (char *)malloc(n);
+    if (r.Data.ValuePtr) memcpy(r.Data.ValuePtr, msg, n);
+    r.Size = 0;
+    return r;
+}
+
+/* CWrapperFunctionResult __llvm_orc_SimpleRemoteEPC_dispatch_fn(ctx, tag, data, size) */
+__attribute__((visibility("default")))
+orc_cwfr orc_dispatch_fn(void *ctx, const void *tag, const char *data, size_t size) {
+    orc_cwfr r;
+    r.Size = 0;
+    r.Data.ValuePtr = NULL;
+    if (!orc_py_dispatch(ctx, (uint64_t)(uintptr_t)tag, data, size, &r)) {
+        orc_cwfr_dispose(&r);
+        return orc_oob("jit_dispatch not available (EPC server shut down)");
+    }
+    return r;
+}
+
+static uint64_t orc_dispatch_fn_addr(void) { return (uint64_t)(uintptr_t)&orc_dispatch_fn; }
+static uint64_t orc_dispatch_ctx_addr(void) { return (uint64_t)(uintptr_t)orc_dispatch_ctx_token; }
+
+/* Distinct, stable executor addresses for the executor's own bootstrap functions and
+   instances: one byte each in a static array no JIT allocation can overlap. */
+#define ORC_TAG_COUNT 256
+static char orc_tags[ORC_TAG_COUNT];
+static uint64_t orc_tag_base(void) { return (uint64_t)(uintptr_t)orc_tags; }
+static size_t orc_tag_count(void) { return ORC_TAG_COUNT; }
+
+/* ---- EH frames ---------------------------------------------------------------------- */
+
+static void (*p_register_frame)(void *);
+static void (*p_deregister_frame)(void *);
+static pthread_once_t eh_once = PTHREAD_ONCE_INIT;
+
+static void eh_init(void) {
+    void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (!h) return;
+    p_register_frame = (void (*)(void *))dlsym(h, "__register_frame");
+    p_deregister_frame = (void (*)(void *))dlsym(h, "__deregister_frame");
+}
+
+static int orc_register_eh_frame(uint64_t addr) {
+    pthread_once(&eh_once, eh_init);
+    if (!p_register_frame) return -1;
+    p_register_frame((void *)(uintptr_t)addr);
+    return 0;
+}
+
+static int orc_deregister_eh_frame(uint64_t addr) {
+    pthread_once(&eh_once, eh_init);
+    if (!p_deregister_frame) return -1;
+    p_deregister_frame((void *)(uintptr_t)addr);
+    return 0;
+}
+
+/* ---- GDB JIT interface (gdb/jit.h) ---------------------------------------------------- */
+
+typedef enum { JIT_NOACTION = 0, JIT_REGISTER_FN, JIT_UNREGISTER_FN } jit_actions_t;
+
+struct jit_code_entry {
+    struct jit_code_entry *next_entry;
+    struct jit_code_entry *prev_entry;
+    const char *symfile_addr;
+    uint64_t symfile_size;
+};
+
+struct jit_descriptor {
+    uint32_t version;
+    uint32_t action_flag;
+    struct jit_code_entry *relevant_entry;
+    struct jit_code_entry *first_entry;
+};
+
+__attribute__((visibility("default"), noinline, used))
+void __jit_debug_register_code(void) { __asm__ volatile("" ::: "memory"); }
+
+__attribute__((visibility("default"), used))
+struct jit_descriptor __jit_debug_descriptor = { 1, 0, NULL, NULL };
+
+static pthread_mutex_t gdb_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int orc_gdb_register(uint64_t addr, uint64_t size, int notify) {
+    struct jit_code_entry *e = (struct jit_code_entry *)calloc(1, sizeof *e);
+    if (!e) return ENOMEM;
+    e->symfile_addr = (const char *)(uintptr_t)addr;
+    e->symfile_size = size;
+    pthread_mutex_lock(&gdb_lock);
+    e->next_entry = __jit_debug_descriptor.first_entry;
+    if (e->next_entry) e->next_entry->prev_entry = e;
+    __jit_debug_descriptor.first_entry = e;
+    __jit_debug_descriptor.relevant_entry = e;
+    __jit_debug_descriptor.action_flag = JIT_REGISTER_FN;
+    if (notify) __jit_debug_register_code();
+    pthread_mutex_unlock(&gdb_lock);
+    return 0;
+}
+
+static int orc_gdb_deregister(uint64_t addr) {
+    pthread_mutex_lock(&gdb_lock);
+    struct jit_code_entry *e = __jit_debug_descriptor.first_entry;
+    while (e && (uint64_t)(uintptr_t)e->symfile_addr != addr) e = e->next_entry;
+    if (!e) { pthread_mutex_unlock(&gdb_lock); return ENOENT; }
+    if (e->prev_entry) e->prev_entry->next_entry = e->next_entry;
+    else __jit_debug_descriptor.first_entry = e->next_entry;
+    if (e->next_entry) e->next_entry->prev_entry = e->prev_entry;
+    __jit_debug_descriptor.relevant_entry = e;
+    __jit_debug_descriptor.action_flag = JIT_UNREGISTER_FN;
+    __jit_debug_register_code();
+    pthread_mutex_unlock(&gdb_lock);
+    free(e);
+    return 0;
+}
+
+static uint64_t orc_gdb_last_entry(uint64_t *size) {
+    struct jit_code_entry *e = __jit_debug_descriptor.relevant_entry;
+    *size = e ? e->symfile_size : 0;
+    return e ? (uint64_t)(uintptr_t)e->symfile_addr : 0;
+}
+
+static uint64_t orc_gdb_descriptor_addr(void) {
+    return (uint64_t)(uintptr_t)&__jit_debug_descriptor;
+}
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "orc_executor.memmap._native",
+    SOURCE,
+    libraries=["dl", "pthread", "rt"],
+    extra_compile_args=["-O2", "-fno-strict-aliasing"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,356 @@
+"""The native memory map: slabs of executable memory and the regions initialized in them.
+
+Mirrors ``SimpleExecutorMemoryManager`` (LLVM 22) / orc-rt's ``SimpleNativeMemoryMap``:
+
+* **reserve** ``size`` bytes → a *slab*: address space only (``PROT_NONE``, ``MAP_NORESERVE``),
+  nothing committed until a page is initialized.
+* **initialize** a *region* inside one slab: per segment copy the content, zero-fill to the
+  segment size, apply page protections; then run the finalize alloc actions in order and keep
+  the dealloc actions. The region's key is its lowest segment address.
+* **deinitialize** a region: run its dealloc actions in reverse; the memory stays reserved and
+  can be initialized again.
+* **release** a slab: deinitialize every region left in it, then unmap it.
+
+Bad requests (unknown addresses, segments outside a slab, overlapping live regions, invalid
+protection bits, content larger than its segment) raise :class:`MemoryMapError` and leave the
+map unchanged. All methods are thread-safe; alloc actions run without the lock held so they can
+call back into the controller (which may initialize more memory meanwhile).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import mmap
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..sps.orc import (
+    PROT_EXEC,
+    PROT_READ,
+    PROT_VALID_MASK,
+    PROT_WRITE,
+    AllocActionCallPair,
+    SegFinalizeRequest,
+    WrapperFunctionCall,
+)
+from .native import ffi, lib
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = mmap.PAGESIZE
+
+#: Runs one alloc action; returns ``None`` on success or an error message.
+ActionRunner = Callable[[WrapperFunctionCall], "str | None"]
+
+
+class MemoryMapError(Exception):
+    """A memory-map request that cannot be honoured; the message is sent to the controller."""
+
+
+def _page_floor(a: int) -> int:
+    return a & ~(PAGE_SIZE - 1)
+
+
+def _page_ceil(a: int) -> int:
+    return (a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def native_prot(prot: int) -> int:
+    """ORC ``MemProt`` bits (R=1, W=2, X=4) to ``mmap`` ``PROT_*`` bits."""
+    p = 0
+    if prot & PROT_READ:
+        p |= lib.PROT_READ
+    if prot & PROT_WRITE:
+        p |= lib.PROT_WRITE
+    if prot & PROT_EXEC:
+        p |= lib.PROT_EXEC
+    return p
+
+
+@dataclass
+class Region:
+    """An initialized allocation inside a slab: its segment ranges and pending dealloc actions."""
+
+    key: int
+    ranges: list[tuple[int, int]]
+    dealloc: list[WrapperFunctionCall] = field(default_factory=list)
+    executable: list[tuple[int, int]] = field(default_factory=list)
+    live: bool = False
+
+
+@dataclass
+class Slab:
+    """A reserved address range ``[base, base + size)`` (bytes)."""
+
+    base: int
+    size: int
+    mapped_size: int
+    regions: dict[int, Region] = field(default_factory=dict)
+    shared_name: str | None = None
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+
+class MemoryMap:
+    """Slabs and regions of JIT'd memory in this process. See the module docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._slabs: dict[int, Slab] = {}
+        self._bases: list[int] = []  # sorted slab bases, for address lookups
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def slab_containing(self, addr: int, size: int = 1) -> Slab | None:
+        """The slab holding ``[addr, addr + size)``, or ``None``."""
+        with self._lock:
+            i = bisect.bisect_right(self._bases, addr) - 1
+            if i < 0:
+                return None
+            slab = self._slabs[self._bases[i]]
+            if addr + max(size, 1) <= slab.end:
+                return slab
+            return None
+
+    def is_executable(self, addr: int) -> bool:
+        """True if ``addr`` lies in an executable segment of an initialized region."""
+        with self._lock:
+            slab = self.slab_containing(addr)
+            if slab is None:
+                return False
+            return any(
+                s <= addr < e for r in slab.regions.values() if r.live for s, e in r.executable
+            )
+
+    def has_regions(self) -> bool:
+        """True while any initialized region remains (in any slab)."""
+        with self._lock:
+            return any(s.regions for s in self._slabs.values())
+
+    @property
+    def slab_count(self) -> int:
+        with self._lock:
+            return len(self._slabs)
+
+    # ---- reserve / release ------------------------------------------------------------------
+
+    def reserve(self, size: int) -> int:
+        """Reserve ``size`` bytes of address space; return the slab base (0 for size 0).
+
+        Raises :class:`MemoryMapError` (with the ``strerror`` text) if the kernel refuses.
+        """
+        if size == 0:
+            return 0
+        if size < 0 or size > 1 << 47:
+            raise MemoryMapError(os.strerror(12))
+        mapped = _page_ceil(size)
+        p = lib.orc_reserve(mapped)
+        if p == ffi.NULL:
+            raise MemoryMapError(os.strerror(ffi.errno))
+        base = int(ffi.cast("uintptr_t", p))
+        self._add_slab(Slab(base, size, mapped))
+        return base
+
+    def adopt(self, base: int, size: int, shared_name: str | None = None) -> None:
+        """Track an already-mapped range (e.g. a shared-memory reservation) as a slab."""
+        self._add_slab(Slab(base, size, _page_ceil(size), shared_name=shared_name))
+
+    def _add_slab(self, slab: Slab) -> None:
+        with self._lock:
+            self._slabs[slab.base] = slab
+            bisect.insort(self._bases, slab.base)
+
+    def release(self, bases: Iterable[int], run_action: ActionRunner, what: str = "release") -> None:
+        """Release slabs, last to first: deinitialize their regions, then unmap.
+
+        Every base is processed even if one fails; the first error is raised at the end
+        (``MemoryMapError``, stock wording "In release, 0x… is not part of any reserved
+        address range").
+        """
+        errors: list[str] = []
+        for base in reversed(list(bases)):
+            with self._lock:
+                slab = self._slabs.get(base)
+                if slab is None:
+                    errors.append(f"In {what}, {base:#x} is not part of any reserved address range")
+                    continue
+                regions = sorted(slab.regions.values(), key=lambda r: r.key, reverse=True)
+                slab.regions.clear()
+            # Dealloc actions run while the slab is still known (they may check addresses).
+            for region in regions:
+                err = self._run_dealloc(region, run_action)
+                if err:
+                    errors.append(err)
+            with self._lock:
+                if self._slabs.pop(base, None) is None:
+                    continue  # released concurrently
+                self._bases.remove(base)
+            e = lib.orc_release(slab.base, slab.mapped_size)
+            if e:
+                errors.append(f"In {what}, munmap of {slab.base:#x} failed: {os.strerror(e)}")
+        if errors:
+            raise MemoryMapError(errors[0])
+
+    # ---- initialize / deinitialize ------------------------------------------------------------
+
+    def initialize(
+        self,
+        segments: list[SegFinalizeRequest],
+        actions: list[AllocActionCallPair],
+        run_action: ActionRunner,
+        *,
+        copy_content: bool = True,
+        allow_empty: bool = False,
+    ) -> int:
+        """Initialize a region; return its key (the lowest segment address).
+
+        ``segments`` carry protection bits, address, size (bytes) and content. With
+        ``copy_content=False`` (shared memory) contents are already in place and only
+        protections are applied. Raises :class:`MemoryMapError` on a bad request or a failing
+        finalize action (the dealloc actions of the completed pairs then run in reverse).
+        """
+        segs = [s for s in segments]
+        if not segs and not actions:
+            if allow_empty:
+                return 0
+            raise MemoryMapError("Finalization request is empty")
+        for s in segs:
+            if s.prot & ~PROT_VALID_MASK:
+                raise MemoryMapError(f"invalid protection flags {s.prot:#x} for segment at {s.addr:#x}")
+            if len(s.content) > s.size:
+                raise MemoryMapError(
+                    f"segment at {s.addr:#x}: content ({len(s.content)} bytes) exceeds "
+                    f"its size ({s.size} bytes)"
+                )
+        nonempty = [s for s in segs if s.size]
+        if segs:
+            key = min(s.addr for s in segs)
+        else:
+            raise MemoryMapError("Finalization request has no segments")
+        ranges = sorted((s.addr, s.addr + s.size) for s in nonempty)
+        for (_, e1), (s2, _) in zip(ranges, ranges[1:], strict=False):
+            if s2 < e1:
+                raise MemoryMapError(f"segments overlap at {s2:#x}")
+        with self._lock:
+            slab = self.slab_containing(key)
+            if slab is None:
+                raise MemoryMapError(
+                    f"In initialize, {key:#x} is not part of any reserved address range"
+                )
+            for s, e in ranges:
+                if not (slab.base <= s and e <= slab.end):
+                    raise MemoryMapError(
+                        f"segment [{s:#x}, {e:#x}) is outside the slab [{slab.base:#x}, "
+                        f"{slab.end:#x})"
+                    )
+            for r in slab.regions.values():
+                for s, e in ranges:
+                    for rs, re_ in r.ranges:
+                        if s < re_ and rs < e:
+                            raise MemoryMapError(
+                                f"segment [{s:#x}, {e:#x}) overlaps the initialized region "
+                                f"at {r.key:#x}"
+                            )
+            if key in slab.regions:
+                raise MemoryMapError(f"a region at {key:#x} is already initialized")
+            region = Region(
+                key,
+                ranges,
+                executable=[(s.addr, s.addr + s.size) for s in nonempty if s.prot & PROT_EXEC],
+            )
+            slab.regions[key] = region
+        try:
+            if copy_content:
+                self._copy_segments(nonempty)
+            self._protect_segments(nonempty)
+            self._run_finalize(region, actions, run_action)
+        except BaseException:
+            with self._lock:
+                slab.regions.pop(key, None)
+            raise
+        region.live = True
+        return key
+
+    def _copy_segments(self, segs: list[SegFinalizeRequest]) -> None:
+        rw = lib.PROT_READ | lib.PROT_WRITE
+        for s in segs:
+            lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
+            e = lib.orc_protect(lo, hi - lo, rw)
+            if e:
+                raise MemoryMapError(f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}")
+        for s in segs:
+            n = len(s.content)
+            dst = ffi.cast("char *", s.addr)
+            if n:
+                ffi.memmove(dst, s.content, n)
+            if s.size > n:
+                lib.memset(dst + n, 0, s.size - n)
+
+    def _protect_segments(self, segs: list[SegFinalizeRequest]) -> None:
+        for s in segs:
+            lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
+            e = lib.orc_protect(lo, hi - lo, native_prot(s.prot))
+            if e:
+                raise MemoryMapError(f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}")
+
+    def _run_finalize(
+        self, region: Region, actions: list[AllocActionCallPair], run_action: ActionRunner
+    ) -> None:
+        for i, pair in enumerate(actions):
+            if pair.finalize.fn:
+                err = run_action(pair.finalize)
+                if err is not None:
+                    # Undo the pairs that completed, in reverse.
+                    for done in reversed(actions[:i]):
+                        if done.dealloc.fn:
+                            run_action(done.dealloc)
+                    raise MemoryMapError(err)
+            if pair.dealloc.fn:
+                region.dealloc.append(pair.dealloc)
+
+    def _run_dealloc(self, region: Region, run_action: ActionRunner) -> str | None:
+        first: str | None = None
+        while region.dealloc:
+            call = region.dealloc.pop()
+            err = run_action(call)
+            if err is not None and first is None:
+                first = err
+        return first
+
+    def deinitialize(
+        self, keys: Iterable[int], run_action: ActionRunner, what: str = "deinitialize"
+    ) -> None:
+        """Deinitialize regions by key, last to first: run their dealloc actions in reverse.
+
+        Every key is processed; the first error is raised at the end (stock wording "In
+        deinitialize, 0x… is not part of any reserved address range").
+        """
+        errors: list[str] = []
+        for key in reversed(list(keys)):
+            with self._lock:
+                slab = self.slab_containing(key)
+                region = slab.regions.pop(key, None) if slab is not None else None
+            if region is None:
+                errors.append(f"In {what}, {key:#x} is not part of any reserved address range")
+                continue
+            err = self._run_dealloc(region, run_action)
+            if err:
+                errors.append(err)
+        if errors:
+            raise MemoryMapError(errors[0])
+
+    def shutdown(self, run_action: ActionRunner) -> None:
+        """Release every slab (running all outstanding dealloc actions); errors are logged."""
+        with self._lock:
+            bases = list(self._bases)
+        if not bases:
+            return
+        try:
+            self.release(bases, run_action, what="shutdown")
+        except MemoryMapError as e:
+            log.warning("releasing memory at session end: %s", e)

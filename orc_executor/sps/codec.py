@@ -1,0 +1,412 @@
+"""SPS — LLVM ORC's Simple Packed Serialization, as declarative, composable type values.
+
+Mirrors ``llvm/ExecutionEngine/Orc/Shared/SimplePackedSerialization.h``: no padding, no
+alignment, no type tags, little-endian; the receiver must know the signature. Each SPS tag
+(``SPSTuple<...>``, ``SPSSequence<...>``, ...) is a :class:`SPSType` instance here; instances
+compose exactly like LLVM's tag templates and are used by both the executor and the
+controller side.
+
+Every decoder is bounds-checked: truncated input, a length prefix larger than the bytes that
+remain, or trailing bytes raise :class:`SPSDecodeError` before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+T = TypeVar("T")
+
+Buffer = bytes | bytearray | memoryview
+
+_U64 = struct.Struct("<Q")
+
+
+class SPSDecodeError(ValueError):
+    """Raised when bytes do not match the SPS signature they are decoded with."""
+
+
+class SPSEncodeError(ValueError):
+    """Raised when a Python value cannot be encoded with an SPS signature."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorValue:
+    """The failure half of ``SPSError`` / ``SPSExpected<T>``: an ``llvm::Error`` message."""
+
+    message: str
+
+
+class SPSType(Generic[T]):
+    """An SPS tag: encodes Python values of type ``T`` to bytes and back.
+
+    Subclasses implement :meth:`encode_into` and :meth:`decode_from`; :attr:`fixed_size` is
+    the encoded size in bytes when it does not depend on the value (else ``None``).
+    """
+
+    fixed_size: int | None = None
+    name: str = "?"
+
+    def encode_into(self, out: bytearray, value: T) -> None:
+        raise NotImplementedError
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[T, int]:
+        """Decode one value starting at byte offset ``off``; return it and the next offset."""
+        raise NotImplementedError
+
+    def encode(self, value: T) -> bytes:
+        """Encode ``value``; raises :class:`SPSEncodeError` for values of the wrong shape."""
+        out = bytearray()
+        try:
+            self.encode_into(out, value)
+        except (struct.error, TypeError, AttributeError, OverflowError) as e:
+            raise SPSEncodeError(f"cannot encode {value!r} as {self.name}: {e}") from e
+        return bytes(out)
+
+    def decode(self, data: Buffer) -> T:
+        """Decode exactly one value filling all of ``data``; raises :class:`SPSDecodeError`."""
+        value, off = self.decode_from(data, 0)
+        if off != len(data):
+            raise SPSDecodeError(
+                f"{len(data) - off} trailing byte(s) after {self.name} ({len(data)} bytes)"
+            )
+        return value
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _need(buf: Buffer, off: int, n: int, what: str) -> None:
+    if n < 0 or off + n > len(buf):
+        raise SPSDecodeError(
+            f"truncated {what}: need {n} byte(s) at offset {off}, have {len(buf) - off}"
+        )
+
+
+class _Primitive(SPSType[Any]):
+    def __init__(self, name: str, fmt: str) -> None:
+        self.name = name
+        self._struct = struct.Struct("<" + fmt)
+        self.fixed_size = self._struct.size
+        self.fmt = fmt
+
+    def encode_into(self, out: bytearray, value: Any) -> None:
+        out += self._struct.pack(value)
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[Any, int]:
+        size = self._struct.size
+        if off + size > len(buf):
+            _need(buf, off, size, self.name)
+        return self._struct.unpack_from(buf, off)[0], off + size
+
+
+class _Bool(SPSType[bool]):
+    name = "bool"
+    fixed_size = 1
+
+    def encode_into(self, out: bytearray, value: bool) -> None:
+        out.append(1 if value else 0)
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[bool, int]:
+        _need(buf, off, 1, "bool")
+        return buf[off] != 0, off + 1
+
+
+class _Empty(SPSType[None]):
+    """``SPSEmpty``: zero bytes (a void result)."""
+
+    name = "Empty"
+    fixed_size = 0
+
+    def encode_into(self, out: bytearray, value: None) -> None:
+        return None
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[None, int]:
+        return None, off
+
+
+Bool: SPSType[bool] = _Bool()
+Char: SPSType[int] = _Primitive("char", "b")
+Int8: SPSType[int] = _Primitive("int8", "b")
+UInt8: SPSType[int] = _Primitive("uint8", "B")
+Int16: SPSType[int] = _Primitive("int16", "h")
+UInt16: SPSType[int] = _Primitive("uint16", "H")
+Int32: SPSType[int] = _Primitive("int32", "i")
+UInt32: SPSType[int] = _Primitive("uint32", "I")
+Int64: SPSType[int] = _Primitive("int64", "q")
+UInt64: SPSType[int] = _Primitive("uint64", "Q")
+#: ``size_t`` / orc-rt ``SPSSize``: always a u64 on the wire.
+Size: SPSType[int] = _Primitive("size", "Q")
+#: ``SPSExecutorAddr``: an address in the executor process, u64.
+Addr: SPSType[int] = _Primitive("ExecutorAddr", "Q")
+Empty: SPSType[None] = _Empty()
+
+
+def _read_count(buf: Buffer, off: int, what: str) -> tuple[int, int]:
+    if off + 8 > len(buf):
+        _need(buf, off, 8, f"{what} length")
+    return _U64.unpack_from(buf, off)[0], off + 8
+
+
+class _Bytes(SPSType[bytes]):
+    """``SPSSequence<char>`` used as a byte buffer: u64 length, then the bytes."""
+
+    name = "Bytes"
+
+    def encode_into(self, out: bytearray, value: bytes) -> None:
+        out += _U64.pack(len(value))
+        out += value
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[bytes, int]:
+        n, off = _read_count(buf, off, "byte sequence")
+        _need(buf, off, n, "byte sequence")
+        return bytes(buf[off : off + n]), off + n
+
+
+class _String(SPSType[str]):
+    """``SPSString``: u64 length then bytes, no NUL; non-UTF-8 bytes survive as surrogates."""
+
+    name = "String"
+
+    def encode_into(self, out: bytearray, value: str) -> None:
+        raw = value.encode("utf-8", "surrogateescape")
+        out += _U64.pack(len(raw))
+        out += raw
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[str, int]:
+        n, off = _read_count(buf, off, "string")
+        _need(buf, off, n, "string")
+        return bytes(buf[off : off + n]).decode("utf-8", "surrogateescape"), off + n
+
+
+Bytes: SPSType[bytes] = _Bytes()
+String: SPSType[str] = _String()
+
+
+class SequenceOf(SPSType[list[T]]):
+    """``SPSSequence<T>``: u64 element count, then the elements back to back."""
+
+    def __init__(self, elem: SPSType[T]) -> None:
+        self.elem = elem
+        self.name = f"Sequence<{elem.name}>"
+        fmt = getattr(elem, "fmt", None)
+        self._fmt: str | None = fmt if isinstance(elem, _Primitive) else None
+
+    def encode_into(self, out: bytearray, value: list[T]) -> None:
+        out += _U64.pack(len(value))
+        if self._fmt is not None:
+            out += struct.pack(f"<{len(value)}{self._fmt}", *value)
+            return
+        enc = self.elem.encode_into
+        for v in value:
+            enc(out, v)
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[list[T], int]:
+        n, off = _read_count(buf, off, self.name)
+        # Every element takes at least one byte, except Empty: refuse impossible counts
+        # before allocating anything.
+        min_size = self.elem.fixed_size if self.elem.fixed_size is not None else 1
+        if min_size and n * min_size > len(buf) - off:
+            _need(buf, off, n * min_size, self.name)
+        if self._fmt is not None:
+            size = n * cast(int, self.elem.fixed_size)
+            vals = list(struct.unpack_from(f"<{n}{self._fmt}", buf, off))
+            return cast(list[T], vals), off + size
+        if not min_size and n > 1 << 20:
+            raise SPSDecodeError(f"implausible element count {n} for {self.name}")
+        dec = self.elem.decode_from
+        out: list[T] = []
+        append = out.append
+        for _ in range(n):
+            v, off = dec(buf, off)
+            append(v)
+        return out, off
+
+
+class TupleOf(SPSType[Any]):
+    """``SPSTuple<A, B, ...>``: the elements back to back.
+
+    ``factory`` (e.g. a ``NamedTuple`` class) builds the Python value from the decoded fields;
+    by default a plain tuple is returned. Argument lists of wrapper functions are tuples.
+    """
+
+    def __init__(
+        self,
+        *elems: SPSType[Any],
+        factory: Callable[..., Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.elems = elems
+        self.factory = factory
+        self.name = name or "Tuple<" + ", ".join(e.name for e in elems) + ">"
+        fmts = [getattr(e, "fmt", None) for e in elems]
+        if elems and all(isinstance(e, _Primitive) for e in elems):
+            self._struct: struct.Struct | None = struct.Struct("<" + "".join(cast(list[str], fmts)))
+            self.fixed_size = self._struct.size
+        else:
+            self._struct = None
+            sizes = [e.fixed_size for e in elems]
+            self.fixed_size = None if None in sizes else sum(cast(list[int], sizes))
+
+    def encode_into(self, out: bytearray, value: Any) -> None:
+        if len(value) != len(self.elems):
+            raise SPSEncodeError(f"{self.name} needs {len(self.elems)} fields, got {len(value)}")
+        if self._struct is not None:
+            out += self._struct.pack(*value)
+            return
+        for e, v in zip(self.elems, value, strict=True):
+            e.encode_into(out, v)
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[Any, int]:
+        if self._struct is not None:
+            size = self._struct.size
+            if off + size > len(buf):
+                _need(buf, off, size, self.name)
+            vals: Iterable[Any] = self._struct.unpack_from(buf, off)
+            off += size
+        else:
+            acc = []
+            for e in self.elems:
+                v, off = e.decode_from(buf, off)
+                acc.append(v)
+            vals = acc
+        if self.factory is not None:
+            return self.factory(*vals), off
+        return tuple(vals), off
+
+
+class OptionalOf(SPSType[T | None]):
+    """``SPSOptional<T>``: a bool "present", then ``T`` if present. ``None`` is absent."""
+
+    def __init__(self, elem: SPSType[T]) -> None:
+        self.elem = elem
+        self.name = f"Optional<{elem.name}>"
+
+    def encode_into(self, out: bytearray, value: T | None) -> None:
+        if value is None:
+            out.append(0)
+        else:
+            out.append(1)
+            self.elem.encode_into(out, value)
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[T | None, int]:
+        _need(buf, off, 1, self.name)
+        if buf[off] == 0:
+            return None, off + 1
+        return self.elem.decode_from(buf, off + 1)
+
+
+class MapOf(SPSType[dict[Any, Any]]):
+    """``SPSSequence<SPSTuple<K, V>>`` read as a map (LLVM's StringMap / DenseMap encodings).
+
+    Order on the wire is arbitrary; duplicate keys are a decode error.
+    """
+
+    def __init__(self, key: SPSType[Any], value: SPSType[Any]) -> None:
+        self._seq = SequenceOf(TupleOf(key, value))
+        self.name = f"Map<{key.name}, {value.name}>"
+
+    def encode_into(self, out: bytearray, value: Mapping[Any, Any]) -> None:
+        self._seq.encode_into(out, list(value.items()))
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[dict[Any, Any], int]:
+        pairs, off = self._seq.decode_from(buf, off)
+        result: dict[Any, Any] = {}
+        for k, v in pairs:
+            if k in result:
+                raise SPSDecodeError(f"duplicate key {k!r} in {self.name}")
+            result[k] = v
+        return result, off
+
+
+class _Error(SPSType[ErrorValue | None]):
+    """``SPSError``: ``00`` success (``None``), or ``01`` + String message (:class:`ErrorValue`)."""
+
+    name = "Error"
+
+    def encode_into(self, out: bytearray, value: ErrorValue | None) -> None:
+        if value is None:
+            out.append(0)
+        else:
+            out.append(1)
+            String.encode_into(out, value.message)
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[ErrorValue | None, int]:
+        _need(buf, off, 1, "Error")
+        if buf[off] == 0:
+            return None, off + 1
+        msg, off = String.decode_from(buf, off + 1)
+        return ErrorValue(msg), off
+
+
+Error: SPSType[ErrorValue | None] = _Error()
+
+
+class ExpectedOf(SPSType[Any]):
+    """``SPSExpected<T>``: ``01`` + T (the value), or ``00`` + String (an :class:`ErrorValue`).
+
+    Note the first byte's meaning is the opposite of ``SPSError``'s.
+    """
+
+    def __init__(self, elem: SPSType[T]) -> None:
+        self.elem = elem
+        self.name = f"Expected<{elem.name}>"
+
+    def encode_into(self, out: bytearray, value: Any) -> None:
+        if isinstance(value, ErrorValue):
+            out.append(0)
+            String.encode_into(out, value.message)
+        else:
+            out.append(1)
+            self.elem.encode_into(out, value)
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[Any, int]:
+        _need(buf, off, 1, self.name)
+        if buf[off] == 0:
+            msg, off = String.decode_from(buf, off + 1)
+            return ErrorValue(msg), off
+        return self.elem.decode_from(buf, off + 1)
+
+
+def failable(t: SPSType[Any]) -> bool:
+    """True if ``t`` can carry an error in-band (``SPSError`` or ``SPSExpected<T>``)."""
+    return t is Error or isinstance(t, ExpectedOf)
+
+
+@dataclass(frozen=True)
+class WrapperSignature:
+    """The SPS signature of a wrapper function: ``ret(args...)``.
+
+    Mirrors ``shared::WrapperFunction<SPSRet(SPSArgs...)>``: the argument bytes are the
+    arguments encoded as an ``SPSTuple``; the result bytes are ``ret`` encoded alone.
+    """
+
+    ret: SPSType[Any]
+    args: TupleOf
+
+    def encode_args(self, *args: Any) -> bytes:
+        return self.args.encode(args)
+
+    def decode_args(self, data: Buffer) -> tuple[Any, ...]:
+        return cast(tuple[Any, ...], self.args.decode(data))
+
+    def encode_result(self, value: Any) -> bytes:
+        return self.ret.encode(value)
+
+    def decode_result(self, data: Buffer) -> Any:
+        return self.ret.decode(data)
+
+    def __str__(self) -> str:
+        return f"{self.ret.name}({', '.join(e.name for e in self.args.elems)})"
+
+
+def signature(ret: SPSType[Any], *args: SPSType[Any]) -> WrapperSignature:
+    """Build a :class:`WrapperSignature` ``ret(args...)``."""
+    return WrapperSignature(ret, TupleOf(*args))
+
+
+def encode_args(types: Sequence[SPSType[Any]], values: Sequence[Any]) -> bytes:
+    """Encode ``values`` as ``SPSTuple<types...>`` (the argument bytes of a wrapper call)."""
+    return TupleOf(*types).encode(tuple(values))

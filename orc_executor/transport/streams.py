@@ -1,0 +1,103 @@
+"""trio streams for every transport: fd pairs (pipes), adopted sockets, TCP and unix sockets.
+
+All functions return a :class:`trio.abc.Stream` carrying SimpleRemoteEPC frames in both
+directions. Socket streams are shut down (``SHUT_RDWR``) before they are closed so the peer
+sees EOF even when another thread of its own is blocked reading (PROTOCOL.md §1.8).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as _socket
+import stat
+
+import trio
+
+from .spec import Address, FdPair, SocketFd, TcpAddress, UnixAddress
+
+log = logging.getLogger(__name__)
+
+
+def fd_pair_stream(spec: FdPair) -> trio.abc.Stream:
+    """A stream reading ``spec.in_fd`` and writing ``spec.out_fd`` (ownership is taken).
+
+    If both are the same socket, one socket stream serves both directions.
+    """
+    for fd in {spec.in_fd, spec.out_fd}:
+        try:
+            os.fstat(fd)
+        except OSError as e:
+            raise OSError(e.errno, f"file descriptor {fd} is not open") from None
+    if spec.in_fd == spec.out_fd:
+        return adopt_socket(SocketFd(spec.in_fd))
+    return trio.StapledStream(
+        trio.lowlevel.FdStream(spec.out_fd), trio.lowlevel.FdStream(spec.in_fd)
+    )
+
+
+def adopt_socket(spec: SocketFd) -> trio.abc.Stream:
+    """Wrap an already-connected stream socket fd (``socket:adopt=N``)."""
+    try:
+        mode = os.fstat(spec.fd).st_mode
+    except OSError as e:
+        raise OSError(e.errno, f"file descriptor {spec.fd} is not open") from None
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"file descriptor {spec.fd} is not a socket")
+    sock = _socket.socket(fileno=spec.fd)
+    if sock.type != _socket.SOCK_STREAM:
+        raise OSError(f"file descriptor {spec.fd} is not a stream socket")
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
+async def open_listener(address: Address, *, socket_mode: int = 0o600) -> trio.socket.SocketType:
+    """A listening socket on ``address`` (TCP: ``SO_REUSEADDR``; unix: created with
+    ``socket_mode`` permissions, a stale socket file is replaced)."""
+    if isinstance(address, TcpAddress):
+        infos = await trio.socket.getaddrinfo(
+            address.host, address.port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE
+        )
+        family, type_, proto, _, sockaddr = infos[0]
+        sock = trio.socket.socket(family, type_, proto)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        await sock.bind(sockaddr)
+    else:
+        sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        path = address.path
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o777 & ~socket_mode)
+        try:
+            await sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, socket_mode)
+    sock.listen(128)
+    return sock
+
+
+def listener_address(sock: trio.socket.SocketType) -> str:
+    name = sock.getsockname()
+    if isinstance(name, str):
+        return name
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def connect(address: Address) -> trio.abc.Stream:
+    """Dial a listening controller (``tcp:connect=`` / ``unix:connect=``)."""
+    if isinstance(address, UnixAddress):
+        return await trio.open_unix_socket(address.path)
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    stream.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    return stream
+
+
+def socket_stream(sock: trio.socket.SocketType) -> trio.SocketStream:
+    stream = trio.SocketStream(sock)
+    if sock.family in (_socket.AF_INET, _socket.AF_INET6):
+        stream.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    return stream
