@@ -35,7 +35,7 @@ from .registry import OutOfBandError
 log = logging.getLogger(__name__)
 
 #: Names whose completion may end a TCP session (see ``idle_close``).
-_RELEASE_NAMES = ("release", "deallocate", "releaseMultiple")
+_RELEASE_WORDS = ("release", "deallocate", "deinitialize")
 
 DISPATCH_UNAVAILABLE = "jit_dispatch not available (EPC server shut down)"
 
@@ -96,6 +96,7 @@ class Session:
         self._token: trio.lowlevel.TrioToken | None = None
         self._inflight = 0
         self._close_armed = False
+        self._read_scope: trio.CancelScope | None = None
         self._send_failed = False
         self.calls_served = 0
 
@@ -182,8 +183,9 @@ class Session:
 
     def _after_call(self, name: str) -> None:
         self.calls_served += 1
-        if self.idle_close is not None and name.endswith(_RELEASE_NAMES):
+        if self.idle_close is not None and any(w in name.lower() for w in _RELEASE_WORDS):
             self._close_armed = True
+            self._maybe_arm_idle_close()
 
     def _handle_call(self, nursery: trio.Nursery, msg: Message) -> None:
         spec = self.ctx.registry.lookup(msg.tag)
@@ -226,12 +228,22 @@ class Session:
 
     async def _read_some(self) -> bytes | None:
         want = min(max(self.decoder.wanted, 1 << 16), 1 << 22)
-        if self.idle_close is not None and self._idle():
-            with trio.move_on_after(self.idle_close):
+        if self.idle_close is None:
+            return await self.stream.receive_some(want)
+        with trio.CancelScope() as scope:
+            self._read_scope = scope
+            self._maybe_arm_idle_close()
+            try:
                 return await self.stream.receive_some(want)
-            log.info("controller idle %.3fs after releasing all memory: closing", self.idle_close)
-            return None
-        return await self.stream.receive_some(want)
+            finally:
+                self._read_scope = None
+        log.info("controller idle %.3fs after releasing all memory: closing", self.idle_close)
+        return None
+
+    def _maybe_arm_idle_close(self) -> None:
+        scope = self._read_scope
+        if scope is not None and self.idle_close is not None and self._idle():
+            scope.deadline = trio.current_time() + self.idle_close
 
     async def _reader(self, nursery: trio.Nursery) -> SessionEnd:
         while True:
