@@ -64,6 +64,7 @@ def _choose_spec(
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "ignore_unknown_options": True})
+@click.version_option(package_name="orc-executor", prog_name="orc-executor")
 @click.argument("spec", nargs=-1)
 @click.option("--fd", "fd", type=(int, int), default=None, metavar="IN OUT",
               help="Read messages from fd IN and write them to fd OUT (pipes or one socket).")

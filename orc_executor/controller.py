@@ -1,0 +1,241 @@
+"""A small SimpleRemoteEPC *controller*: launch or connect to any executor (orc-executor,
+``llvm-jitlink-executor``, ``lli-child-target``), read its Setup, and call wrapper functions
+by bootstrap-symbol name with SPS signatures.
+
+Used by the protocol tests and benchmarks; mirrors the controller half of
+``SimpleRemoteEPC`` (``llvm/lib/ExecutionEngine/Orc/SimpleRemoteEPC.cpp``)::
+
+    async with await Controller.launch(["orc-executor"]) as c:
+        base = await c.call("__llvm_orc_SimpleExecutorMemoryManager_reserve_wrapper",
+                            RESERVE, c.symbol("__llvm_orc_SimpleExecutorMemoryManager_Instance"),
+                            4096)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from .executor.bootstrap import SetupInfo
+from .sps import SPSDecodeError, WrapperSignature
+from .sps.orc import SPSSetupMessage, SPSSetupMessage14
+from .transport.framing import FrameDecoder, Message, Opcode, encode_header
+
+#: Handler for executor→controller calls: (tag, argument bytes) → result bytes.
+Handler = Callable[[int, bytes], Awaitable[bytes]]
+
+
+class ControllerError(Exception):
+    """The executor disconnected, sent something invalid, or a call failed."""
+
+
+def decode_setup(payload: bytes | bytearray | memoryview) -> SetupInfo:
+    """Decode a Setup payload (LLVM 15+ layout, falling back to 14's). Raises
+    :class:`ControllerError` if neither fits."""
+    try:
+        triple, page, bmap, syms = SPSSetupMessage.decode(payload)
+        return SetupInfo(triple, page, bmap, syms)
+    except SPSDecodeError:
+        pass
+    try:
+        triple, page, syms = SPSSetupMessage14.decode(payload)
+        return SetupInfo(triple, page, {}, syms, layout14=True)
+    except SPSDecodeError as e:
+        raise ControllerError(f"Could not deserialize setup message: {e}") from e
+
+
+class Controller:
+    """One connection to an executor. Create with :meth:`launch` or :meth:`over`.
+
+    Calls may be issued concurrently from many tasks; Results are matched by sequence number.
+    ``handlers`` maps dispatch tags to coroutines answering executor→controller calls.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, *, max_message_size: int = 1 << 31) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder(max_message_size)
+        self.setup: SetupInfo | None = None
+        self.handlers: dict[int, Handler] = {}
+        self.process: trio.Process | None = None
+        self._setup_event = trio.Event()
+        self._pending: dict[int, tuple[trio.Event, list[bytes]]] = {}
+        self._next_seq = 0
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+        self._send_lock = trio.Lock()
+        self._closed_reason: str | None = None
+        self.eof = trio.Event()
+
+    # ---- construction --------------------------------------------------------------------------
+
+    @classmethod
+    async def launch(
+        cls,
+        argv: Sequence[str],
+        *,
+        style: str = "filedescs",
+        env: dict[str, str] | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> Controller:
+        """Start an executor as LLVM's tools do: ``argv + ["filedescs=IN,OUT"]`` (``style=
+        "filedescs"``) or ``argv + [IN, OUT]`` (``style="lli"``), over two pipes."""
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        if style == "filedescs":
+            args = [*argv, f"filedescs={to_r},{from_w}"]
+        else:
+            args = [*argv, str(to_r), str(from_w)]
+        proc = await trio.lowlevel.open_process(
+            args, pass_fds=(to_r, from_w), env=env, stdout=stdout, stderr=stderr
+        )
+        os.close(to_r)
+        os.close(from_w)
+        stream = trio.StapledStream(trio.lowlevel.FdStream(to_w), trio.lowlevel.FdStream(from_r))
+        c = cls(stream)
+        c.process = proc
+        return c
+
+    @classmethod
+    def over(cls, stream: trio.abc.Stream) -> Controller:
+        """A controller speaking over an existing stream (socket, socketpair, ...)."""
+        return cls(stream)
+
+    async def __aenter__(self) -> Controller:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._reader)
+        await self.wait_setup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.close()
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
+
+    async def wait_setup(self) -> SetupInfo:
+        await self._setup_event.wait()
+        if self.setup is None:
+            raise ControllerError(self._closed_reason or "no Setup message")
+        return self.setup
+
+    # ---- messages --------------------------------------------------------------------------------
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write raw bytes (tests use this to send malformed frames)."""
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def send(self, opcode: int, seq: int, tag: int, payload: bytes = b"") -> None:
+        await self.send_raw(encode_header(opcode, seq, tag, len(payload)) + payload)
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                data = await self.stream.receive_some(1 << 20)
+                if not data:
+                    break
+                self.decoder.feed(data)
+                while (msg := self.decoder.next_message()) is not None:
+                    await self._on_message(msg)
+        except Exception as e:  # transport failure or framing error: end the session
+            self._closed_reason = f"{type(e).__name__}: {e}"
+        finally:
+            self._closed_reason = self._closed_reason or "executor disconnected"
+            self._setup_event.set()
+            for event, _ in self._pending.values():
+                event.set()
+            self.eof.set()
+
+    async def _on_message(self, msg: Message) -> None:
+        if msg.opcode == Opcode.SETUP:
+            if msg.seq != 0 or msg.tag != 0:
+                raise ControllerError("Setup packet SeqNo or TagAddr not zero")
+            self.setup = decode_setup(msg.payload)
+            self._setup_event.set()
+        elif msg.opcode == Opcode.RESULT:
+            entry = self._pending.pop(msg.seq, None)
+            if entry is None:
+                raise ControllerError(f"No call for sequence number {msg.seq}")
+            entry[1].append(bytes(msg.payload))
+            entry[0].set()
+        elif msg.opcode == Opcode.CALL_WRAPPER:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._answer, msg)
+        elif msg.opcode == Opcode.HANGUP:
+            raise ControllerError("executor hung up")
+
+    async def _answer(self, msg: Message) -> None:
+        handler = self.handlers.get(msg.tag)
+        result = b"" if handler is None else await handler(msg.tag, bytes(msg.payload))
+        await self.send(Opcode.RESULT, msg.seq, 0, result)
+
+    # ---- calls -------------------------------------------------------------------------------------
+
+    def symbol(self, name: str) -> int:
+        """Address of bootstrap symbol ``name``; raises :class:`ControllerError` if absent."""
+        if self.setup is None:
+            raise ControllerError("no Setup yet")
+        try:
+            return self.setup.symbols[name]
+        except KeyError:
+            raise ControllerError(f'Symbol "{name}" not found in bootstrap symbols map') from None
+
+    async def call_raw(self, tag: int, payload: bytes = b"") -> bytes:
+        """CallWrapper(tag, payload); wait for and return the Result payload."""
+        seq = self._next_seq
+        self._next_seq += 1
+        event = trio.Event()
+        box: list[bytes] = []
+        self._pending[seq] = (event, box)
+        await self.send(Opcode.CALL_WRAPPER, seq, tag, payload)
+        await event.wait()
+        if not box:
+            raise ControllerError(self._closed_reason or "disconnected")
+        return box[0]
+
+    async def call(self, fn: str | int, sig: WrapperSignature, *args: Any) -> Any:
+        """Call wrapper ``fn`` (bootstrap name or address) with SPS signature ``sig``.
+
+        Returns the decoded result (``ErrorValue`` for in-band failures); raises
+        :class:`ControllerError` for an undecodable (e.g. empty out-of-band) result.
+        """
+        tag = self.symbol(fn) if isinstance(fn, str) else fn
+        result = await self.call_raw(tag, sig.encode_args(*args))
+        try:
+            return sig.decode_result(result)
+        except SPSDecodeError as e:
+            raise ControllerError(f"Error deserializing return value from blob in call: {e}") from e
+
+    async def close(self) -> None:
+        """Close our end (EOF for the executor) and wait for the executor to exit."""
+        try:
+            await self.stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        if self.process is not None:
+            with trio.move_on_after(10) as scope:
+                await self.process.wait()
+            if scope.cancelled_caught:
+                self.process.kill()
+                await self.process.wait()
+
+    async def wait_exit(self, timeout: float = 10) -> int | None:
+        """Wait for the launched executor to exit; its return code (``None`` on timeout)."""
+        if self.process is None:
+            return None
+        with trio.move_on_after(timeout):
+            return await self.process.wait()
+        return None
+
+

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install everything orc-executor needs on a fresh Debian/Ubuntu machine (idempotent):
+# compilers, LLVM 22 (the controllers and the reference executor), gdb, the venv with the
+# package (its cffi extension is compiled on install) and test tools, and the ORC runtime.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_pkgs=()
+for p in gcc g++ gdb binutils python3-venv llvm-22 ${ORC_EXTRA_APT:-}; do
+    dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    echo "bootstrap: apt-get install ${need_pkgs[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -e '.[test]' >.venv/pip-install.log 2>&1 \
+    || { cat .venv/pip-install.log >&2; echo "bootstrap: pip install failed" >&2; exit 1; }
+.venv/bin/python -c "import orc_executor.memmap._native" \
+    || { echo "bootstrap: the native module did not build" >&2; exit 1; }
+
+if [ -x scripts/fetch-orc-runtime.sh ]; then
+    scripts/fetch-orc-runtime.sh >/dev/null
+fi
+echo "bootstrap: ready ($(.venv/bin/orc-executor --version 2>/dev/null || echo orc-executor))" >&2
