@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Benchmarks: orc-executor against llvm-jitlink-executor 22, in the same run.
+
+Not a test: prints a markdown table of medians (with min/max) and ratios ours/reference.
+
+  .venv/bin/python scripts/bench.py [--reps 5] [--calls 10000] [--mib 64] [--quick]
+
+Figures: start→Setup latency; no-op wrapper round trip (empty ``mem_write_uint8s``);
+pipelined small-call throughput; bulk ``initialize`` of N MiB over pipes (and a plain pipe
+copy of the same bytes for scale); llvm-jitlink end-to-end wall time on C programs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orc_executor.controller import Controller  # noqa: E402
+from orc_executor.executor.services import memory_manager as mm  # noqa: E402
+from orc_executor.sps import Addr, Empty, SequenceOf, TupleOf, UInt8, signature  # noqa: E402
+from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest  # noqa: E402
+
+LLVM = Path("/usr/lib/llvm-22/bin")
+REFERENCE = str(LLVM / "llvm-jitlink-executor")
+OURS = str(ROOT / ".venv" / "bin" / "orc-executor")
+WRITE8 = signature(Empty, SequenceOf(TupleOf(Addr, UInt8)))
+WRITE8_NAME = "__llvm_orc_bootstrap_mem_write_uint8s_wrapper"
+
+PROGRAMS = {
+    "hello": r'''#include <stdio.h>
+int main(int argc, char **argv) { printf("hello %d\n", argc); return 0; }''',
+    "qsort": r'''#include <stdio.h>
+#include <stdlib.h>
+static int cmp(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+int main(void) { static int v[100000]; for (int i = 0; i < 100000; i++) v[i] = (i * 7919) % 100003;
+qsort(v, 100000, sizeof v[0], cmp); printf("%d %d\n", v[0], v[99999]); return 0; }''',
+    "bigdata": r'''#include <stdio.h>
+#define N (1 << 20)
+static unsigned data[N] = {1, 2, 3, [N - 1] = 7};
+int main(void) { unsigned s = 0; for (int i = 0; i < N; i++) s += data[i]; printf("%u\n", s);
+return 0; }''',
+}
+
+
+def stats(xs: list[float]) -> tuple[float, float, float]:
+    return min(xs), statistics.median(xs), max(xs)
+
+
+async def _launch(exe: str) -> tuple[Controller, float]:
+    t0 = time.perf_counter()
+    c = await Controller.launch([exe], stdout=subprocess.DEVNULL)
+    return c, t0
+
+
+async def time_setup(exe: str) -> float:
+    t0 = time.perf_counter()
+    c = await Controller.launch([exe])
+    async with c:
+        t = time.perf_counter() - t0
+    return t
+
+
+async def time_roundtrip(exe: str, calls: int) -> float:
+    async with await Controller.launch([exe]) as c:
+        tag = c.symbol(WRITE8_NAME)
+        payload = WRITE8.encode_args([])
+        for _ in range(100):
+            await c.call_raw(tag, payload)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await c.call_raw(tag, payload)
+        return (time.perf_counter() - t0) / calls
+
+
+async def time_pipelined(exe: str, calls: int, inflight: int = 64) -> float:
+    """Calls per second with ``inflight`` calls outstanding."""
+    async with await Controller.launch([exe]) as c:
+        tag = c.symbol(WRITE8_NAME)
+        payload = WRITE8.encode_args([])
+        per = calls // inflight
+
+        async def worker() -> None:
+            for _ in range(per):
+                await c.call_raw(tag, payload)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as n:
+            for _ in range(inflight):
+                n.start_soon(worker)
+        return per * inflight / (time.perf_counter() - t0)
+
+
+async def time_initialize(exe: str, mib: int) -> float:
+    """MB/s of one initialize carrying ``mib`` MiB of content."""
+    size = mib << 20
+    content = os.urandom(1 << 20) * mib
+    async with await Controller.launch([exe]) as c:
+        inst = c.symbol(mm.PREFIX + "Instance")
+        base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, size)
+        req = FinalizeRequest([SegFinalizeRequest(3, base, size, content)], [])
+        payload = mm.INITIALIZE.encode_args(inst, req)
+        t0 = time.perf_counter()
+        await c.call_raw(c.symbol(mm.PREFIX + "initialize_wrapper"), payload)
+        t = time.perf_counter() - t0
+        await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+    return size / t / 1e6
+
+
+def time_pipe_copy(mib: int) -> float:
+    """MB/s of a plain pipe copy of ``mib`` MiB into another process (``cat > /dev/null``)."""
+    data = os.urandom(1 << 20) * mib
+    t0 = time.perf_counter()
+    p = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert p.stdin is not None
+    p.stdin.write(data)
+    p.stdin.close()
+    p.wait()
+    return len(data) / (time.perf_counter() - t0) / 1e6
+
+
+def time_jitlink(exe: str, obj: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        [str(LLVM / "llvm-jitlink"), f"-oop-executor={exe}", str(obj)],
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    return time.perf_counter() - t0
+
+
+def repeat_async(reps: int, fn: Callable[[], Awaitable[float]]) -> list[float]:
+    return [trio.run(fn) for _ in range(reps)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=10000)
+    ap.add_argument("--mib", type=int, default=64)
+    ap.add_argument("--ours", default=OURS, help="executor to compare (default: the venv's)")
+    ap.add_argument("--quick", action="store_true", help="fewer calls/bytes, for a smoke run")
+    args = ap.parse_args()
+    if args.quick:
+        args.reps, args.calls, args.mib = 3, 1000, 8
+    exes = {"orc-executor": args.ours, "llvm-jitlink-executor": REFERENCE}
+    rows: list[tuple[str, str, dict[str, tuple[float, float, float]], bool]] = []
+
+    def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], list[float]]) -> None:
+        res = {name: stats(fn(exe)) for name, exe in exes.items()}
+        rows.append((label, unit, res, higher_better))
+        print(f"  measured {label}", file=sys.stderr)
+
+    bench("start → Setup", "ms", False,
+          lambda e: [x * 1e3 for x in repeat_async(args.reps, lambda: time_setup(e))])
+    bench(f"no-op round trip ({args.calls} calls)", "µs", False,
+          lambda e: [x * 1e6 for x in repeat_async(args.reps,
+                                                    lambda: time_roundtrip(e, args.calls))])
+    bench("pipelined small calls (64 in flight)", "k calls/s", True,
+          lambda e: [x / 1e3 for x in repeat_async(args.reps,
+                                                    lambda: time_pipelined(e, args.calls))])
+    bench(f"initialize {args.mib} MiB over pipes", "MB/s", True,
+          lambda e: repeat_async(args.reps, lambda: time_initialize(e, args.mib)))
+    pipe = stats([time_pipe_copy(args.mib) for _ in range(args.reps)])
+
+    tmp = Path(tempfile.mkdtemp(prefix="orc-bench-"))
+    try:
+        objs = []
+        for name, src in PROGRAMS.items():
+            c = tmp / f"{name}.c"
+            c.write_text(src)
+            o = tmp / f"{name}.o"
+            subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(c), "-o", str(o)], check=True)
+            objs.append((name, o))
+        ratios = []
+        for name, o in objs:
+            bench(f"llvm-jitlink {name}.o end to end", "ms", False,
+                  lambda e, o=o: [time_jitlink(e, o) * 1e3 for _ in range(args.reps)])
+            r = rows[-1][2]
+            ratios.append(r["orc-executor"][1] / r["llvm-jitlink-executor"][1])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nmachine: {os.cpu_count()} cores; {args.reps} repetitions; median (min–max)\n")
+    print("| figure | unit | orc-executor | llvm-jitlink-executor 22 | ratio ours/ref |")
+    print("|---|---|---|---|---|")
+    for label, unit, res, _hb in rows:
+        o, r = res["orc-executor"], res["llvm-jitlink-executor"]
+        print(f"| {label} | {unit} | {o[1]:.3g} ({o[0]:.3g}–{o[2]:.3g}) | "
+              f"{r[1]:.3g} ({r[0]:.3g}–{r[2]:.3g}) | {o[1] / r[1]:.2f}× |")
+    geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+    print(f"| llvm-jitlink end to end, geomean | | | | {geo:.2f}× |")
+    init = next(res for label, _, res, _ in rows if label.startswith("initialize"))
+    print(f"| plain pipe copy of {args.mib} MiB (cat) | MB/s | {pipe[1]:.3g} "
+          f"({pipe[0]:.3g}–{pipe[2]:.3g}) | | ours/pipe "
+          f"{init['orc-executor'][1] / pipe[1]:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
