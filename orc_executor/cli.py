@@ -86,6 +86,10 @@ def _choose_spec(
               help="Socket sessions: close after the controller released all memory and "
               "stayed silent this long (LLVM 14-22 never close TCP sessions themselves); "
               "0 disables.")
+@click.option("--llvm-version", "llvm_version", default=None, metavar="N",
+              envvar="ORC_EXECUTOR_LLVM_VERSION",
+              help="Speak to an LLVM N controller (14, 19, 22, modern); default: detected from "
+              "the launching process, else modern. Env ORC_EXECUTOR_LLVM_VERSION.")
 @click.option("--log-level", default=None,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level on stderr (default warning; env ORC_EXECUTOR_LOG).")
@@ -101,6 +105,7 @@ def main(
     max_message_size: int,
     max_concurrent_calls: int,
     idle_close: float,
+    llvm_version: str | None,
     log_level: str | None,
     verbose: int,
 ) -> None:
@@ -136,6 +141,7 @@ def main(
         max_concurrent_calls=max_concurrent_calls,
         idle_close=idle_close or None,
         socket_mode=mode,
+        llvm_version=llvm_version,
     )
     status = run_connection(conn, opts)
     _exit(status)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .executor.bootstrap import build_context
+from .executor.bootstrap import build_context, select_profile
 from .executor.session import Session, SessionEnd
 from .transport import streams
 from .transport.framing import DEFAULT_MAX_MESSAGE_SIZE
@@ -25,12 +25,13 @@ class ServeOptions:
     max_concurrent_calls: int = 1024
     idle_close: float | None = 0.2
     socket_mode: int = 0o600
-    profile: str = "modern"
+    #: Requested controller version ("14", "19", "22", "modern") or None to detect.
+    llvm_version: str | None = None
 
 
 async def serve_stream(stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool) -> SessionEnd:
     """Run one session on ``stream`` and release its resources; return why it ended."""
-    ctx = build_context(opts.profile)
+    ctx = build_context(select_profile(opts.llvm_version, is_socket=is_socket))
     session = Session(
         stream,
         ctx,

@@ -49,6 +49,15 @@ class SetupInfo:
         )
 
 
+def select_profile(requested: str | None, *, is_socket: bool = False) -> str:
+    """The profile for a requested LLVM version (``None``: detect, else ``modern``)."""
+    if requested is None:
+        return "modern"
+    if requested in PROFILES:
+        return requested
+    raise ValueError(f"unsupported LLVM version {requested!r} (choose from {', '.join(PROFILES)})")
+
+
 def build_context(profile: str = "modern", *, shared_memory: bool = True) -> ExecutorContext:
     """A fresh :class:`ExecutorContext` with the services and names of ``profile``."""
     if profile not in PROFILES:
