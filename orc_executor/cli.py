@@ -74,6 +74,17 @@ def _choose_spec(
               help="Listen on HOST:PORT, [IPv6]:PORT, :PORT (127.0.0.1) or a unix socket path.")
 @click.option("--connect", default=None, metavar="ADDR",
               help="Dial a controller listening on ADDR (connect-back).")
+@click.option("--once", is_flag=True,
+              help="With --listen: serve one connection in this process, then exit with its "
+              "status (llvm-jitlink-executor's behaviour; the default for listen= specs).")
+@click.option("--max-sessions", type=int, default=64, show_default=True, metavar="N",
+              help="Daemon: sessions running at once; more connections wait.")
+@click.option("--warm", type=int, default=2, show_default=True, metavar="N",
+              help="Daemon: session processes kept started and ready.")
+@click.option("--grace", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="Daemon: on SIGTERM/SIGINT, how long running sessions may finish.")
+@click.option("--allow-uid", type=int, default=None, metavar="UID",
+              help="Daemon on a unix socket: only accept peers with this uid (SO_PEERCRED).")
 @click.option("--allow-remote", is_flag=True,
               help="Allow listening on a non-loopback address (a controller can run any code).")
 @click.option("--socket-mode", default="0600", show_default=True,
@@ -100,6 +111,11 @@ def main(
     socket_fd: int | None,
     listen: str | None,
     connect: str | None,
+    once: bool,
+    max_sessions: int,
+    warm: int,
+    grace: float,
+    allow_uid: int | None,
     allow_remote: bool,
     socket_mode: str,
     max_message_size: int,
@@ -115,15 +131,19 @@ def main(
     fd=N | socket:adopt=N | tcp:listen=HOST:PORT | tcp:connect=HOST:PORT |
     unix:listen=PATH | unix:connect=PATH | pipe:adopt=IN,OUT.
     """
-    level = log_level or os.environ.get("ORC_EXECUTOR_LOG") or (
-        "debug" if verbose >= 2 else "info" if verbose == 1 else "warning"
-    )
-    _setup_logging(level)
     try:
         conn = _choose_spec(spec, fd, socket_fd, listen, connect)
         mode = int(socket_mode, 8)
     except (SpecError, ValueError) as e:
         raise click.UsageError(str(e)) from None
+    # `--listen` is a daemon unless --once; the positional listen= forms keep the stock
+    # executor's one-connection behaviour.
+    daemon = isinstance(conn, Listen) and listen is not None and not once
+    default_level = "info" if daemon else "warning"
+    level = log_level or os.environ.get("ORC_EXECUTOR_LOG") or (
+        "debug" if verbose >= 2 else "info" if verbose == 1 else default_level
+    )
+    _setup_logging(level)
     if isinstance(conn, Listen) and isinstance(conn.address, TcpAddress):
         if not conn.address.is_loopback:
             if not allow_remote:
@@ -143,6 +163,13 @@ def main(
         socket_mode=mode,
         llvm_version=llvm_version,
     )
+    if daemon:
+        from .daemon import DaemonOptions, run_daemon
+
+        assert isinstance(conn, Listen)
+        dopts = DaemonOptions(max_sessions=max(1, max_sessions), warm=max(0, warm),
+                              grace=grace, allow_uid=allow_uid)
+        _exit(run_daemon(conn.address, opts, dopts))
     status = run_connection(conn, opts)
     _exit(status)
 

@@ -3,8 +3,17 @@ connect-back, and listening sockets."""
 
 from __future__ import annotations
 
+import array
+import json
 import logging
-from dataclasses import dataclass
+import math
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import asdict, dataclass
 
 import trio
 
@@ -12,7 +21,7 @@ from .executor.bootstrap import build_context, select_profile
 from .executor.session import Session, SessionEnd
 from .transport import streams
 from .transport.framing import DEFAULT_MAX_MESSAGE_SIZE
-from .transport.spec import Connect, ConnectionSpec, FdPair, Listen, SocketFd
+from .transport.spec import Address, Connect, ConnectionSpec, FdPair, Listen, SocketFd
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +86,232 @@ def run_connection(conn: ConnectionSpec, opts: ServeOptions) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# ---- the daemon: one warm process per session ------------------------------------------------
+
+
+@dataclass
+class DaemonOptions:
+    """``--listen`` daemon settings: concurrent sessions, warm processes kept ready, the
+    SIGTERM grace period (seconds), and the uid a unix-socket peer must have (or None)."""
+
+    max_sessions: int = 64
+    warm: int = 2
+    grace: float = 30.0
+    allow_uid: int | None = None
+
+
+class Worker:
+    """A pre-started ``python -m orc_executor.worker`` waiting for a session's fds."""
+
+    def __init__(self, process: trio.Process, control: socket.socket) -> None:
+        self.process = process
+        self.control = control
+
+    @classmethod
+    async def start(cls) -> Worker:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "orc_executor.worker", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            env=env,
+            start_new_session=True,
+        )
+        child.close()
+        return cls(process, parent)
+
+    async def ready(self) -> bool:
+        """Wait for the worker's ready byte; False if it died first."""
+        self.control.setblocking(False)
+        try:
+            await trio.lowlevel.wait_readable(self.control)
+            data = self.control.recv(1)
+        except OSError:
+            data = b""
+        return data == b"R"
+
+    def hand_over(self, header: dict[str, object], fds: list[int]) -> None:
+        """Send the session's fds (``SCM_RIGHTS``) and header; the fds stay ours to close."""
+        self.control.setblocking(True)
+        self.control.sendmsg(
+            [json.dumps(header).encode()],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())],
+        )
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+
+class WarmPool:
+    """Keeps ``size`` workers started and ready, so a session starts without interpreter
+    start-up and imports on its path."""
+
+    def __init__(self, nursery: trio.Nursery, size: int) -> None:
+        self.nursery = nursery
+        self.size = max(size, 0)
+        self._ready_send, self._ready_recv = trio.open_memory_channel[Worker](math.inf)
+        self._starting = 0
+        self.closed = False
+
+    def fill(self) -> None:
+        while not self.closed and self._starting + self._ready_recv.statistics().current_buffer_used < self.size:
+            self._starting += 1
+            self.nursery.start_soon(self._spawn)
+
+    async def _spawn(self) -> None:
+        try:
+            w = await Worker.start()
+            ok = await w.ready()
+        finally:
+            self._starting -= 1
+        if ok and not self.closed:
+            self._ready_send.send_nowait(w)
+        else:
+            w.control.close()
+            with trio.move_on_after(1):
+                await w.process.wait()
+
+    async def get(self) -> Worker:
+        """A ready worker (started now if none is waiting)."""
+        try:
+            w = self._ready_recv.receive_nowait()
+        except trio.WouldBlock:
+            w = await Worker.start()
+            if not await w.ready():
+                raise OSError("a session process failed to start") from None
+        self.fill()
+        return w
+
+    async def close(self) -> None:
+        self.closed = True
+        while True:
+            try:
+                w = self._ready_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            w.control.close()  # EOF: an idle worker exits 0
+            with trio.move_on_after(2):
+                await w.process.wait()
+
+
+def _peer_uid(sock: trio.socket.SocketType) -> int | None:
+    if sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def _status_text(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit {rc}"
+
+
+class Daemon:
+    """Accepts controllers on a listening socket; each session runs in its own warm process."""
+
+    def __init__(self, address: Address, opts: ServeOptions, dopts: DaemonOptions) -> None:
+        self.address = address
+        self.opts = opts
+        self.dopts = dopts
+        self.sessions_started = 0
+        self._running: set[int] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        listener = await streams.open_listener(self.address, socket_mode=self.opts.socket_mode)
+        where = streams.listener_address(listener)
+        log.info("serving sessions on %s (each in its own process; max %d at once)",
+                    where, self.dopts.max_sessions)
+        limit = trio.Semaphore(self.dopts.max_sessions)
+        async with trio.open_nursery() as sessions:
+            pool = WarmPool(sessions, min(self.dopts.warm, self.dopts.max_sessions))
+            pool.fill()
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with trio.open_nursery() as accept_nursery:
+
+                    async def stop_on_signal() -> None:
+                        async for signum in signals:
+                            log.warning("%s: no new sessions; waiting up to %.0fs for %d running",
+                                        signal.Signals(signum).name, self.dopts.grace,
+                                        len(self._running))
+                            accept_nursery.cancel_scope.cancel()
+                            return
+
+                    accept_nursery.start_soon(stop_on_signal)
+                    task_status.started(where)
+                    with listener:
+                        while True:
+                            await limit.acquire()
+                            try:
+                                sock, _peer = await listener.accept()
+                            except BaseException:
+                                limit.release()
+                                raise
+                            sessions.start_soon(self._session, pool, sock, limit)
+            await pool.close()
+            with trio.move_on_after(self.dopts.grace) as scope:
+                while self._running:
+                    await trio.sleep(0.05)
+            if scope.cancelled_caught:
+                log.warning("grace period over: stopping %d session(s)", len(self._running))
+                for pid in list(self._running):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            sessions.cancel_scope.deadline = trio.current_time() + 2
+
+    async def _session(self, pool: WarmPool, sock: trio.socket.SocketType,
+                       limit: trio.Semaphore) -> None:
+        try:
+            await self._session_inner(pool, sock)
+        except Exception as e:  # one session's failure never stops the daemon
+            log.error("session failed to start: %s", e)
+            sock.close()
+        finally:
+            limit.release()
+
+    async def _session_inner(self, pool: WarmPool, sock: trio.socket.SocketType) -> None:
+        self.sessions_started += 1
+        n = self.sessions_started
+        if self.dopts.allow_uid is not None:
+            uid = _peer_uid(sock)
+            if uid is not None and uid != self.dopts.allow_uid:
+                log.warning("session %d refused: peer uid %d is not allowed", n, uid)
+                sock.close()
+                return
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            peer = "?"
+        t0 = time.monotonic()
+        worker = await pool.get()
+        header = {"kind": "socket", "options": asdict(self.opts)}
+        worker.hand_over(header, [sock.fileno()])
+        sock.close()
+        pid = worker.process.pid
+        self._running.add(pid)
+        log.info("session %d started: peer %s, pid %d", n, peer or "unix", pid)
+        try:
+            rc = await worker.wait()
+        finally:
+            self._running.discard(pid)
+            worker.control.close()
+        log.info("session %d ended: %s after %.3fs", n, _status_text(rc),
+                    time.monotonic() - t0)
+
+
+def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> int:
+    """Serve sessions on ``address`` until SIGTERM/SIGINT; exit status 0 after a clean stop."""
+    try:
+        trio.run(Daemon(address, opts, dopts).run)
+    except OSError as e:
+        log.error("%s", e)
+        return 1
+    return 0

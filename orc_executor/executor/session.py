@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ log = logging.getLogger(__name__)
 _RELEASE_WORDS = ("release", "deallocate", "deinitialize")
 
 DISPATCH_UNAVAILABLE = "jit_dispatch not available (EPC server shut down)"
+#: The out-of-band error a pending executor→controller call gets when the connection drops
+#: (the stock executor's text, ``SimpleRemoteEPCServer::handleDisconnect``).
+DISPATCH_DISCONNECTED = "disconnecting"
+
+#: Seconds to let calls still running at session end finish (e.g. JIT'd code that was woken
+#: with a ``disconnecting`` error) before abandoning them and exiting.
+DRAIN_TIMEOUT = 2.0
+
+
+class JITDispatchError(Exception):
+    """An executor→controller call failed out of band (the message is the error text)."""
 
 
 class ProtocolError(Exception):
@@ -62,7 +74,8 @@ class _Waiter:
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.result: bytes | None = None
+        #: The Result payload, or the out-of-band error text if the session went down.
+        self.result: bytes | JITDispatchError = JITDispatchError(DISPATCH_DISCONNECTED)
 
 
 class Session:
@@ -82,12 +95,15 @@ class Session:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_concurrent_calls: int = 1024,
         idle_close: float | None = None,
+        drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.stream = stream
         self.ctx = ctx
         self.decoder = FrameDecoder(max_message_size)
         self.limiter = trio.CapacityLimiter(max_concurrent_calls)
         self.idle_close = idle_close
+        self.drain_timeout = drain_timeout
+        self._drained: trio.Event | None = None
         self._send_ch, self._recv_ch = trio.open_memory_channel[bytes](math.inf)
         self._out_lock = threading.Lock()
         self._out_pending: dict[int, _Waiter] = {}
@@ -99,6 +115,11 @@ class Session:
         self._read_scope: trio.CancelScope | None = None
         self._send_failed = False
         self.calls_served = 0
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        sock = getattr(stream, "socket", None)
+        self._quickack: Any = (
+            sock if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) else None
+        )
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -130,16 +151,17 @@ class Session:
 
     # ---- executor -> controller calls (from JIT'd code, any thread) ---------------------------
 
-    def call_controller(self, tag: int, data: bytes) -> bytes | None:
+    def call_controller(self, tag: int, data: bytes) -> bytes:
         """Send CallWrapper(tag, data) to the controller and block this thread for the Result.
 
-        Returns the result bytes, or ``None`` if the session is (or goes) down. Must not be
-        called from the trio thread.
+        Returns the result bytes. Raises :class:`JITDispatchError` if the session is down
+        (:data:`DISPATCH_UNAVAILABLE`) or goes down while waiting (:data:`DISPATCH_DISCONNECTED`).
+        Must not be called from the trio thread.
         """
         waiter = _Waiter()
         with self._out_lock:
             if self._closed or self._token is None:
-                return None
+                raise JITDispatchError(DISPATCH_UNAVAILABLE)
             seq = self._next_out_seq
             self._next_out_seq += 1
             self._out_pending[seq] = waiter
@@ -148,17 +170,20 @@ class Session:
         except trio.RunFinishedError:
             with self._out_lock:
                 self._out_pending.pop(seq, None)
-            return None
+            raise JITDispatchError(DISPATCH_UNAVAILABLE) from None
         waiter.event.wait()
+        if isinstance(waiter.result, JITDispatchError):
+            raise waiter.result
         return waiter.result
 
     def _fail_outgoing(self) -> None:
+        """Mark the session down and wake every waiting caller with a ``disconnecting`` error."""
         with self._out_lock:
             self._closed = True
             pending = list(self._out_pending.values())
             self._out_pending.clear()
         for w in pending:
-            w.result = None
+            w.result = JITDispatchError(DISPATCH_DISCONNECTED)
             w.event.set()
 
     # ---- serving calls -------------------------------------------------------------------------
@@ -171,6 +196,8 @@ class Session:
             )
         finally:
             self._inflight -= 1
+            if self._inflight == 0 and self._drained is not None:
+                self._drained.set()
         self._send_nowait(Opcode.RESULT, seq, 0, result)
         self._after_call(name)
 
@@ -189,6 +216,9 @@ class Session:
 
     def _handle_call(self, nursery: trio.Nursery, msg: Message) -> None:
         spec = self.ctx.registry.lookup(msg.tag)
+        if self._debug:
+            log.debug("call seq=%d %s (%d bytes)", msg.seq,
+                      spec.name if spec is not None else f"{msg.tag:#x}", len(msg.payload))
         if spec is not None and not spec.blocking:
             try:
                 result = spec.invoke(msg.payload)
@@ -228,6 +258,14 @@ class Session:
 
     async def _read_some(self) -> bytes | None:
         want = min(max(self.decoder.wanted, 1 << 16), 1 << 22)
+        if self._quickack is not None:
+            # LLVM's controllers write header and payload separately; with Nagle on their side
+            # a delayed ACK from ours would stall every call ~40 ms. Re-armed per read (Linux
+            # clears it).
+            try:
+                self._quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            except OSError:
+                self._quickack = None
         if self.idle_close is None:
             return await self.stream.receive_some(want)
         with trio.CancelScope() as scope:
@@ -293,8 +331,9 @@ class Session:
             payload = setup_info(self.ctx).encode()
             self._send_nowait(Opcode.SETUP, 0, 0, payload)
             end = await self._reader(nursery)
-            end.calls_in_flight = self._inflight
             self._fail_outgoing()
+            await self._drain()
+            end.calls_in_flight = self._inflight
             if self._inflight:
                 # Threads still run JIT'd code; they cannot be interrupted. Abandon them.
                 log.debug("%d call(s) still running at session end", self._inflight)
@@ -303,6 +342,16 @@ class Session:
         await self._close_stream()
         log.debug("session ended after %.3fs: %s", time.monotonic() - t0, end.reason)
         return end
+
+    async def _drain(self) -> None:
+        """Give calls still running (JIT'd code just woken by :meth:`_fail_outgoing`) up to
+        :attr:`drain_timeout` seconds to return, as the stock executor waits for its
+        dispatcher's outstanding tasks before shutting its services down."""
+        if not self._inflight:
+            return
+        self._drained = trio.Event()
+        with trio.move_on_after(self.drain_timeout):
+            await self._drained.wait()
 
     async def _close_stream(self) -> None:
         stream: Any = self.stream
@@ -353,9 +402,18 @@ def orc_py_dispatch(ctx: Any, tag: int, data: Any, size: int, out: Any) -> int:
     if session is None:
         return 0
     args = bytes(ffi.buffer(data, size)) if size else b""
-    result = session.call_controller(tag, args)
-    if result is None:
-        return 0
+    try:
+        result = session.call_controller(tag, args)
+    except JITDispatchError as e:
+        # Out-of-band error: Size 0 and a malloc'd NUL-terminated message.
+        msg = str(e).encode("utf-8", "replace") + b"\0"
+        p = lib.malloc(len(msg))
+        if p == ffi.NULL:
+            return 0
+        ffi.memmove(p, msg, len(msg))
+        out.Size = 0
+        out.Data.ValuePtr = ffi.cast("char *", p)
+        return 1
     n = len(result)
     out.Size = n
     if n <= 8:
