@@ -134,6 +134,10 @@ def main(
     try:
         conn = _choose_spec(spec, fd, socket_fd, listen, connect)
         mode = int(socket_mode, 8)
+        if llvm_version is not None:
+            from .executor.bootstrap import profile_for_version
+
+            profile_for_version(llvm_version)
     except (SpecError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     # `--listen` is a daemon unless --once; the positional listen= forms keep the stock
@@ -185,3 +189,30 @@ def _exit(status: int) -> None:
             pass
     lib.fflush(ffi.NULL)
     os._exit(status)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--warm", type=int, default=2, show_default=True, metavar="N",
+              help="Session processes kept started and ready.")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="Where to listen (default: $ORC_EXECUTOR_WARM_SOCKET, else "
+              "$XDG_RUNTIME_DIR/orc-executor/warm.sock, else /tmp/orc-executor-UID/warm.sock).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def serve_command(warm: int, socket_path: str | None, log_level: str) -> None:
+    """Keep warm session processes for launched executors (``orc-executor serve``).
+
+    While it runs, ``llvm-jitlink -oop-executor=orc-executor`` starts in milliseconds: the
+    launched orc-executor hands its pipes and stdio to a ready process and exits with that
+    session's status. Without a server, orc-executor starts cold as usual.
+    """
+    from .daemon import ServeOptions, run_warm_server
+    from .launch import warm_socket_path
+
+    _setup_logging(log_level)
+    _exit(run_warm_server(socket_path or warm_socket_path(), ServeOptions(), max(1, warm)))
+
+
+def serve(args: list[str]) -> None:
+    """Entry for ``orc-executor serve ARGS``."""
+    serve_command.main(args=args, prog_name="orc-executor serve")

@@ -14,6 +14,7 @@ import struct
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import trio
 
@@ -21,7 +22,15 @@ from .executor.bootstrap import build_context, select_profile
 from .executor.session import Session, SessionEnd
 from .transport import streams
 from .transport.framing import DEFAULT_MAX_MESSAGE_SIZE
-from .transport.spec import Address, Connect, ConnectionSpec, FdPair, Listen, SocketFd
+from .transport.spec import (
+    Address,
+    Connect,
+    ConnectionSpec,
+    FdPair,
+    Listen,
+    SocketFd,
+    UnixAddress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,8 @@ class ServeOptions:
     socket_mode: int = 0o600
     #: Requested controller version ("14", "19", "22", "modern") or None to detect.
     llvm_version: str | None = None
+    #: The launching controller's pid when it is not our parent (warm handover), for detection.
+    controller_pid: int | None = None
 
 
 async def serve_stream(stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool) -> SessionEnd:
@@ -311,6 +322,103 @@ def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> in
     """Serve sessions on ``address`` until SIGTERM/SIGINT; exit status 0 after a clean stop."""
     try:
         trio.run(Daemon(address, opts, dopts).run)
+    except OSError as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+# ---- the warm server: launched executors hand their pipes to a pre-started process ----------
+
+
+async def _recv_handover(sock: trio.socket.SocketType) -> tuple[dict[str, Any], list[int]]:
+    fds = array.array("i")
+    msg, ancdata, _flags, _addr = await sock.recvmsg(1 << 16, socket.CMSG_SPACE(8 * fds.itemsize))
+    for level, type_, data in ancdata:
+        if level == socket.SOL_SOCKET and type_ == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    try:
+        header = json.loads(msg.decode()) if msg else {}
+    except ValueError:
+        header = {}
+    return header, list(fds)
+
+
+class WarmServer:
+    """``orc-executor serve``: keeps ``warm`` session processes ready; a launched
+    ``orc-executor filedescs=...`` hands its pipes and stdio over and gets the session's exit
+    status back (4 bytes, little-endian signed; negative = killed by that signal)."""
+
+    def __init__(self, path: str, opts: ServeOptions, warm: int) -> None:
+        self.path = path
+        self.opts = opts
+        self.warm = warm
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        listener = await streams.open_listener(UnixAddress(self.path), socket_mode=0o600)
+        log.info("warm server on %s (%d ready processes)", self.path, self.warm)
+        try:
+            async with trio.open_nursery() as nursery:
+                pool = WarmPool(nursery, self.warm)
+                pool.fill()
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async with trio.open_nursery() as accept:
+
+                        async def stop() -> None:
+                            async for _ in signals:
+                                accept.cancel_scope.cancel()
+                                return
+
+                        accept.start_soon(stop)
+                        task_status.started(self.path)
+                        with listener:
+                            while True:
+                                sock, _ = await listener.accept()
+                                nursery.start_soon(self._handle, pool, sock)
+                await pool.close()
+                nursery.cancel_scope.cancel()
+        finally:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    async def _handle(self, pool: WarmPool, sock: trio.socket.SocketType) -> None:
+        with sock:
+            if _peer_uid(sock) != os.getuid():
+                log.warning("warm handover refused: peer is another user")
+                return
+            header, fds = await _recv_handover(sock)
+            try:
+                if header.get("kind") != "fdpair" or len(fds) < 2:
+                    log.warning("bad warm handover %r with %d fds", header, len(fds))
+                    return
+                opts = asdict(self.opts)
+                if header.get("llvm_version"):
+                    opts["llvm_version"] = header["llvm_version"]
+                if header.get("controller_pid"):
+                    opts["controller_pid"] = header["controller_pid"]
+                worker = await pool.get()
+                worker.hand_over({"kind": "fdpair", "stdio": header.get("stdio", False),
+                                  "options": opts}, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            try:
+                rc = await worker.wait()
+            finally:
+                worker.control.close()
+            try:
+                await sock.send(rc.to_bytes(4, "little", signed=True))
+            except OSError:
+                pass
+
+
+def run_warm_server(path: str, opts: ServeOptions, warm: int) -> int:
+    """Run ``orc-executor serve`` until SIGTERM/SIGINT."""
+    try:
+        trio.run(WarmServer(path, opts, warm).run)
     except OSError as e:
         log.error("%s", e)
         return 1

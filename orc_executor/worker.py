@@ -55,7 +55,8 @@ def run(control_fd: int) -> int:
     if got is None:
         return 0
     header, fds = got
-    opts = ServeOptions(**header.get("options", {}))  # type: ignore[arg-type]
+    options = header.get("options", {})
+    opts = ServeOptions(**options) if isinstance(options, dict) else ServeOptions()
     kind = header.get("kind")
     if kind == "fdpair" and len(fds) >= 2:
         if header.get("stdio") and len(fds) >= 5:

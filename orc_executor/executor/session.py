@@ -322,6 +322,8 @@ class Session:
         ``clean=False`` and a reason.
         """
         global _current
+        if _current is None:
+            lib.orc_reset_stdio()  # once per process, before the JIT'd program's first I/O
         self._token = trio.lowlevel.current_trio_token()
         _current = self
         t0 = time.monotonic()

@@ -37,6 +37,7 @@ int fflush(void *stream);
 void exit(int status);
 void _exit(int status);
 int orc_errno(void);
+void orc_reset_stdio(void);
 char *strerror(int errnum);
 
 /* shared memory (ExecutorSharedMemoryMapperService) */
@@ -101,6 +102,26 @@ typedef struct {
 } orc_cwfr;
 
 static int orc_errno(void) { return errno; }
+
+/* Give C stdio the buffering a plain C program gets (Python's -u / PYTHONUNBUFFERED makes
+   them unbuffered). Must run before any I/O on those streams. */
+static void orc_reset_stream(FILE *f, int fd) {
+    /* An explicit buffer is needed: after _IONBF glibc keeps its 1-byte buffer, and
+       setvbuf(f, NULL, _IOFBF, n) would keep using it (each byte written separately).
+       glibc's default size is the fd's st_blksize. The buffer lives as long as the process. */
+    struct stat st;
+    size_t size = BUFSIZ;
+    if (fstat(fd, &st) == 0 && st.st_blksize > 0) size = (size_t)st.st_blksize;
+    char *buf = (char *)malloc(size);
+    if (!buf) return;
+    if (setvbuf(f, buf, isatty(fd) ? _IOLBF : _IOFBF, size) != 0) free(buf);
+}
+
+static void orc_reset_stdio(void) {
+    orc_reset_stream(stdin, 0);
+    orc_reset_stream(stdout, 1);
+    setvbuf(stderr, NULL, _IONBF, 0);
+}
 
 static void *orc_reserve(size_t size) {
     /* Address space only: nothing is committed until a page is initialized. */

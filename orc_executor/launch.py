@@ -1,0 +1,124 @@
+"""The ``orc-executor`` entry point, kept tiny for a fast start.
+
+When a controller launches us with pipes (``filedescs=IN,OUT``, ``IN OUT``, ``pipe:adopt=``,
+``socket:adopt=``, ``fd=``) and a warm server (``orc-executor serve``) is running for this
+user, the pipes and stdin/stdout/stderr are handed to one of its pre-started session
+processes over a unix socket (``SCM_RIGHTS``), and this process only waits for the session's
+exit status and exits with it. Otherwise (no server, or any other command line) the full CLI
+runs in this process (the cold path). Only stdlib modules that the interpreter has already
+loaded at start-up are imported before that decision.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+WARM_SOCKET_ENV = "ORC_EXECUTOR_WARM_SOCKET"
+
+
+def warm_socket_path() -> str:
+    """Where ``orc-executor serve`` listens: ``$ORC_EXECUTOR_WARM_SOCKET``, else
+    ``$XDG_RUNTIME_DIR/orc-executor/warm.sock``, else ``/tmp/orc-executor-<uid>/warm.sock``."""
+    path = os.environ.get(WARM_SOCKET_ENV)
+    if path:
+        return path
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = os.path.join(runtime, "orc-executor") if runtime else f"/tmp/orc-executor-{os.getuid()}"
+    return os.path.join(base, "warm.sock")
+
+
+def _pipe_fds(args: list[str]) -> list[int] | None:
+    """The fds a pipe-style launch names, or ``None`` for anything else."""
+    rest = [a for a in args if a != "debug" and not a.startswith("test-")]
+    if not rest:
+        return None
+    first = rest[0]
+    try:
+        if first.startswith(("filedescs=", "pipe:adopt=")):
+            a, b = first.split("=", 1)[1].split(",")
+            return [int(a), int(b)]
+        if first.startswith(("socket:adopt=", "fd=")):
+            fd = int(first.split("=", 1)[1])
+            return [fd, fd]
+        if len(rest) >= 2 and rest[0].isdigit() and rest[1].isdigit():
+            return [int(rest[0]), int(rest[1])]
+    except ValueError:
+        return None
+    return None
+
+
+def try_warm(args: list[str]) -> int | None:
+    """Hand this launch to a warm session process; its exit status, or ``None`` to go cold."""
+    if os.environ.get("ORC_EXECUTOR_COLD"):
+        return None
+    fds = _pipe_fds(args)
+    if fds is None:
+        return None
+    path = warm_socket_path()
+    if not os.path.exists(path):
+        return None
+    import array
+    import socket
+
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+    except OSError:
+        return None
+    header = (
+        '{"kind": "fdpair", "stdio": true, "controller_pid": %d, "llvm_version": %s}'
+        % (os.getppid(), _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION")))
+    ).encode()
+    handed = [fds[0], fds[1], 0, 1, 2]
+    try:
+        sock.sendmsg([header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                 array.array("i", handed).tobytes())])
+    except OSError:
+        sock.close()
+        return None
+    # The session process owns the pipes now: drop ours so EOF reaches the controller
+    # when that process ends.
+    for fd in set(fds):
+        os.close(fd)
+    data = b""
+    try:
+        while len(data) < 4:
+            chunk = sock.recv(4 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    if len(data) < 4:
+        sys.stderr.write("orc-executor: the warm server went away during the session\n")
+        return 1
+    status = int.from_bytes(data, "little", signed=True)
+    if status < 0:  # mirror a session killed by a signal
+        import signal
+
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+        return 128 - status
+    return status
+
+
+def _json_str(value: str | None) -> str:
+    if value is None:
+        return "null"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["serve"]:
+        from .cli import serve
+
+        serve(args[1:])
+        return
+    status = try_warm(args)
+    if status is not None:
+        os._exit(status)
+    from .cli import main as cli_main
+
+    cli_main()
