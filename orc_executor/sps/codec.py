@@ -61,7 +61,7 @@ class SPSType(Generic[T]):
         out = bytearray()
         try:
             self.encode_into(out, value)
-        except (struct.error, TypeError, AttributeError, OverflowError) as e:
+        except (struct.error, TypeError, AttributeError, OverflowError, UnicodeError) as e:
             raise SPSEncodeError(f"cannot encode {value!r} as {self.name}: {e}") from e
         return bytes(out)
 
@@ -162,7 +162,23 @@ class _Bytes(SPSType[bytes]):
     def decode_from(self, buf: Buffer, off: int) -> tuple[bytes, int]:
         n, off = _read_count(buf, off, "byte sequence")
         _need(buf, off, n, "byte sequence")
-        return bytes(buf[off : off + n]), off + n
+        return bytes(memoryview(buf)[off : off + n]), off + n
+
+
+class _BytesView(SPSType[Buffer]):
+    """Same wire format as :data:`Bytes`, decoded without copying: a ``memoryview`` into the
+    decoded buffer (used for segment contents, which may be megabytes)."""
+
+    name = "Bytes"
+
+    def encode_into(self, out: bytearray, value: Buffer) -> None:
+        out += _U64.pack(len(value))
+        out += value
+
+    def decode_from(self, buf: Buffer, off: int) -> tuple[Buffer, int]:
+        n, off = _read_count(buf, off, "byte sequence")
+        _need(buf, off, n, "byte sequence")
+        return memoryview(buf)[off : off + n], off + n
 
 
 class _String(SPSType[str]):
@@ -182,6 +198,7 @@ class _String(SPSType[str]):
 
 
 Bytes: SPSType[bytes] = _Bytes()
+BytesView: SPSType[Buffer] = _BytesView()
 String: SPSType[str] = _String()
 
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from .codec import (
     Addr,
     Bytes,
+    BytesView,
     MapOf,
     SequenceOf,
     String,
@@ -79,7 +80,7 @@ class SegFinalizeRequest(NamedTuple):
     prot: int
     addr: int
     size: int
-    content: bytes
+    content: bytes | bytearray | memoryview
 
 
 class FinalizeRequest(NamedTuple):
@@ -127,7 +128,7 @@ SPSAllocActionCallPair = TupleOf(
     name="AllocActionCallPair",
 )
 SPSSegFinalizeRequest = TupleOf(
-    UInt8, Addr, UInt64, Bytes, factory=SegFinalizeRequest, name="SegFinalizeRequest"
+    UInt8, Addr, UInt64, BytesView, factory=SegFinalizeRequest, name="SegFinalizeRequest"
 )
 SPSFinalizeRequest = TupleOf(
     SequenceOf(SPSSegFinalizeRequest),
