@@ -24,16 +24,10 @@ from .transport.spec import (
     parse_spec,
 )
 
+from .daemon import exit_process as _exit
+from .daemon import setup_logging as _setup_logging
+
 log = logging.getLogger("orc_executor")
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("orc-executor[%(process)d]: %(levelname)s: %(message)s"))
-    root = logging.getLogger("orc_executor")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 def _choose_spec(
@@ -176,19 +170,6 @@ def main(
         _exit(run_daemon(conn.address, opts, dopts))
     status = run_connection(conn, opts)
     _exit(status)
-
-
-def _exit(status: int) -> None:
-    """Flush C stdio (the JIT'd program's buffered output) and Python's, then exit."""
-    from .memmap.native import ffi, lib
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    lib.fflush(ffi.NULL)
-    os._exit(status)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -88,6 +88,39 @@ async def _run(conn: ConnectionSpec, opts: ServeOptions) -> int:
     return end.exit_status
 
 
+def setup_logging(level: str) -> None:
+    """Log records of ``orc_executor.*`` at ``level`` and above to stderr (never stdout)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("orc-executor[%(process)d]: %(levelname)s: %(message)s")
+    )
+    root = logging.getLogger("orc_executor")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def exit_process(status: int) -> None:
+    """Flush C stdio (the JIT'd program's buffered output) and Python's, then ``_exit``."""
+    from .memmap.native import ffi, lib
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    lib.fflush(ffi.NULL)
+    os._exit(status)
+
+
+def run_pipe_session(in_fd: int, out_fd: int) -> None:
+    """The launch path of ``orc-executor filedescs=IN,OUT`` / ``IN OUT`` with default
+    options (settings from the environment only), without the CLI parser."""
+    setup_logging(os.environ.get("ORC_EXECUTOR_LOG") or "warning")
+    opts = ServeOptions(llvm_version=os.environ.get("ORC_EXECUTOR_LLVM_VERSION") or None)
+    exit_process(run_connection(FdPair(in_fd, out_fd), opts))
+
+
 def run_connection(conn: ConnectionSpec, opts: ServeOptions) -> int:
     """Serve ``conn`` until its session ends; return the process exit status (0 clean)."""
     try:

@@ -119,6 +119,13 @@ def main() -> None:
     status = try_warm(args)
     if status is not None:
         os._exit(status)
+    fds = _pipe_fds(args)
+    if fds is not None and len(args) <= 2 and not any(a.startswith("-") for a in args):
+        # Cold launch by a controller: skip the CLI parser (click) on the start-up path.
+        from .daemon import run_pipe_session
+
+        run_pipe_session(fds[0], fds[1])
+        return
     from .cli import main as cli_main
 
     cli_main()

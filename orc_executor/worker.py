@@ -87,10 +87,10 @@ def run(control_fd: int) -> int:
 
 
 def main() -> None:
-    from .cli import _exit, _setup_logging
+    from .daemon import exit_process, setup_logging
 
-    _setup_logging(os.environ.get("ORC_EXECUTOR_LOG", "warning"))
-    _exit(run(int(sys.argv[1])))
+    setup_logging(os.environ.get("ORC_EXECUTOR_LOG", "warning"))
+    exit_process(run(int(sys.argv[1])))
 
 
 if __name__ == "__main__":
