@@ -86,6 +86,7 @@ SOURCE = r"""
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -184,9 +185,29 @@ static int64_t orc_strnlen_safe(uint64_t addr, size_t max) {
     return (int64_t)len;
 }
 
+/* True if addr lies in an executable (PF_X) PT_LOAD segment of a loaded image: data and
+   bss of a library are not code, and jumping there would crash the executor. */
+struct orc_code_probe { uint64_t addr; int found; };
+
+static int orc_code_probe_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    struct orc_code_probe *p = (struct orc_code_probe *)data;
+    (void)size;
+    for (size_t i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uint64_t lo = (uint64_t)info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && p->addr >= lo &&
+            p->addr - lo < ph->p_memsz) {
+            p->found = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int orc_addr_in_image(uint64_t addr) {
-    Dl_info info;
-    return dladdr((void *)(uintptr_t)addr, &info) != 0 && info.dli_fbase != NULL;
+    struct orc_code_probe p = { addr, 0 };
+    dl_iterate_phdr(orc_code_probe_cb, &p);
+    return p.found;
 }
 
 typedef orc_cwfr (*orc_wrapper_fn)(const char *, size_t);

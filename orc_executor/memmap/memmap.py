@@ -168,9 +168,9 @@ class MemoryMap:
     def release(self, bases: Iterable[int], run_action: ActionRunner, what: str = "release") -> None:
         """Release slabs, last to first: deinitialize their regions, then unmap.
 
-        Every base is processed even if one fails; the first error is raised at the end
-        (``MemoryMapError``, stock wording "In release, 0x… is not part of any reserved
-        address range").
+        Every base is processed even if one fails; at the end one ``MemoryMapError`` carries
+        all error messages joined by newlines in processing order, as ``llvm::joinErrors``
+        does (stock wording "In release, 0x… is not part of any reserved address range").
         """
         errors: list[str] = []
         for base in reversed(list(bases)):
@@ -194,7 +194,7 @@ class MemoryMap:
             if e:
                 errors.append(f"In {what}, munmap of {slab.base:#x} failed: {os.strerror(e)}")
         if errors:
-            raise MemoryMapError(errors[0])
+            raise MemoryMapError("\n".join(errors))
 
     # ---- initialize / deinitialize ------------------------------------------------------------
 
@@ -231,7 +231,7 @@ class MemoryMap:
         if segs:
             key = min(s.addr for s in segs)
         else:
-            raise MemoryMapError("Finalization request has no segments")
+            raise MemoryMapError("Finalization actions attached to empty finalization request")
         ranges = sorted((s.addr, s.addr + s.size) for s in nonempty)
         for (_, e1), (s2, _) in zip(ranges, ranges[1:], strict=False):
             if s2 < e1:
@@ -327,27 +327,39 @@ class MemoryMap:
     ) -> None:
         """Deinitialize regions by key, last to first: run their dealloc actions in reverse.
 
-        Every key is processed; the first error is raised at the end (stock wording "In
-        deinitialize, 0x… is not part of any reserved address range").
+        Every key is processed; the error messages are joined by newlines as in
+        :meth:`release` (stock wording "In deinitialize, address 0x… is not part of any
+        reserved address range" / "… does not correspond to the start of any initialized
+        region").
         """
         errors: list[str] = []
         for key in reversed(list(keys)):
             with self._lock:
                 slab = self.slab_containing(key)
                 region = slab.regions.pop(key, None) if slab is not None else None
+            if slab is None:
+                errors.append(
+                    f"In {what}, address {key:#x} is not part of any reserved address range"
+                )
+                continue
             if region is None:
-                errors.append(f"In {what}, {key:#x} is not part of any reserved address range")
+                errors.append(
+                    f"In {what}, address {key:#x} does not correspond to the start of any "
+                    "initialized region"
+                )
                 continue
             err = self._run_dealloc(region, run_action)
             if err:
                 errors.append(err)
         if errors:
-            raise MemoryMapError(errors[0])
+            raise MemoryMapError("\n".join(errors))
 
     def shutdown(self, run_action: ActionRunner) -> None:
-        """Release every slab (running all outstanding dealloc actions); errors are logged."""
+        """Release every slab, newest first (running all outstanding dealloc actions, so code
+        registered last — e.g. a JITDylib — is torn down before the ORC runtime it calls);
+        errors are logged."""
         with self._lock:
-            bases = list(self._bases)
+            bases = list(self._slabs)  # reservation order; release() goes last to first
         if not bases:
             return
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...memmap.native import lib
+from ...memmap.native import MemoryAccessError, lib, mem_read
 from ...sps import Error, ErrorValue, signature
 from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
 from ..context import ExecutorContext
@@ -53,6 +53,11 @@ class EHFrameService(Service):
             return ErrorValue(
                 f"eh-frame range [{r.start:#x}, {r.end:#x}) is not inside JIT'd memory"
             )
+        try:
+            # libgcc reads the section: reserved-only (PROT_NONE) pages would crash us.
+            mem_read(r.start, r.end - r.start)
+        except MemoryAccessError:
+            return ErrorValue(f"eh-frame range [{r.start:#x}, {r.end:#x}) is not readable")
         return None
 
     def register(self, r: ExecutorAddrRange) -> ErrorValue | None:

@@ -1,0 +1,28 @@
+"""Fixtures for protocol tests (helpers live in ``harness.py``)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .harness import TESTLIB_SOURCE
+
+
+@pytest.fixture(scope="session")
+def testlib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of the compiled test library (skips when no C compiler is available)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler to build the native test library")
+    d = tmp_path_factory.mktemp("testlib")
+    src = d / "testlib.c"
+    src.write_text(TESTLIB_SOURCE)
+    out = d / "libtestlib.so"
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(out), str(src)],
+        check=True,
+    )
+    return out
