@@ -101,16 +101,18 @@ def setup_logging(level: str) -> None:
 
 
 def exit_process(status: int) -> None:
-    """Flush C stdio (the JIT'd program's buffered output) and Python's, then ``_exit``."""
-    from .memmap.native import ffi, lib
+    """End the process as a C program does: flush Python's streams, then C ``exit(status)``,
+    which runs the exit handlers the JIT'd program registered (``__cxa_atexit``, ``on_exit``)
+    and flushes C stdio — as ``llvm-jitlink-executor`` does when it returns from ``main``.
+    Python's own finalization is skipped (worker threads may still be inside JIT'd code)."""
+    from .memmap.native import lib
 
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    lib.fflush(ffi.NULL)
-    os._exit(status)
+    lib.exit(status)
 
 
 def run_pipe_session(in_fd: int, out_fd: int) -> None:

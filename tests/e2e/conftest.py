@@ -1,0 +1,54 @@
+"""Fixtures for the end-to-end tests (``jitrun.py`` harness).
+
+``executor_path`` is orc-executor's console script next to the running Python (the venv's
+``bin/orc-executor``); ``ORC_TEST_EXECUTOR=/path/to/executor`` overrides it, e.g. to check the
+harness itself against the stock executor::
+
+    ORC_TEST_EXECUTOR=/usr/lib/llvm-22/bin/llvm-jitlink-executor pytest tests/e2e/test_programs.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # ``tests.programs.cases`` / ``tests.e2e.jitrun`` imports
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def executor_path() -> Path:
+    """The executor under test."""
+    override = os.environ.get("ORC_TEST_EXECUTOR")
+    path = Path(override) if override else Path(sys.executable).parent / "orc-executor"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"executor under test not found or not executable: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def llvm22_tools() -> None:
+    """Skip when LLVM 22's llvm-jitlink / llvm-jitlink-executor or gcc are missing."""
+    from tests.e2e import jitrun
+
+    for tool in (jitrun.llvm_jitlink(22), jitrun.reference_executor(22)):
+        if not tool.is_file():
+            pytest.skip(f"{tool} not installed")
+    if shutil.which(jitrun.CC) is None:
+        pytest.skip(f"{jitrun.CC} not installed")
+
+
+@pytest.fixture(scope="session")
+def orc_rt_archive() -> Path:
+    """LLVM 22's ORC runtime archive (skips the test when it cannot be had)."""
+    from tests.e2e import jitrun
+
+    try:
+        return jitrun.orc_runtime()
+    except jitrun.OrcRuntimeUnavailable as exc:
+        pytest.skip(f"ORC runtime unavailable: {exc}")

@@ -1,0 +1,1 @@
+"""C test programs run under ``llvm-jitlink -oop-executor`` (see ``cases.py``)."""
