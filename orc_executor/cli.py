@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import click
 
+from .daemon import exit_process as _exit
+from .daemon import setup_logging as _setup_logging
 from .transport.spec import (
     Connect,
     ConnectionSpec,
@@ -23,9 +24,6 @@ from .transport.spec import (
     parse_address,
     parse_spec,
 )
-
-from .daemon import exit_process as _exit
-from .daemon import setup_logging as _setup_logging
 
 log = logging.getLogger("orc_executor")
 
@@ -142,15 +140,15 @@ def main(
         "debug" if verbose >= 2 else "info" if verbose == 1 else default_level
     )
     _setup_logging(level)
-    if isinstance(conn, Listen) and isinstance(conn.address, TcpAddress):
-        if not conn.address.is_loopback:
-            if not allow_remote:
-                raise click.UsageError(
-                    f"refusing to listen on non-loopback address {conn.address}: a controller "
-                    "can run any code in this process; pass --allow-remote to do it anyway"
-                )
-            log.warning("listening on non-loopback address %s: any peer that connects can "
-                        "run arbitrary code as this user", conn.address)
+    if (isinstance(conn, Listen) and isinstance(conn.address, TcpAddress)
+            and not conn.address.is_loopback):
+        if not allow_remote:
+            raise click.UsageError(
+                f"refusing to listen on non-loopback address {conn.address}: a controller "
+                "can run any code in this process; pass --allow-remote to do it anyway"
+            )
+        log.warning("listening on non-loopback address %s: any peer that connects can "
+                    "run arbitrary code as this user", conn.address)
 
     from .daemon import ServeOptions, run_connection
 

@@ -180,7 +180,7 @@ class Controller:
         result = b"" if handler is None else await handler(msg.tag, bytes(msg.payload))
         await self.send(Opcode.RESULT, msg.seq, 0, result)
 
-    # ---- calls -------------------------------------------------------------------------------------
+    # ---- calls ---------------------------------------------------------------------------
 
     def symbol(self, name: str) -> int:
         """Address of bootstrap symbol ``name``; raises :class:`ControllerError` if absent."""

@@ -49,7 +49,9 @@ class ServeOptions:
     controller_pid: int | None = None
 
 
-async def serve_stream(stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool) -> SessionEnd:
+async def serve_stream(
+    stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool
+) -> SessionEnd:
     """Run one session on ``stream`` and release its resources; return why it ended."""
     ctx = build_context(select_profile(opts.llvm_version, is_socket=is_socket))
     session = Session(
@@ -202,9 +204,12 @@ class WarmPool:
         self.closed = False
 
     def fill(self) -> None:
-        while not self.closed and self._starting + self._ready_recv.statistics().current_buffer_used < self.size:
+        while not self.closed and self._starting + self._ready_count() < self.size:
             self._starting += 1
             self.nursery.start_soon(self._spawn)
+
+    def _ready_count(self) -> int:
+        return self._ready_recv.statistics().current_buffer_used
 
     async def _spawn(self) -> None:
         try:
@@ -338,7 +343,7 @@ class Daemon:
             peer = "?"
         t0 = time.monotonic()
         worker = await pool.get()
-        header = {"kind": "socket", "options": asdict(self.opts)}
+        header: dict[str, object] = {"kind": "socket", "options": asdict(self.opts)}
         worker.hand_over(header, [sock.fileno()])
         sock.close()
         pid = worker.process.pid

@@ -145,7 +145,13 @@ static int orc_discard(uint64_t addr, size_t size) {
 static void *orc_shm_reserve(const char *name, size_t size) {
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0700);
     if (fd < 0) return NULL;
-    if (ftruncate(fd, (off_t)size) != 0) { int e = errno; close(fd); shm_unlink(name); errno = e; return NULL; }
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        shm_unlink(name);
+        errno = e;
+        return NULL;
+    }
     void *p = mmap(NULL, size, PROT_NONE, MAP_SHARED, fd, 0);
     int e = errno;
     close(fd);

@@ -20,6 +20,7 @@ call back into the controller (which may initialize more memory meanwhile).
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import mmap
 import os
@@ -165,7 +166,9 @@ class MemoryMap:
             self._slabs[slab.base] = slab
             bisect.insort(self._bases, slab.base)
 
-    def release(self, bases: Iterable[int], run_action: ActionRunner, what: str = "release") -> None:
+    def release(
+        self, bases: Iterable[int], run_action: ActionRunner, what: str = "release"
+    ) -> None:
         """Release slabs, last to first: deinitialize their regions, then unmap.
 
         Every base is processed even if one fails; at the end one ``MemoryMapError`` carries
@@ -221,7 +224,9 @@ class MemoryMap:
             raise MemoryMapError("Finalization request is empty")
         for s in segs:
             if s.prot & ~PROT_VALID_MASK:
-                raise MemoryMapError(f"invalid protection flags {s.prot:#x} for segment at {s.addr:#x}")
+                raise MemoryMapError(
+                    f"invalid protection flags {s.prot:#x} for segment at {s.addr:#x}"
+                )
             if len(s.content) > s.size:
                 raise MemoryMapError(
                     f"segment at {s.addr:#x}: content ({len(s.content)} bytes) exceeds "
@@ -233,7 +238,7 @@ class MemoryMap:
         else:
             raise MemoryMapError("Finalization actions attached to empty finalization request")
         ranges = sorted((s.addr, s.addr + s.size) for s in nonempty)
-        for (_, e1), (s2, _) in zip(ranges, ranges[1:], strict=False):
+        for (_, e1), (s2, _) in itertools.pairwise(ranges):
             if s2 < e1:
                 raise MemoryMapError(f"segments overlap at {s2:#x}")
         with self._lock:
@@ -242,18 +247,18 @@ class MemoryMap:
                 raise MemoryMapError(
                     f"In initialize, {key:#x} is not part of any reserved address range"
                 )
-            for s, e in ranges:
-                if not (slab.base <= s and e <= slab.end):
+            for lo, hi in ranges:
+                if not (slab.base <= lo and hi <= slab.end):
                     raise MemoryMapError(
-                        f"segment [{s:#x}, {e:#x}) is outside the slab [{slab.base:#x}, "
+                        f"segment [{lo:#x}, {hi:#x}) is outside the slab [{slab.base:#x}, "
                         f"{slab.end:#x})"
                     )
             for r in slab.regions.values():
-                for s, e in ranges:
+                for lo, hi in ranges:
                     for rs, re_ in r.ranges:
-                        if s < re_ and rs < e:
+                        if lo < re_ and rs < hi:
                             raise MemoryMapError(
-                                f"segment [{s:#x}, {e:#x}) overlaps the initialized region "
+                                f"segment [{lo:#x}, {hi:#x}) overlaps the initialized region "
                                 f"at {r.key:#x}"
                             )
             if key in slab.regions:

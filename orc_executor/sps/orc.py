@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from .codec import (
     Addr,
+    Bool,
     Bytes,
     BytesView,
     MapOf,
@@ -18,7 +19,6 @@ from .codec import (
     TupleOf,
     UInt8,
     UInt64,
-    Bool,
 )
 
 
@@ -137,7 +137,11 @@ SPSFinalizeRequest = TupleOf(
     name="FinalizeRequest",
 )
 SPSSharedMemorySegFinalizeRequest = TupleOf(
-    UInt8, Addr, UInt64, factory=SharedMemorySegFinalizeRequest, name="SharedMemorySegFinalizeRequest"
+    UInt8,
+    Addr,
+    UInt64,
+    factory=SharedMemorySegFinalizeRequest,
+    name="SharedMemorySegFinalizeRequest",
 )
 SPSSharedMemoryFinalizeRequest = TupleOf(
     SequenceOf(SPSSharedMemorySegFinalizeRequest),
@@ -152,4 +156,6 @@ SPSSetupMessage = TupleOf(
     String, UInt64, MapOf(String, Bytes), MapOf(String, Addr), name="SimpleRemoteEPCExecutorInfo"
 )
 #: Setup payload, LLVM 14: triple, page size, bootstrap symbols (no bootstrap map).
-SPSSetupMessage14 = TupleOf(String, UInt64, MapOf(String, Addr), name="SimpleRemoteEPCExecutorInfo14")
+SPSSetupMessage14 = TupleOf(
+    String, UInt64, MapOf(String, Addr), name="SimpleRemoteEPCExecutorInfo14"
+)
