@@ -76,7 +76,7 @@ class _Waiter:
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        #: The Result payload, or the out-of-band error text if the session went down.
+        #: The Result payload, or the error to raise if the session went down first.
         self.result: bytes | JITDispatchError = JITDispatchError(DISPATCH_DISCONNECTED)
 
 

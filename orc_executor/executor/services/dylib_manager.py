@@ -6,6 +6,8 @@
   RemoteSymbolLookupSet)``.
 * ``resolve_wrapper`` (22): ``Expected<Sequence<Optional<ExecutorSymbolDef>>>(Addr handle,
   RemoteSymbolLookupSet)`` — no instance argument.
+* ``lookup_wrapper`` (14, ``v14=True`` instead of the above): ``Expected<Sequence<Addr>>(Addr inst,
+  u64 handle, RemoteSymbolLookupSet)``.
 * ``orc_rt_ci_sps_NativeDylibManager_lookup``: ``Expected<Sequence<Optional<Addr>>>(Addr inst,
   Addr handle, RemoteSymbolLookupSet)``.
 
@@ -42,11 +44,32 @@ LOOKUP19 = signature(
 RESOLVE22 = signature(
     ExpectedOf(SequenceOf(OptionalOf(SPSExecutorSymbolDef))), Addr, SPSRemoteSymbolLookupSet
 )
-CI_LOOKUP = signature(ExpectedOf(SequenceOf(OptionalOf(Addr))), Addr, Addr, SPSRemoteSymbolLookupSet)
+CI_LOOKUP = signature(
+    ExpectedOf(SequenceOf(OptionalOf(Addr))), Addr, Addr, SPSRemoteSymbolLookupSet
+)
 # LLVM 14: u64 handle (an index), plain addresses.
 LOOKUP14 = signature(ExpectedOf(SequenceOf(Addr)), Addr, UInt64, SPSRemoteSymbolLookupSet)
 
 EXPORTED = JITSymbolFlags(FLAG_EXPORTED, 0)
+
+#: Libraries the stock executors (C++ programs) have in their global scope. A Python process
+#: lacks them, yet JIT'd code resolves through the process handle: the ORC runtime needs
+#: libstdc++ even for C programs, and libgcc_s has ``__register_frame`` and ``_Unwind_*``.
+PROCESS_LIBRARIES = ("libgcc_s.so.1", "libstdc++.so.6")
+
+_process_libs_once = threading.Lock()
+_process_libs_loaded = False
+
+
+def load_process_libraries() -> None:
+    """Load :data:`PROCESS_LIBRARIES` ``RTLD_GLOBAL`` once (missing ones are skipped)."""
+    global _process_libs_loaded
+    with _process_libs_once:
+        if _process_libs_loaded:
+            return
+        for name in PROCESS_LIBRARIES:
+            lib.dlopen(name.encode(), lib.RTLD_NOW | lib.RTLD_GLOBAL)
+        _process_libs_loaded = True
 
 
 class DylibManagerService(Service):
@@ -54,21 +77,32 @@ class DylibManagerService(Service):
 
     service_name = "dylib-manager"
 
-    def __init__(self, ctx: ExecutorContext, *, lookup19: bool = True, ci: bool = True) -> None:
+    def __init__(
+        self, ctx: ExecutorContext, *, lookup19: bool = True, ci: bool = True, v14: bool = False
+    ) -> None:
         self.ctx = ctx
         self.lookup19 = lookup19
         self.ci = ci
+        #: LLVM 14 names and layouts only: ``open_wrapper`` and the 14 ``lookup_wrapper``
+        #: (u64 handle, plain addresses); no ``resolve_wrapper``, no ``orc_rt_ci_*``.
+        self.v14 = v14
+        #: Names answered by lookup/resolve but not advertised in Setup (e.g. the helper names
+        #: llvm-jitlink 14 looks up by name), name → executor address.
+        self.lookup_only: dict[str, int] = {}
         self._lock = threading.Lock()
         self._handles: dict[int, Any] = {}
         self._next_token = 1
 
     def data_symbols(self) -> Iterable[str]:
         yield PREFIX + "Instance"
-        if self.ci:
+        if self.ci and not self.v14:
             yield "orc_rt_ci_NativeDylibManager_Instance"
 
     def wrappers(self) -> Iterable[WrapperSpec]:
         yield WrapperSpec(PREFIX + "open_wrapper", OPEN, self.open, False)
+        if self.v14:
+            yield WrapperSpec(PREFIX + "lookup_wrapper", LOOKUP14, self.lookup14, False)
+            return
         yield WrapperSpec(PREFIX + "resolve_wrapper", RESOLVE22, self.resolve22, False)
         if self.lookup19:
             yield WrapperSpec(PREFIX + "lookup_wrapper", LOOKUP19, self.lookup19_, False)
@@ -88,6 +122,7 @@ class DylibManagerService(Service):
         if path:
             h = lib.dlopen(path.encode("utf-8", "surrogateescape"), lib.RTLD_LAZY | lib.RTLD_GLOBAL)
         else:
+            load_process_libraries()
             h = lib.dlopen(ffi.NULL, lib.RTLD_LAZY | lib.RTLD_GLOBAL)
         if h == ffi.NULL:
             err = lib.dlerror()
@@ -107,6 +142,8 @@ class DylibManagerService(Service):
         if h is None:
             raise WrapperError(f"No dylib for handle {handle:#x}")
         own = self.ctx.registry.addr_of.get(name)
+        if own is None:
+            own = self.lookup_only.get(name)
         if own is not None:
             return own
         if not name:
