@@ -222,7 +222,9 @@ class Session:
 
     # ---- serving calls -------------------------------------------------------------------------
 
-    async def _serve_blocking(self, seq: int, tag: int, payload: bytes | bytearray, name: str) -> None:
+    async def _serve_blocking(
+        self, seq: int, tag: int, payload: bytes | bytearray | memoryview, name: str
+    ) -> None:
         self._inflight += 1
         try:
             result = await trio.to_thread.run_sync(
@@ -235,7 +237,7 @@ class Session:
         self._send_nowait(Opcode.RESULT, seq, 0, result)
         self._after_call(name)
 
-    def _call_sync(self, tag: int, payload: bytes | bytearray, name: str) -> bytes:
+    def _call_sync(self, tag: int, payload: bytes | bytearray | memoryview, name: str) -> bytes:
         try:
             return self.ctx.call(tag, payload)
         except OutOfBandError as e:
@@ -290,7 +292,7 @@ class Session:
             and not self.ctx.memmap.has_regions()
         )
 
-    async def _read_some(self) -> bytes | None:
+    async def _read_some(self) -> bytes | bytearray | None:
         want = min(max(self.decoder.wanted, 1 << 16), 1 << 22)
         if self._quickack is not None:
             # LLVM's controllers write header and payload separately; with Nagle on their side
@@ -478,7 +480,7 @@ def _hangup_reason(payload: bytes | bytearray | memoryview) -> str:
 _current: Session | None = None
 
 
-@ffi.def_extern(onerror=lambda *exc: None)  # type: ignore[misc]
+@ffi.def_extern(onerror=lambda *exc: None)  # type: ignore[untyped-decorator]
 def orc_py_dispatch(ctx: Any, tag: int, data: Any, size: int, out: Any) -> int:
     """Called by ``orc_dispatch_fn`` on the JIT'd thread; fills ``out`` (a
     ``CWrapperFunctionResult``) with a malloc'd copy of the controller's result."""
