@@ -53,7 +53,9 @@ async def serve_stream(
     stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool
 ) -> SessionEnd:
     """Run one session on ``stream`` and release its resources; return why it ended."""
-    ctx = build_context(select_profile(opts.llvm_version, is_socket=is_socket))
+    ctx = build_context(
+        select_profile(opts.llvm_version, is_socket=is_socket, start_pid=opts.controller_pid)
+    )
     session = Session(
         stream,
         ctx,

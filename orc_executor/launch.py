@@ -66,9 +66,10 @@ def try_warm(args: list[str]) -> int | None:
         sock.connect(path)
     except OSError:
         return None
+    version = _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION"))
     header = (
-        '{"kind": "fdpair", "stdio": true, "controller_pid": %d, "llvm_version": %s}'
-        % (os.getppid(), _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION")))
+        f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
+        f'"llvm_version": {version}}}'
     ).encode()
     handed = [fds[0], fds[1], 0, 1, 2]
     try:
@@ -109,6 +110,21 @@ def _json_str(value: str | None) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _env_version_valid() -> bool:
+    """False if ``ORC_EXECUTOR_LLVM_VERSION`` is set to an unsupported value: the full CLI then
+    reports it as a usage error (exit 2) instead of the session failing with a traceback."""
+    version = os.environ.get("ORC_EXECUTOR_LLVM_VERSION")
+    if not version:
+        return True
+    from .executor.bootstrap import profile_for_version
+
+    try:
+        profile_for_version(version)
+    except ValueError:
+        return False
+    return True
+
+
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["serve"]:
@@ -120,7 +136,8 @@ def main() -> None:
     if status is not None:
         os._exit(status)
     fds = _pipe_fds(args)
-    if fds is not None and len(args) <= 2 and not any(a.startswith("-") for a in args):
+    if (fds is not None and len(args) <= 2 and not any(a.startswith("-") for a in args)
+            and _env_version_valid()):
         # Cold launch by a controller: skip the CLI parser (click) on the start-up path.
         from .daemon import run_pipe_session
 

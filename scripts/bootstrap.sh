@@ -9,7 +9,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in gcc g++ gdb binutils python3-venv llvm-22 ${ORC_EXTRA_APT:-}; do
+for p in gcc g++ gdb binutils python3-venv llvm-14 llvm-19 llvm-22 ${ORC_EXTRA_APT:-}; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

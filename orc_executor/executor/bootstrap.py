@@ -1,16 +1,33 @@
-"""Bootstrap symbol sets (profiles) and the Setup message.
+"""Bootstrap symbol sets (profiles), the Setup message, and choosing a profile.
 
-A *profile* decides which services and names an executor advertises and the Setup layout:
+A *profile* decides which services and names an executor advertises and the Setup layout
+(PROTOCOL.md §3, §5.4):
 
-* ``modern``: LLVM 19 + 22 + upstream ``orc_rt_ci_*`` names, each with its own layout, with the
-  15+ Setup layout (``SimpleRemoteEPCExecutorInfo``: triple, page size, bootstrap map,
-  bootstrap symbols). 19/22 controllers ignore names they do not know.
+* ``14``: LLVM 14's Setup layout (triple, page size, bootstrap symbols — no bootstrap map) and
+  its 17 names with 14 layouts: dylib ``lookup_wrapper`` with a u64 handle and plain-address
+  results, ``reserve``/``finalize``/``deallocate``, the ``__llvm_orc_bootstrap_*`` EH-frame
+  wrappers, the five ``mem_write`` wrappers and ``run_as_main``. The helper names llvm-jitlink 14
+  looks up *by name* through the dylib manager (``llvm_orc_(de)registerEHFrameSectionWrapper``,
+  ``llvm_orc_registerJITLoaderGDBWrapper`` with the 14 ``Error(AddrRange)`` layout) are answered
+  from the executor's own table without being advertised.
+* ``modern``: the union of LLVM 19, 22 and upstream ``orc_rt_ci_*`` names, each with its own
+  layout (19, 22 and upstream never share a name with different layouts), with the 15+ Setup
+  layout (``SimpleRemoteEPCExecutorInfo``: triple, page size, bootstrap map, bootstrap
+  symbols). 19/22 controllers ignore names they do not know.
+
+The profile is chosen by :func:`select_profile`: an explicit version wins, else the launching
+process is inspected (:func:`detect_profile`), else ``modern``.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
+import os
+import re
+import weakref
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..memmap.native import lib
 from ..sps.orc import SPSSetupMessage, SPSSetupMessage14
@@ -24,11 +41,25 @@ from .services.memory_manager import MemoryManagerService
 from .services.run import RunService
 from .services.shared_memory import SharedMemoryMapperService
 
+log = logging.getLogger(__name__)
+
 TRIPLE = "x86_64-pc-linux-gnu"
 DISPATCH_CTX = "__llvm_orc_SimpleRemoteEPC_dispatch_ctx"
 DISPATCH_FN = "__llvm_orc_SimpleRemoteEPC_dispatch_fn"
 
-PROFILES = ("modern",)
+PROFILES = ("14", "modern")
+
+#: Accepted ``--llvm-version`` / ``ORC_EXECUTOR_LLVM_VERSION`` values → profile.
+VERSION_PROFILES = {"14": "14", "19": "modern", "22": "modern", "modern": "modern"}
+
+#: LLVM 14: bootstrap EH-frame wrappers, and the names llvm-jitlink 14 looks up for them.
+EH14_REGISTER = "__llvm_orc_bootstrap_register_ehframe_section_wrapper"
+EH14_DEREGISTER = "__llvm_orc_bootstrap_deregister_ehframe_section_wrapper"
+EH14_LOOKUP_ALIASES = {
+    "llvm_orc_registerEHFrameSectionWrapper": EH14_REGISTER,
+    "llvm_orc_deregisterEHFrameSectionWrapper": EH14_DEREGISTER,
+}
+GDB_WRAPPER = "llvm_orc_registerJITLoaderGDBWrapper"
 
 
 @dataclass
@@ -49,13 +80,182 @@ class SetupInfo:
         )
 
 
-def select_profile(requested: str | None, *, is_socket: bool = False) -> str:
-    """The profile for a requested LLVM version (``None``: detect, else ``modern``)."""
-    if requested is None:
-        return "modern"
-    if requested in PROFILES:
-        return requested
-    raise ValueError(f"unsupported LLVM version {requested!r} (choose from {', '.join(PROFILES)})")
+# ---- choosing a profile --------------------------------------------------------------------------
+
+
+def profile_for_version(requested: str) -> str:
+    """The profile for an explicit ``--llvm-version`` value; ``ValueError`` if unsupported."""
+    profile = VERSION_PROFILES.get(requested.strip().lower())
+    if profile is None:
+        choices = ", ".join(VERSION_PROFILES)
+        raise ValueError(f"unsupported LLVM version {requested!r} (choose from {choices})")
+    return profile
+
+
+class ProcReader(Protocol):
+    """Reads the bits of ``/proc/PID`` detection needs; each method raises ``OSError`` when
+    the process is gone or unreadable. Tests inject fakes."""
+
+    def status(self, pid: int) -> str:
+        """Contents of ``/proc/PID/status``."""
+        ...
+
+    def exe(self, pid: int) -> str:
+        """Target of ``/proc/PID/exe``."""
+        ...
+
+    def maps(self, pid: int) -> str:
+        """Contents of ``/proc/PID/maps``."""
+        ...
+
+
+class ProcFS:
+    """:class:`ProcReader` over a real (or fake, for tests) ``/proc`` directory tree."""
+
+    def __init__(self, root: str = "/proc") -> None:
+        self.root = root
+
+    def _path(self, pid: int, name: str) -> str:
+        return os.path.join(self.root, str(pid), name)
+
+    def status(self, pid: int) -> str:
+        with open(self._path(pid, "status"), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def exe(self, pid: int) -> str:
+        return os.readlink(self._path(pid, "exe"))
+
+    def maps(self, pid: int) -> str:
+        with open(self._path(pid, "maps"), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+_PPID_RE = re.compile(r"^PPid:\s*(\d+)\s*$", re.MULTILINE)
+#: ``libLLVM-14.so.1`` (14 to 17 style), ``libLLVM.so.19.1`` (18+), ``libLLVM-17.so``.
+_LIBLLVM_RE = re.compile(r"/libLLVM[-.](?:so\.)?(\d+)\b")
+#: Debian's ``/usr/lib/llvm-14/bin/llvm-jitlink``.
+_LLVM_DIR_RE = re.compile(r"/llvm-(\d+)/bin/[^/]+$")
+#: ``llvm-jitlink-14``, ``lli-19`` (versioned tool names).
+_TOOL_RE = re.compile(r"^(?:llvm-jitlink|lli)(?:-(\d+))?$")
+#: Processes that sit between a controller and its executor without being one: shells running
+#: wrapper scripts, interpreters (``epc-tap`` is Python), and exec-style launchers.
+_WRAPPER_RE = re.compile(
+    r"^(?:(?:ba|da|z|k|mk|c|tc|fi|a|y)?sh|busybox|env|python[\d.]*|pypy[\d.]*|perl[\d.]*"
+    r"|ruby[\d.]*|node|timeout|strace|ltrace|nice|nohup|stdbuf|setsid|sudo|su|time|xargs"
+    r"|taskset|ionice|unshare|nsenter|chroot|script|tini|dumb-init|valgrind.*)$"
+)
+
+MAX_ANCESTORS = 32
+
+
+def parent_pid(status: str) -> int | None:
+    """``PPid`` from the text of ``/proc/PID/status`` (``None`` if absent)."""
+    m = _PPID_RE.search(status)
+    return int(m.group(1)) if m else None
+
+
+def _exe_path(exe: str) -> str:
+    return exe.removesuffix(" (deleted)")
+
+
+def llvm_version_of(exe: str, maps: str) -> tuple[int | None, str] | None:
+    """Whether a process is an LLVM tool, and which version: ``(version or None, evidence)``.
+
+    The libLLVM mapped into the process wins (robust against renamed binaries), then the
+    executable's path (``/usr/lib/llvm-N/bin/…``, ``llvm-jitlink-N``). An ``llvm-jitlink`` or
+    ``lli`` without a version (e.g. a static upstream build) yields ``(None, …)``.
+    """
+    m = _LIBLLVM_RE.search(maps)
+    if m:
+        start = maps.rfind("/", 0, m.end())
+        line_end = maps.find("\n", m.end())
+        lib_name = maps[start + 1 : line_end if line_end >= 0 else len(maps)].strip()
+        return int(m.group(1)), f"maps {lib_name}"
+    path = _exe_path(exe)
+    m = _LLVM_DIR_RE.search(path)
+    if m:
+        return int(m.group(1)), f"exe {path}"
+    m = _TOOL_RE.match(os.path.basename(path))
+    if m:
+        return (int(m.group(1)) if m.group(1) else None), f"exe {path}"
+    return None
+
+
+def is_wrapper(exe: str) -> bool:
+    """True for processes to look through (shells, interpreters, launchers)."""
+    return bool(_WRAPPER_RE.match(os.path.basename(_exe_path(exe))))
+
+
+def profile_for_detected(version: int | None) -> str:
+    """14 and older speak the 14 layout; 15+ (and unversioned builds) the modern one."""
+    return "14" if version is not None and version <= 14 else "modern"
+
+
+def detect_profile(
+    proc: ProcReader | None = None, *, start_pid: int | None = None
+) -> tuple[str, str]:
+    """Find the controller among this process's ancestors: ``(profile, why)``.
+
+    Walks up from ``start_pid`` (default: the parent) through ``PPid``, skipping wrappers
+    (:func:`is_wrapper`), and stops at the first LLVM tool (:func:`llvm_version_of`) or at the
+    first other process; ``modern`` when no LLVM tool is found.
+    """
+    reader: ProcReader = proc if proc is not None else ProcFS()
+    pid: int | None = os.getppid() if start_pid is None else start_pid
+    for _ in range(MAX_ANCESTORS):
+        if pid is None or pid <= 0:
+            return "modern", "no LLVM controller among the ancestors"
+        try:
+            exe = reader.exe(pid)
+        except OSError as e:
+            return "modern", f"cannot read the executable of pid {pid}: {e.strerror or e}"
+        try:
+            maps = reader.maps(pid)
+        except OSError:
+            maps = ""
+        found = llvm_version_of(exe, maps)
+        if found is not None:
+            version, evidence = found
+            profile = profile_for_detected(version)
+            shown = f"LLVM {version}" if version is not None else "unversioned LLVM tool"
+            return profile, f"pid {pid} is {shown} ({evidence})"
+        if not is_wrapper(exe) or pid == 1:
+            return "modern", f"pid {pid} ({_exe_path(exe)}) is not an LLVM controller"
+        try:
+            pid = parent_pid(reader.status(pid))
+        except OSError as e:
+            return "modern", f"cannot read the parent of pid {pid}: {e.strerror or e}"
+    return "modern", f"no LLVM controller within {MAX_ANCESTORS} ancestors"
+
+
+def select_profile(
+    requested: str | None,
+    *,
+    is_socket: bool = False,
+    proc: ProcReader | None = None,
+    start_pid: int | None = None,
+) -> str:
+    """The profile for this session.
+
+    An explicit version (``--llvm-version`` / ``ORC_EXECUTOR_LLVM_VERSION``) wins: ``14`` → the
+    14 profile; ``19``, ``22``, ``modern`` → modern; anything else raises ``ValueError``.
+    Otherwise sockets (no parent relation) get ``modern`` and fd pairs are detected from the
+    launching process (:func:`detect_profile`).
+    """
+    if requested is not None:
+        profile = profile_for_version(requested)
+        why = f"requested LLVM version {requested!r}"
+    elif is_socket:
+        profile, why = "modern", "socket connection (no launching controller to inspect)"
+    else:
+        profile, why = detect_profile(proc, start_pid=start_pid)
+    log.debug("profile %s: %s", profile, why)
+    return profile
+
+
+# ---- building a context ------------------------------------------------------------------------
+
+_profile_of: weakref.WeakKeyDictionary[ExecutorContext, str] = weakref.WeakKeyDictionary()
 
 
 def build_context(profile: str = "modern", *, shared_memory: bool = True) -> ExecutorContext:
@@ -66,17 +266,70 @@ def build_context(profile: str = "modern", *, shared_memory: bool = True) -> Exe
     reg = ctx.registry
     reg.add_symbol(DISPATCH_CTX, int(lib.orc_dispatch_ctx_addr()))
     reg.add_symbol(DISPATCH_FN, int(lib.orc_dispatch_fn_addr()))
-    reg.add_service(MemoryManagerService(ctx))
-    reg.add_service(DylibManagerService(ctx))
-    reg.add_service(MemoryAccessService())
-    reg.add_service(RunService(ctx))
-    reg.add_service(EHFrameService(ctx))
-    reg.add_service(GDBJITService(ctx))
-    if shared_memory:
-        reg.add_service(SharedMemoryMapperService(ctx))
+    if profile == "14":
+        _add_services14(ctx)
+    else:
+        reg.add_service(MemoryManagerService(ctx))
+        reg.add_service(DylibManagerService(ctx))
+        reg.add_service(MemoryAccessService())
+        reg.add_service(RunService(ctx))
+        reg.add_service(EHFrameService(ctx))
+        reg.add_service(GDBJITService(ctx))
+        if shared_memory:
+            reg.add_service(SharedMemoryMapperService(ctx))
+    _profile_of[ctx] = profile
     return ctx
 
 
+def _add_services14(ctx: ExecutorContext) -> None:
+    reg = ctx.registry
+    dylib = DylibManagerService(ctx, v14=True)
+    reg.add_service(MemoryManagerService(ctx, v14=True))
+    reg.add_service(dylib)
+    reg.add_service(MemoryAccessService(reads=False, ci=False, pointers=False))
+    reg.add_service(RunService(ctx, void_int=False, ci=False))
+    reg.add_service(EHFrameService(ctx, names=[EH14_REGISTER, EH14_DEREGISTER]))
+    # llvm-jitlink 14 finds these through dylib lookup (the stock executor exports them);
+    # the stock 14 executor does not advertise them in Setup.
+    for alias, target in EH14_LOOKUP_ALIASES.items():
+        dylib.lookup_only[alias] = reg.addr_of[target]
+    reg.add_service(GDBJITService(ctx, v14=True, alloc_action=False, ci=False))
+    dylib.lookup_only[GDB_WRAPPER] = reg.addr_of.pop(GDB_WRAPPER)
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One name a profile answers: its SPS signature (``None`` for data symbols such as
+    ``*_Instance``) and whether Setup advertises it (else it is found only by dylib lookup)."""
+
+    name: str
+    signature: str | None
+    advertised: bool
+
+
+def describe_profile(profile: str) -> list[ProfileEntry]:
+    """Every name ``profile`` answers, sorted by name (for docs and tests)."""
+    ctx = build_context(profile)
+    reg = ctx.registry
+    names = dict(reg.addr_of)
+    hidden: dict[str, int] = {}
+    for svc in reg.services:
+        if isinstance(svc, DylibManagerService):
+            hidden.update(svc.lookup_only)
+    out = []
+    for name, addr in sorted({**hidden, **names}.items()):
+        spec = reg.lookup(addr)
+        out.append(ProfileEntry(name, str(spec.sig) if spec else None, name in names))
+    return out
+
+
+def profile_of(ctx: ExecutorContext) -> str:
+    """The profile ``ctx`` was built with (``modern`` for contexts built elsewhere)."""
+    return _profile_of.get(ctx, "modern")
+
+
 def setup_info(ctx: ExecutorContext) -> SetupInfo:
-    """The Setup payload for ``ctx``'s registry."""
-    return SetupInfo(TRIPLE, mmap.PAGESIZE, {}, ctx.registry.symbols())
+    """The Setup payload for ``ctx``'s registry (14 layout for the 14 profile)."""
+    return SetupInfo(
+        TRIPLE, mmap.PAGESIZE, {}, ctx.registry.symbols(), layout14=profile_of(ctx) == "14"
+    )

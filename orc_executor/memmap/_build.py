@@ -125,8 +125,12 @@ static void orc_reset_stdio(void) {
 }
 
 static void *orc_reserve(size_t size) {
-    /* Address space only: nothing is committed until a page is initialized. */
-    void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    /* Zero pages, readable and writable like the stock executors' reservations (LLVM 19's
+       llvm-jitlink with the ORC runtime registers an object's eh-frame before finalizing its
+       allocation; libgcc reads the zero terminator there). MAP_NORESERVE: nothing is
+       committed until a page is touched. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 

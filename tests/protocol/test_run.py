@@ -302,7 +302,6 @@ async def test_eh_frame_wrappers(register: str, deregister: str) -> None:
             ExecutorAddrRange(0x10, 0x20),
             ExecutorAddrRange(base + 4, base),
             ExecutorAddrRange(base, base),
-            ExecutorAddrRange(base + PAGE, base + PAGE + 4),  # reserved, never initialized
             ExecutorAddrRange(base + PAGE, base + 3 * PAGE),  # runs off the slab
         ]:
             assert isinstance(await ex.call(register, EH_SIG, bad), ErrorValue), bad

@@ -105,17 +105,19 @@ class MemoryAccessService(Service):
 
     service_name = "memory-access"
 
-    def __init__(self, *, reads: bool = True, ci: bool = True) -> None:
+    def __init__(self, *, reads: bool = True, ci: bool = True, pointers: bool = True) -> None:
         self.reads = reads
         self.ci = ci
+        #: ``mem_write_pointers`` / ``mem_read_pointers`` (22 and later; not in 14 or 19).
+        self.pointers = pointers
 
     def wrappers(self) -> Iterable[WrapperSpec]:
         specs: list[tuple[str, Any, Callable[..., Any]]] = []
         for suffix, t, fmt in _INTS:
-            specs.append(
-                (f"mem_write_{suffix}", signature(Empty, SequenceOf(TupleOf(Addr, t))), _writer(fmt))
-            )
-            specs.append((f"mem_read_{suffix}", signature(SequenceOf(t), SequenceOf(Addr)), _reader(fmt)))
+            write_sig = signature(Empty, SequenceOf(TupleOf(Addr, t)))
+            specs.append((f"mem_write_{suffix}", write_sig, _writer(fmt)))
+            read_sig = signature(SequenceOf(t), SequenceOf(Addr))
+            specs.append((f"mem_read_{suffix}", read_sig, _reader(fmt)))
         specs.append(
             ("mem_write_buffers", signature(Empty, SequenceOf(TupleOf(Addr, Bytes))), write_buffers)
         )
@@ -126,9 +128,13 @@ class MemoryAccessService(Service):
                 read_buffers,
             )
         )
-        specs.append(("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings))
+        specs.append(
+            ("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings)
+        )
         for name, sig, fn in specs:
             if name.startswith("mem_read") and not self.reads:
+                continue
+            if name.endswith("_pointers") and not self.pointers:
                 continue
             yield WrapperSpec(f"{BOOT}{name}_wrapper", sig, fn)
             if self.ci:

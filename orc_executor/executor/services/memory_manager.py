@@ -1,20 +1,30 @@
-"""``SimpleExecutorMemoryManager`` (LLVM 14–22) and orc-rt's ``SimpleNativeMemoryMap`` names.
+"""``SimpleExecutorMemoryManager`` (LLVM 14 to 22) and orc-rt's ``SimpleNativeMemoryMap`` names.
 
 Both memory-manager models share one :class:`~orc_executor.memmap.memmap.MemoryMap`:
 
 * 22 / upstream: ``reserve`` / ``initialize`` / ``deinitialize`` / ``release``
   (``Expected<Addr>(Addr, u64)``, ``Expected<Addr>(Addr, FinalizeRequest)``,
-  ``Error(Addr, Sequence<Addr>)`` ×2);
+  ``Error(Addr, Sequence<Addr>)`` twice);
 * 14 / 19: ``reserve`` / ``finalize`` / ``deallocate`` (``Error(Addr, FinalizeRequest)``,
   ``Error(Addr, Sequence<Addr>)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ...memmap.memmap import MemoryMapError
-from ...sps import Addr, Error, ErrorValue, ExpectedOf, SequenceOf, UInt64, signature
+from ...sps import (
+    Addr,
+    Error,
+    ErrorValue,
+    ExpectedOf,
+    SequenceOf,
+    UInt64,
+    WrapperSignature,
+    signature,
+)
 from ...sps.orc import FinalizeRequest, SPSFinalizeRequest
 from ..context import ExecutorContext
 from ..registry import Service, WrapperError, WrapperSpec
@@ -27,24 +37,35 @@ INITIALIZE = signature(ExpectedOf(Addr), Addr, SPSFinalizeRequest)
 FINALIZE = signature(Error, Addr, SPSFinalizeRequest)
 RELEASE = signature(Error, Addr, SequenceOf(Addr))
 
+_Entry = tuple[str, WrapperSignature, Callable[..., Any], bool]
+
 
 class MemoryManagerService(Service):
     """Reserve / initialize / deinitialize / release (and finalize / deallocate) of JIT memory."""
 
     service_name = "memory-manager"
 
-    def __init__(self, ctx: ExecutorContext, *, legacy: bool = True, ci: bool = True) -> None:
+    def __init__(
+        self, ctx: ExecutorContext, *, legacy: bool = True, ci: bool = True, v14: bool = False
+    ) -> None:
         self.ctx = ctx
         self.legacy = legacy
         self.ci = ci
+        #: LLVM 14: only ``reserve`` / ``finalize`` / ``deallocate`` (no 22 or orc-rt names).
+        self.v14 = v14
 
     def data_symbols(self) -> Iterable[str]:
         yield PREFIX + "Instance"
-        if self.ci:
+        if self.ci and not self.v14:
             yield "orc_rt_ci_SimpleNativeMemoryMap_Instance"
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        names = [
+        if self.v14:
+            yield WrapperSpec(PREFIX + "reserve_wrapper", RESERVE, self.reserve, False)
+            yield WrapperSpec(PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True)
+            yield WrapperSpec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
+            return
+        names: list[_Entry] = [
             ("reserve", RESERVE, self.reserve, False),
             ("initialize", INITIALIZE, self.initialize, True),
             ("deinitialize", RELEASE, self.deinitialize, True),
@@ -56,7 +77,7 @@ class MemoryManagerService(Service):
             yield WrapperSpec(PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True)
             yield WrapperSpec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
         if self.ci:
-            ci = [
+            ci: list[_Entry] = [
                 ("reserve", RESERVE, self.reserve, False),
                 ("initialize", INITIALIZE, self.initialize, True),
                 ("deinitializeMultiple", RELEASE, self.deinitialize, True),

@@ -40,8 +40,12 @@ class RunService(Service):
     def wrappers(self) -> Iterable[WrapperSpec]:
         yield WrapperSpec(BOOT + "run_as_main_wrapper", RUN_AS_MAIN, self.run_as_main, True)
         if self.void_int:
-            yield WrapperSpec(BOOT + "run_as_void_function_wrapper", RUN_AS_VOID, self.run_void, True)
-            yield WrapperSpec(BOOT + "run_as_int_function_wrapper", RUN_AS_INT, self.run_int, True)
+            yield WrapperSpec(
+                BOOT + "run_as_void_function_wrapper", RUN_AS_VOID, self.run_void, True
+            )
+            yield WrapperSpec(
+                BOOT + "run_as_int_function_wrapper", RUN_AS_INT, self.run_int, True
+            )
         if self.ci:
             yield WrapperSpec("orc_rt_ci_sps_call_main", RUN_AS_MAIN, self.run_as_main, True)
             yield WrapperSpec("orc_rt_ci_sps_call_int32_void", RUN_AS_VOID, self.run_void, True)

@@ -1,4 +1,4 @@
-"""``ExecutorSharedMemoryMapperService`` (LLVM 19 ``-use-shared-memory``, 22 ``-use-memmgr=shared``).
+"""``ExecutorSharedMemoryMapperService`` (19 ``-use-shared-memory``, 22 ``-use-memmgr=shared``).
 
 * ``Reserve``: ``Expected<Tuple<Addr, String>>(Addr inst, u64 size)`` — create the POSIX shm
   object ``/jitlink_<pid>_<n>`` (``O_CREAT|O_EXCL``, mode 0700), map it ``PROT_NONE`` shared,
@@ -18,8 +18,22 @@ from collections.abc import Iterable
 
 from ...memmap.memmap import MemoryMapError
 from ...memmap.native import ffi, lib
-from ...sps import Addr, Error, ErrorValue, ExpectedOf, SequenceOf, String, TupleOf, UInt64, signature
-from ...sps.orc import SegFinalizeRequest, SharedMemoryFinalizeRequest, SPSSharedMemoryFinalizeRequest
+from ...sps import (
+    Addr,
+    Error,
+    ErrorValue,
+    ExpectedOf,
+    SequenceOf,
+    String,
+    TupleOf,
+    UInt64,
+    signature,
+)
+from ...sps.orc import (
+    SegFinalizeRequest,
+    SharedMemoryFinalizeRequest,
+    SPSSharedMemoryFinalizeRequest,
+)
 from ..context import ExecutorContext
 from ..registry import Service, WrapperError, WrapperSpec
 
