@@ -68,7 +68,7 @@ async def _launch(exe: str) -> tuple[Controller, float]:
 
 async def time_setup(exe: str) -> float:
     t0 = time.perf_counter()
-    c = await Controller.launch([exe])
+    c = await Controller.launch([exe], env=dict(os.environ))
     async with c:
         t = time.perf_counter() - t0
     return t
@@ -153,10 +153,20 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--ours", default=OURS, help="executor to compare (default: the venv's)")
     ap.add_argument("--quick", action="store_true", help="fewer calls/bytes, for a smoke run")
+    ap.add_argument("--warm", action="store_true",
+                    help="run an `orc-executor serve` and measure the warm start")
     args = ap.parse_args()
     if args.quick:
         args.reps, args.calls, args.mib = 3, 1000, 8
     exes = {"orc-executor": args.ours, "llvm-jitlink-executor": REFERENCE}
+    sockdir = Path(tempfile.mkdtemp(prefix="orc-bench-warm-"))
+    os.environ["ORC_EXECUTOR_WARM_SOCKET"] = str(sockdir / "warm.sock")
+    server: subprocess.Popen[bytes] | None = None
+    if args.warm:
+        server = subprocess.Popen([args.ours, "serve", "--warm", "4", "--log-level", "warning"])
+        while not (sockdir / "warm.sock").exists():
+            time.sleep(0.02)
+        time.sleep(1.0)
     rows: list[tuple[str, str, dict[str, tuple[float, float, float]], bool]] = []
 
     def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], list[float]]) -> None:
@@ -193,8 +203,14 @@ def main() -> None:
             ratios.append(r["orc-executor"][1] / r["llvm-jitlink-executor"][1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if server is not None:
+            server.terminate()
+            server.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
-    print(f"\nmachine: {os.cpu_count()} cores; {args.reps} repetitions; median (min–max)\n")
+    mode = "warm (orc-executor serve running)" if args.warm else "cold"
+    print(f"\nmachine: {os.cpu_count()} cores; {args.reps} repetitions; median (min–max); "
+          f"orc-executor start: {mode}\n")
     print("| figure | unit | orc-executor | llvm-jitlink-executor 22 | ratio ours/ref |")
     print("|---|---|---|---|---|")
     for label, unit, res, _hb in rows:
