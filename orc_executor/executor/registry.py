@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..memmap.memmap import MemoryMapError
 from ..memmap.native import NativeCallError, lib
 from ..sps import ErrorValue, SPSDecodeError, SPSEncodeError, WrapperSignature, failable
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class WrapperError(Exception):
     """Raised by a handler to fail the call; becomes an ``Error``/``Expected`` failure when the
-    signature can carry one, else an out-of-band error."""
+    signature can carry one, else an out-of-band error. ``MemoryMapError`` is treated alike."""
 
 
 class OutOfBandError(Exception):
@@ -56,7 +57,7 @@ class WrapperSpec:
             return self._fail(f"{self.name}: could not deserialize arguments: {e}")
         try:
             value = self.handler(*args)
-        except WrapperError as e:
+        except (WrapperError, MemoryMapError) as e:
             return self._fail(str(e))
         except NativeCallError as e:
             return self._fail(f"{self.name}: {e}")

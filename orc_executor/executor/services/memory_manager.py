@@ -14,11 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ...memmap.memmap import MemoryMapError
 from ...sps import (
     Addr,
     Error,
-    ErrorValue,
     ExpectedOf,
     SequenceOf,
     UInt64,
@@ -27,7 +25,7 @@ from ...sps import (
 )
 from ...sps.orc import FinalizeRequest, SPSFinalizeRequest
 from ..context import ExecutorContext
-from ..registry import Service, WrapperError, WrapperSpec
+from ..registry import Service, WrapperSpec
 
 PREFIX = "__llvm_orc_SimpleExecutorMemoryManager_"
 CI_PREFIX = "orc_rt_ci_sps_SimpleNativeMemoryMap_"
@@ -86,47 +84,27 @@ class MemoryManagerService(Service):
             for short, sig, fn, blocking in ci:
                 yield WrapperSpec(CI_PREFIX + short, sig, fn, blocking)
 
+    # MemoryMapError raised here becomes the Error / Expected failure (WrapperSpec.invoke).
+
     def reserve(self, _inst: int, size: int) -> int:
-        try:
-            return self.ctx.memmap.reserve(size)
-        except MemoryMapError as e:
-            raise WrapperError(str(e)) from e
+        return self.ctx.memmap.reserve(size)
 
     def initialize(self, _inst: int, req: FinalizeRequest) -> int:
-        try:
-            return self.ctx.memmap.initialize(req.segments, req.actions, self.ctx.run_action)
-        except MemoryMapError as e:
-            raise WrapperError(str(e)) from e
+        return self.ctx.memmap.initialize(req.segments, req.actions, self.ctx.run_action)
 
-    def finalize(self, _inst: int, req: FinalizeRequest) -> ErrorValue | None:
-        try:
-            self.ctx.memmap.initialize(
-                req.segments, req.actions, self.ctx.run_action, allow_empty=True
-            )
-        except MemoryMapError as e:
-            return ErrorValue(str(e))
-        return None
+    def finalize(self, _inst: int, req: FinalizeRequest) -> None:
+        self.ctx.memmap.initialize(
+            req.segments, req.actions, self.ctx.run_action, allow_empty=True
+        )
 
-    def deinitialize(self, _inst: int, keys: list[int]) -> ErrorValue | None:
-        try:
-            self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
-        except MemoryMapError as e:
-            return ErrorValue(str(e))
-        return None
+    def deinitialize(self, _inst: int, keys: list[int]) -> None:
+        self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
 
-    def release(self, _inst: int, bases: list[int]) -> ErrorValue | None:
-        try:
-            self.ctx.memmap.release(bases, self.ctx.run_action)
-        except MemoryMapError as e:
-            return ErrorValue(str(e))
-        return None
+    def release(self, _inst: int, bases: list[int]) -> None:
+        self.ctx.memmap.release(bases, self.ctx.run_action)
 
-    def deallocate(self, _inst: int, bases: list[int]) -> ErrorValue | None:
-        try:
-            self.ctx.memmap.release(bases, self.ctx.run_action, what="deallocate")
-        except MemoryMapError as e:
-            return ErrorValue(str(e))
-        return None
+    def deallocate(self, _inst: int, bases: list[int]) -> None:
+        self.ctx.memmap.release(bases, self.ctx.run_action, what="deallocate")
 
     def shutdown(self) -> None:
         self.ctx.memmap.shutdown(self.ctx.run_action)

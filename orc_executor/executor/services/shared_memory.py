@@ -16,12 +16,10 @@ import itertools
 import os
 from collections.abc import Iterable
 
-from ...memmap.memmap import MemoryMapError
 from ...memmap.native import ffi, lib
 from ...sps import (
     Addr,
     Error,
-    ErrorValue,
     ExpectedOf,
     SequenceOf,
     String,
@@ -78,22 +76,12 @@ class SharedMemoryMapperService(Service):
         if slab is None or slab.shared_name is None:
             raise WrapperError(f"{reservation:#x} is not a shared memory reservation")
         segs = [SegFinalizeRequest(s.prot, s.addr, s.size, b"") for s in req.segments]
-        try:
-            return self.ctx.memmap.initialize(segs, req.actions, self.ctx.run_action,
-                                              copy_content=False)
-        except MemoryMapError as e:
-            raise WrapperError(str(e)) from e
+        # MemoryMapError becomes the Expected / Error failure (WrapperSpec.invoke).
+        return self.ctx.memmap.initialize(segs, req.actions, self.ctx.run_action,
+                                          copy_content=False)
 
-    def deinitialize(self, _inst: int, keys: list[int]) -> ErrorValue | None:
-        try:
-            self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
-        except MemoryMapError as e:
-            return ErrorValue(str(e))
-        return None
+    def deinitialize(self, _inst: int, keys: list[int]) -> None:
+        self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
 
-    def release(self, _inst: int, bases: list[int]) -> ErrorValue | None:
-        try:
-            self.ctx.memmap.release(bases, self.ctx.run_action)
-        except MemoryMapError as e:
-            return ErrorValue(str(e))
-        return None
+    def release(self, _inst: int, bases: list[int]) -> None:
+        self.ctx.memmap.release(bases, self.ctx.run_action)
