@@ -13,6 +13,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -360,14 +361,20 @@ class Daemon:
                     time.monotonic() - t0)
 
 
-def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> int:
-    """Serve sessions on ``address`` until SIGTERM/SIGINT; exit status 0 after a clean stop."""
+def _serve_until_stopped(server: Callable[[], Awaitable[None]]) -> int:
+    """Run a listening server until SIGTERM/SIGINT: 0 after a clean stop, 1 if it could not
+    listen (the reason logged)."""
     try:
-        trio.run(Daemon(address, opts, dopts).run)
+        trio.run(server)
     except OSError as e:
         log.error("%s", e)
         return 1
     return 0
+
+
+def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> int:
+    """Serve sessions on ``address`` until SIGTERM/SIGINT; exit status 0 after a clean stop."""
+    return _serve_until_stopped(Daemon(address, opts, dopts).run)
 
 
 # ---- the warm server: launched executors hand their pipes to a pre-started process ----------
@@ -459,9 +466,4 @@ class WarmServer:
 
 def run_warm_server(path: str, opts: ServeOptions, warm: int) -> int:
     """Run ``orc-executor serve`` until SIGTERM/SIGINT."""
-    try:
-        trio.run(WarmServer(path, opts, warm).run)
-    except OSError as e:
-        log.error("%s", e)
-        return 1
-    return 0
+    return _serve_until_stopped(WarmServer(path, opts, warm).run)

@@ -38,15 +38,9 @@ class Run:
 
 
 @pytest.fixture(scope="session")
-def orc_runtime() -> Path:
-    """liborc_rt-x86_64.a for LLVM 22 (fetched on first use)."""
-    out = subprocess.run(
-        [str(REPO / "scripts" / "fetch-orc-runtime.sh")],
-        check=True, capture_output=True, text=True, timeout=600,
-    )
-    path = Path(out.stdout.strip().splitlines()[-1])
-    assert path.is_file(), out
-    return path
+def orc_runtime(orc_rt_archive: Path) -> Path:
+    """liborc_rt-x86_64.a for LLVM 22 (the shared conftest fixture)."""
+    return orc_rt_archive
 
 
 @pytest.fixture(scope="module")
