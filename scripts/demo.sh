@@ -28,7 +28,7 @@ set +e
 "$JITLINK" -oop-executor="$EXE" "$work/demo.o" -args 5 3 9 1
 echo "exit code: $? (main returned argc)"
 port=$(( 20000 + RANDOM % 20000 ))
-"$EXE" --listen "127.0.0.1:$port" &
+"$EXE" --listen "127.0.0.1:$port" --once &  # one session, then exit (a plain --listen is a daemon)
 sleep 1  # let it bind (a probe connection would become the session)
 echo "\$ llvm-jitlink -oop-executor-connect=127.0.0.1:$port demo.o -args 7 2"
 "$JITLINK" -oop-executor-connect="127.0.0.1:$port" "$work/demo.o" -args 7 2
