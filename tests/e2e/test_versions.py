@@ -6,12 +6,14 @@ value, so that "both broken the same way" cannot pass.
 
 * ``llvm-jitlink`` 14/19/22 x C programs (1-2 objects: 14/19 controllers crash intermittently on
   many-object programs) over pipes (``-oop-executor``), the profile detected from the launching
-  process;
+  process (the whole case set of ``tests/programs/cases.py`` runs under 14 and 19 in
+  ``test_version_cases.py``);
 * the same over TCP (``-oop-executor-connect``) with ``--llvm-version N``: the program's output
   is then the executor's, the stock executor hangs in that mode (PROTOCOL.md 1.8), so the
   reference is the stock executor over pipes;
 * ``lli --jit-kind=mcjit --remote-mcjit`` 14/19/22 on the ``.ll`` files in
   ``tests/programs/ll_versions`` (typed-pointer IR, which 19/22 also read);
+* C++ static init/fini with each version's own ORC runtime (``-orc-runtime``);
 * detection through wrappers (a shell script, a Python launcher like epc-tap), explicit
   versions overriding detection, and bad versions as clean usage errors.
 """
@@ -20,18 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.jitrun import LLVM_CONTROLLER_RACE, orc_runtime_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAMS = REPO / "tests" / "programs"
@@ -64,20 +66,16 @@ class Outcome:
     stderr: str
 
 
-#: How the LLVM 14/19 controllers fail when they hit their own intermittent race (seen about
-#: once in 40 runs of a two-object program with the stock 19 executor on a busy machine).
-CONTROLLER_RACE = ("disconnecting", "FD-transport disconnected")
-
-
 def run(cmd: Sequence[str], *, extra_env: dict[str, str] | None = None) -> Outcome:
-    """Run ``cmd``; a 14/19 controller that dies of its known race is run again (twice at
-    most), for the stock executor and ours alike."""
+    """Run ``cmd``; a 14/19 controller that dies of its known race (``LLVM_CONTROLLER_RACE``:
+    seen about once in 40 runs of a two-object program with the stock 19 executor on a busy
+    machine) is run again (twice at most), for the stock executor and ours alike."""
     for _ in range(3):
         p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=TIMEOUT,
                            env=env(**(extra_env or {})), stdin=subprocess.DEVNULL)
         out = Outcome(p.returncode, p.stdout, p.stderr)
         racy = "/llvm-14/" in cmd[0] or "/llvm-19/" in cmd[0]
-        if not (racy and any(s in out.stderr for s in CONTROLLER_RACE)):
+        if not (racy and any(s in out.stderr for s in LLVM_CONTROLLER_RACE)):
             break
     return out
 
@@ -335,52 +333,35 @@ def test_lli_remote_mcjit(version: int, prog: LLProgram) -> None:
     assert ours.stderr == warning + prog.stderr_line + "\n"
 
 
-# ---- C++ with LLVM 19's ORC runtime -------------------------------------------------------------
-
-ORC_RT19_DIR = REPO / ".cache" / "orc-rt-19"
-ORC_RT19 = ORC_RT19_DIR / "usr/lib/llvm-19/lib/clang/19/lib/linux/liborc_rt-x86_64.a"
-
-
-def fetch_orc_runtime19() -> Path:
-    """LLVM 19's ``liborc_rt-x86_64.a`` from Debian's libclang-rt-19-dev, unpacked (not
-    installed) into ``.cache/orc-rt-19`` once."""
-    if ORC_RT19.is_file():
-        return ORC_RT19
-    ORC_RT19_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=ORC_RT19_DIR, prefix=".fetch."))
-    try:
-        get = ["apt-get", "download", "libclang-rt-19-dev"]
-        if subprocess.run(get, cwd=tmp, capture_output=True, timeout=600).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-            subprocess.run(get, cwd=tmp, check=True, capture_output=True, timeout=600)
-        (deb,) = tmp.glob("*.deb")
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / "root")], check=True, timeout=600)
-        (archive,) = (tmp / "root").rglob("liborc_rt-x86_64.a")
-        ORC_RT19.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(archive, ORC_RT19)  # atomic: concurrent runs never see a partial archive
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return ORC_RT19
+# ---- C++ with each version's own ORC runtime --------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def orc_rt19() -> Path:
-    return fetch_orc_runtime19()
-
-
-def test_jitlink19_cxx_with_orc_runtime(orc_rt19: Path, tmp_path: Path) -> None:
-    """llvm-jitlink 19 -orc-runtime: JIT'd runtime wrappers, executor-to-controller calls, and
-    a controller that registers an object's eh-frame before finalizing its allocation."""
-    obj = tmp_path / "static_init.o"
+def static_init_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    obj = tmp_path_factory.mktemp("cxx") / "static_init.o"
     subprocess.run(["g++", "-c", "-O1", str(C_DIR / "static_init.cpp"), "-o", str(obj)],
                    check=True, timeout=TIMEOUT)
+    return obj
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_jitlink_cxx_with_orc_runtime(version: int, static_init_obj: Path) -> None:
+    """llvm-jitlink N -orc-runtime=<LLVM N's own runtime>: JIT'd runtime wrappers, calls from
+    the executor to the controller (the runtime's initializer and deinitializer support: the
+    static constructor and destructor run), libstdc++ preloaded. 14: the runtime archive is
+    ``libclang_rt.orc-x86_64.a`` (libclang-rt-14-dev's older name), driven through the 14
+    profile; 19: a controller that registers an object's eh-frame before finalizing its
+    allocation. Each runtime is fetched once by ``jitrun.orc_runtime_for`` (Debian's
+    libclang-rt-N-dev, unpacked into .cache/; 22: scripts/fetch-orc-runtime.sh)."""
+    runtime = orc_runtime_for(version)
 
     def cmd(executor: str) -> list[str]:
-        return [llvm(19, "llvm-jitlink"), f"-oop-executor={executor}",
-                f"-orc-runtime={orc_rt19}", "-preload=libstdc++.so.6", str(obj), "-args", "a", "b"]
+        return [llvm(version, "llvm-jitlink"), f"-oop-executor={executor}",
+                f"-orc-runtime={runtime}", "-preload=libstdc++.so.6", str(static_init_obj),
+                "-args", "a", "b"]
 
     ours = run(cmd(ORC))
-    assert ours == run(cmd(llvm(19, "llvm-jitlink-executor")))
+    assert ours == run(cmd(llvm(version, "llvm-jitlink-executor")))
     assert ours == Outcome(3, "static init\nargs=a;b;\nstatic fini\n", "")
 
 
