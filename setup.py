@@ -1,5 +1,38 @@
-"""Build hook: the cffi API-mode extension ``orc_executor.memmap._native`` is compiled on install."""
+"""Build hooks.
+
+* The cffi API-mode extension ``orc_executor.memmap._native`` is compiled on install.
+* The native launcher ``orc_executor/memmap/launcher.c`` is compiled next to it, as
+  ``orc_executor/memmap/orc-executor-launcher``; ``orc-executor install-launcher`` puts it in
+  ``bin/`` in place of the Python ``orc-executor`` script (``scripts/bootstrap.sh`` does).
+  Controllers start their executor once per session: the launcher hands the session to a warm
+  ``orc-executor serve`` in well under a millisecond, or execs the Python entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sysconfig
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
-setup(cffi_modules=["orc_executor/memmap/_build.py:ffibuilder"])
+LAUNCHER_SRC = os.path.join("orc_executor", "memmap", "launcher.c")
+LAUNCHER_NAME = "orc-executor-launcher"
+
+
+class BuildExtWithLauncher(build_ext):
+    def run(self) -> None:
+        super().run()
+        out_dir = os.path.dirname(self.get_ext_fullpath("orc_executor.memmap._native"))
+        os.makedirs(out_dir, exist_ok=True)
+        cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+        subprocess.run([*cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+                        os.path.join(out_dir, LAUNCHER_NAME), LAUNCHER_SRC], check=True)
+
+
+setup(
+    cffi_modules=["orc_executor/memmap/_build.py:ffibuilder"],
+    cmdclass={"build_ext": BuildExtWithLauncher},
+)

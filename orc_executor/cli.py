@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import click
 
@@ -195,3 +196,28 @@ def serve_command(warm: int, socket_path: str | None, log_level: str) -> None:
 def serve(args: list[str]) -> None:
     """Entry for ``orc-executor serve ARGS``."""
     serve_command.main(args=args, prog_name="orc-executor serve")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--bin-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to install it (default: this interpreter's scripts directory, e.g. "
+              "the venv's bin/).")
+def install_launcher_command(bin_dir: Path | None) -> None:
+    """Install the native launcher as BIN_DIR/orc-executor (``orc-executor install-launcher``).
+
+    Controllers start ``orc-executor`` once per session; the native launcher hands the session
+    to a running ``orc-executor serve`` without starting Python, and otherwise execs the
+    Python entry point (the same behaviour as the Python script it replaces).
+    """
+    from .memmap.launcher import install_launcher
+
+    try:
+        path = install_launcher(bin_dir)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"installed {path}", err=True)
+
+
+def install_launcher(args: list[str]) -> None:
+    """Entry for ``orc-executor install-launcher ARGS``."""
+    install_launcher_command.main(args=args, prog_name="orc-executor install-launcher")

@@ -1,4 +1,5 @@
-"""The ``orc-executor`` entry point, kept tiny for a fast start.
+"""The Python entry point (``orc-executor-py``, and the cold path of the native ``orc-executor``
+launcher, ``orc_executor/memmap/launcher.c``), kept tiny for a fast start.
 
 When a controller launches us with pipes (``filedescs=IN,OUT``, ``IN OUT``, ``pipe:adopt=``,
 ``socket:adopt=``, ``fd=``) and a warm server (``orc-executor serve``) is running for this
@@ -126,13 +127,24 @@ def _env_version_valid() -> bool:
 
 
 def main() -> None:
+    """Entry point of ``orc-executor-py`` and of the native launcher's cold path
+    (``python -m orc_executor.launch --cold ARGS``: the warm handover was already tried)."""
     args = sys.argv[1:]
+    cold = args[:1] == ["--cold"]
+    if cold:
+        args = args[1:]
+        sys.argv[1:] = args
     if args[:1] == ["serve"]:
         from .cli import serve
 
         serve(args[1:])
         return
-    status = try_warm(args)
+    if args[:1] == ["install-launcher"]:
+        from .cli import install_launcher
+
+        install_launcher(args[1:])
+        return
+    status = None if cold else try_warm(args)
     if status is not None:
         os._exit(status)
     fds = _pipe_fds(args)
@@ -145,4 +157,8 @@ def main() -> None:
         return
     from .cli import main as cli_main
 
-    cli_main()
+    cli_main(prog_name="orc-executor")
+
+
+if __name__ == "__main__":
+    main()

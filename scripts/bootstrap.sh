@@ -27,6 +27,9 @@ fi
     || { cat .venv/pip-install.log >&2; echo "bootstrap: pip install failed" >&2; exit 1; }
 .venv/bin/python -c "import orc_executor.memmap._native" \
     || { echo "bootstrap: the native module did not build" >&2; exit 1; }
+# bin/orc-executor becomes the native launcher (warm handover without starting Python).
+.venv/bin/python -m orc_executor.launch install-launcher 2>/dev/null \
+    || { echo "bootstrap: installing the native launcher failed" >&2; exit 1; }
 
 if [ -x scripts/fetch-orc-runtime.sh ]; then
     scripts/fetch-orc-runtime.sh >/dev/null

@@ -92,3 +92,64 @@ def test_cold_path_without_server(prog: Path, tmp_path: Path) -> None:
     ours = _run(EXE, prog, ["q"], b"l\n", env=env)
     assert ours.returncode == 11
     assert ours.stdout == b"argc=1 first=q lines=1\n"
+
+
+PPID_PROG = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("%d\n", (int)getppid()); return 0; }
+"""
+
+
+@pytest.fixture(scope="module")
+def ppid_prog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("ppid")
+    (tmp / "ppid.c").write_text(PPID_PROG)
+    subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(tmp / "ppid.c"), "-o", str(tmp / "ppid.o")],
+                   check=True)
+    return tmp / "ppid.o"
+
+
+def _session_parent(obj: Path, env: dict[str, str]) -> int:
+    """The pid of the process whose child ran the JIT'd code (its ``getppid()``)."""
+    r = _run(EXE, obj, [], b"", env=env)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout)
+
+
+def _serve_pid(env: dict[str, str]) -> int:
+    out = subprocess.run(["pgrep", "-f", "-o", "orc_executor.launch --cold serve"],
+                         capture_output=True, text=True, check=True, env=env)
+    return int(out.stdout.split()[0])
+
+
+def test_launcher_is_native() -> None:
+    """bin/orc-executor is the compiled launcher (orc_executor/memmap/launcher.c)."""
+    with open(EXE, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+
+
+def test_warm_session_runs_in_a_server_process(ppid_prog: Path,
+                                               warm_server: dict[str, str]) -> None:
+    """With the server up, the JIT'd code runs in one of its pre-started processes (their
+    parent is the server), not in the process llvm-jitlink launched."""
+    assert _session_parent(ppid_prog, warm_server) == _serve_pid(warm_server)
+
+
+def test_cold_when_asked_or_when_socket_is_stale(ppid_prog: Path, warm_server: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    """``ORC_EXECUTOR_COLD=1`` and a socket file nobody listens on both mean a cold start in
+    the launched process itself (same pid: the launcher execs Python), with the same output."""
+    serve = _serve_pid(warm_server)
+    cold = dict(warm_server, ORC_EXECUTOR_COLD="1")
+    assert _session_parent(ppid_prog, cold) != serve
+    stale = tmp_path / "stale.sock"
+    import socket as _socket
+
+    s = _socket.socket(_socket.AF_UNIX)
+    s.bind(str(stale))  # bound, never listening: connect() is refused
+    try:
+        env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(stale))
+        assert _session_parent(ppid_prog, env) != serve
+    finally:
+        s.close()
