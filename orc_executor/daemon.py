@@ -153,15 +153,148 @@ class DaemonOptions:
     allow_uid: int | None = None
 
 
-class Worker:
-    """A pre-started ``python -m orc_executor.worker`` waiting for a session's fds."""
+class ForkedProcess:
+    """A worker forked by the :class:`Zygote`: the part of :class:`trio.Process` the pool
+    uses (``pid``, ``returncode``, ``wait()``); the exit status comes from the zygote."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._done = trio.Event()
+
+    def _exited(self, code: int) -> None:
+        if self.returncode is None:
+            self.returncode = code
+            self._done.set()
+
+    async def wait(self) -> int:
+        await self._done.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+class Zygote:
+    """A fork server (``python -m orc_executor.worker --zygote``) that has imported everything
+    once: a new worker then costs one ``fork()`` instead of an interpreter start-up and ~90 ms
+    of imports competing with running sessions for the CPU. If it dies, :meth:`fork` raises
+    :class:`OSError` and the pool starts workers the slow way."""
 
     def __init__(self, process: trio.Process, control: socket.socket) -> None:
         self.process = process
         self.control = control
+        self._forked: dict[int, ForkedProcess] = {}
+        self._pending: list[trio.MemorySendChannel[int]] = []
+        self._lock = trio.Lock()
+        self.alive = True
 
     @classmethod
-    async def start(cls) -> Worker:
+    async def start(cls, nursery: trio.Nursery) -> Zygote | None:
+        """Start it and wait until it is ready; ``None`` if it failed to start."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "orc_executor.worker", "--zygote", str(child.fileno())],
+            pass_fds=(child.fileno(),), start_new_session=True,
+        )
+        child.close()
+        parent.setblocking(False)
+        try:
+            await trio.lowlevel.wait_readable(parent)
+            ok = parent.recv(16) == b"R"
+        except OSError:
+            ok = False
+        if not ok:
+            parent.close()
+            with trio.move_on_after(1):
+                await process.wait()
+            return None
+        z = cls(process, parent)
+        nursery.start_soon(z._read_loop)
+        return z
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    await trio.lowlevel.wait_readable(self.control)
+                except (trio.ClosedResourceError, OSError):
+                    break
+                try:
+                    msg = self.control.recv(64)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    msg = b""
+                if not msg:
+                    break
+                parts = msg.split()
+                if parts[:1] == [b"P"] and self._pending:
+                    self._pending.pop(0).send_nowait(int(parts[1]))
+                elif parts[:1] == [b"X"] and len(parts) == 3:
+                    proc = self._forked.pop(int(parts[1]), None)
+                    if proc is not None:
+                        proc._exited(int(parts[2]))
+        finally:
+            if self.alive:
+                log.warning("the fork server ended; starting session processes the slow way")
+            self.alive = False
+            for ch in self._pending:
+                ch.close()
+            for proc in self._forked.values():
+                proc._exited(1)  # status unknown (its parent, the zygote, reaped nothing)
+            self._forked.clear()
+
+    async def fork(self) -> tuple[ForkedProcess, socket.socket]:
+        """A new worker and the daemon's end of its control socket."""
+        if not self.alive:
+            raise OSError("fork server not running")
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            async with self._lock:  # replies come in request order
+                send, recv = trio.open_memory_channel[int](1)
+                self._pending.append(send)
+                try:
+                    self.control.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                   array.array("i", [child.fileno()]).tobytes())])
+                except OSError:
+                    self._pending.remove(send)
+                    raise
+                try:
+                    pid = await recv.receive()
+                except trio.EndOfChannel:
+                    raise OSError("fork server ended") from None
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        proc = ForkedProcess(pid)
+        self._forked[pid] = proc
+        return proc, parent
+
+    async def close(self) -> None:
+        self.alive = False
+        trio.lowlevel.notify_closing(self.control)
+        self.control.close()  # EOF: the zygote exits; forked workers finish on their own
+        with trio.move_on_after(2):
+            await self.process.wait()
+
+
+class Worker:
+    """A pre-started worker (``python -m orc_executor.worker``, or forked by the
+    :class:`Zygote`) waiting for a session's fds."""
+
+    def __init__(self, process: trio.Process | ForkedProcess, control: socket.socket) -> None:
+        self.process = process
+        self.control = control
+
+    @classmethod
+    async def start(cls, zygote: Zygote | None = None) -> Worker:
+        if zygote is not None and zygote.alive:
+            try:
+                proc, control = await zygote.fork()
+                return cls(proc, control)
+            except OSError as e:
+                log.warning("fork server: %s", e)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         process = await trio.lowlevel.open_process(
@@ -197,14 +330,29 @@ class Worker:
 
 class WarmPool:
     """Keeps ``size`` workers started and ready, so a session starts without interpreter
-    start-up and imports on its path."""
+    start-up and imports on its path. Workers are forked by a :class:`Zygote` (started with
+    the pool) when it runs, else started as fresh interpreters."""
 
-    def __init__(self, nursery: trio.Nursery, size: int) -> None:
+    def __init__(self, nursery: trio.Nursery, size: int, *, fork_server: bool = True) -> None:
         self.nursery = nursery
         self.size = max(size, 0)
         self._ready_send, self._ready_recv = trio.open_memory_channel[Worker](math.inf)
         self._starting = 0
         self.closed = False
+        self._zygote: Zygote | None = None
+        self._zygote_settled = trio.Event()
+        if fork_server and self.size:
+            nursery.start_soon(self._start_zygote)
+        else:
+            self._zygote_settled.set()
+
+    async def _start_zygote(self) -> None:
+        try:
+            self._zygote = await Zygote.start(self.nursery)
+        except OSError as e:
+            log.warning("fork server failed to start: %s", e)
+        finally:
+            self._zygote_settled.set()
 
     def fill(self) -> None:
         while not self.closed and self._starting + self._ready_count() < self.size:
@@ -216,7 +364,8 @@ class WarmPool:
 
     async def _spawn(self) -> None:
         try:
-            w = await Worker.start()
+            await self._zygote_settled.wait()
+            w = await Worker.start(self._zygote)
             ok = await w.ready()
         finally:
             self._starting -= 1
@@ -232,7 +381,7 @@ class WarmPool:
         try:
             w = self._ready_recv.receive_nowait()
         except trio.WouldBlock:
-            w = await Worker.start()
+            w = await Worker.start(self._zygote)
             if not await w.ready():
                 raise OSError("a session process failed to start") from None
         self.fill()
@@ -248,6 +397,8 @@ class WarmPool:
             w.control.close()  # EOF: an idle worker exits 0
             with trio.move_on_after(2):
                 await w.process.wait()
+        if self._zygote is not None:
+            await self._zygote.close()
 
 
 def _peer_uid(sock: trio.socket.SocketType) -> int | None:

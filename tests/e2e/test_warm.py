@@ -131,9 +131,17 @@ def test_launcher_is_native() -> None:
 
 def test_warm_session_runs_in_a_server_process(ppid_prog: Path,
                                                warm_server: dict[str, str]) -> None:
-    """With the server up, the JIT'd code runs in one of its pre-started processes (their
-    parent is the server), not in the process llvm-jitlink launched."""
-    assert _session_parent(ppid_prog, warm_server) == _serve_pid(warm_server)
+    """With the server up, the JIT'd code runs in one of its pre-started processes, forked by
+    the server's fork server (zygote), not in the process llvm-jitlink launched."""
+    parent = _session_parent(ppid_prog, warm_server)
+    cmdline = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+    assert b"orc_executor.worker" in cmdline and b"--zygote" in cmdline
+    assert _parent_of(parent) == _serve_pid(warm_server)
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def test_cold_when_asked_or_when_socket_is_stale(ppid_prog: Path, warm_server: dict[str, str],
