@@ -137,7 +137,13 @@ class Controller:
             await self.stream.send_all(data)
 
     async def send(self, opcode: int, seq: int, tag: int, payload: bytes = b"") -> None:
-        await self.send_raw(encode_header(opcode, seq, tag, len(payload)) + payload)
+        header = encode_header(opcode, seq, tag, len(payload))
+        if len(payload) < 1 << 16:
+            await self.send_raw(header + payload)
+            return
+        async with self._send_lock:  # large payload: no concatenated copy of it
+            await self.stream.send_all(header)
+            await self.stream.send_all(payload)
 
     async def _reader(self) -> None:
         try:

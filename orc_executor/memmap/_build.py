@@ -131,7 +131,13 @@ static void *orc_reserve(size_t size) {
        committed until a page is touched. */
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    /* Large slabs (bulk content): transparent huge pages where the system allows them, so
+       copying content in costs a few 2 MiB faults instead of one fault per 4 KiB page. */
+    if (size >= (4u << 20)) madvise(p, size, MADV_HUGEPAGE);
+#endif
+    return p;
 }
 
 static int orc_release(uint64_t addr, size_t size) {

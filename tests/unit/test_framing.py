@@ -247,3 +247,27 @@ def test_at_boundary_semantics() -> None:
     assert dec.at_boundary
     dec.feed(b"")
     assert dec.at_boundary
+
+
+def test_large_payload_lands_in_one_lazily_zeroed_buffer() -> None:
+    """A payload of LARGE_PAYLOAD bytes or more is collected in one anonymous mapping (no
+    zero-fill pass); fed in odd chunks and partly read straight into payload_view(), it
+    comes out byte-identical, and the decoder is back at a message boundary."""
+    from orc_executor.transport.framing import LARGE_PAYLOAD
+
+    payload = bytes(range(251)) * (LARGE_PAYLOAD // 251 + 3)
+    frame = encode_header(Opcode.CALL_WRAPPER, 7, 0x1234, len(payload)) + payload
+    dec = FrameDecoder()
+    dec.feed(frame[:1000])
+    assert dec.next_message() is None  # header parsed, payload pending
+    view = dec.payload_view()
+    assert view is not None and len(view) == len(payload) - (1000 - 32)
+    half = len(view) // 2
+    view[:half] = frame[1000 : 1000 + half]
+    dec.filled(half)
+    dec.feed(frame[1000 + half :])
+    msg = dec.next_message()
+    assert msg is not None
+    assert isinstance(msg.payload, memoryview)
+    assert (msg.seq, msg.tag, bytes(msg.payload)) == (7, 0x1234, payload)
+    assert dec.at_boundary and dec.next_message() is None
