@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -31,8 +31,14 @@ sys.path.insert(0, str(ROOT))
 
 from orc_executor.controller import Controller  # noqa: E402
 from orc_executor.executor.services import memory_manager as mm  # noqa: E402
+from orc_executor.executor.services import shared_memory as shm  # noqa: E402
 from orc_executor.sps import Addr, Empty, SequenceOf, TupleOf, UInt8, signature  # noqa: E402
-from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest  # noqa: E402
+from orc_executor.sps.orc import (  # noqa: E402
+    FinalizeRequest,
+    SegFinalizeRequest,
+    SharedMemoryFinalizeRequest,
+    SharedMemorySegFinalizeRequest,
+)
 
 LLVM = Path("/usr/lib/llvm-22/bin")
 REFERENCE = str(LLVM / "llvm-jitlink-executor")
@@ -120,6 +126,48 @@ async def time_initialize(exe: str, mib: int) -> float:
     return size / t / 1e6
 
 
+async def time_initialize_shm(exe: str, mib: int) -> float:
+    """MB/s of one bulk initialize through the shared-memory mapper service
+    (``ExecutorSharedMemoryMapperService``, what ``llvm-jitlink -use-memmgr=shared`` uses):
+    reserve a named POSIX shared-memory region, map it here, write the content into it, then
+    an initialize that carries no content. Timed from the first content byte to the result."""
+    import mmap
+
+    size = mib << 20
+    content = os.urandom(1 << 20) * mib
+    async with await Controller.launch([exe]) as c:
+        inst = c.symbol(shm.PREFIX + "Instance")
+        res = await c.call(shm.PREFIX + "Reserve", shm.RESERVE, inst, size)
+        base, name = res
+        fd = os.open(f"/dev/shm{name}", os.O_RDWR)
+        try:
+            region = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        req = SharedMemoryFinalizeRequest([SharedMemorySegFinalizeRequest(3, base, size)], [])
+        payload = shm.INITIALIZE.encode_args(inst, base, req)
+        t0 = time.perf_counter()
+        region[:] = content
+        await c.call_raw(c.symbol(shm.PREFIX + "Initialize"), payload)
+        t = time.perf_counter() - t0
+        region.close()
+        await c.call(shm.PREFIX + "Release", shm.DEINITIALIZE, inst, [base])
+    return size / t / 1e6
+
+
+async def idle_rss(exe: str) -> float:
+    """MiB resident in the executor process of a session that has sent Setup and is idle
+    (``VmRSS``; with a warm server the launched process is only the launcher)."""
+    async with await Controller.launch([exe]) as c:
+        await c.call_raw(c.symbol(WRITE8_NAME), WRITE8.encode_args([]))
+        pid = c.process.pid if c.process is not None else None
+        assert pid is not None
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
 def time_pipe_copy(mib: int) -> float:
     """MB/s of a plain pipe copy of ``mib`` MiB into another process (``cat > /dev/null``)."""
     data = os.urandom(1 << 20) * mib
@@ -140,10 +188,6 @@ def time_jitlink(exe: str, obj: Path) -> float:
         check=False,
     )
     return time.perf_counter() - t0
-
-
-def repeat_async(reps: int, fn: Callable[[], Awaitable[float]]) -> list[float]:
-    return [trio.run(fn) for _ in range(reps)]
 
 
 def main() -> None:
@@ -169,21 +213,27 @@ def main() -> None:
         time.sleep(1.0)
     rows: list[tuple[str, str, dict[str, tuple[float, float, float]], bool]] = []
 
-    def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], list[float]]) -> None:
-        res = {name: stats(fn(exe)) for name, exe in exes.items()}
+    def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], float]) -> None:
+        """``fn(exe)`` once per executor per repetition, the executors interleaved so that
+        drift of the machine hits both alike."""
+        xs: dict[str, list[float]] = {name: [] for name in exes}
+        for _ in range(args.reps):
+            for name, exe in exes.items():
+                xs[name].append(fn(exe))
+        res = {name: stats(v) for name, v in xs.items()}
         rows.append((label, unit, res, higher_better))
         print(f"  measured {label}", file=sys.stderr)
 
-    bench("start → Setup", "ms", False,
-          lambda e: [x * 1e3 for x in repeat_async(args.reps, lambda: time_setup(e))])
+    bench("start → Setup", "ms", False, lambda e: trio.run(time_setup, e) * 1e3)
     bench(f"no-op round trip ({args.calls} calls)", "µs", False,
-          lambda e: [x * 1e6 for x in repeat_async(args.reps,
-                                                    lambda: time_roundtrip(e, args.calls))])
+          lambda e: trio.run(time_roundtrip, e, args.calls) * 1e6)
     bench("pipelined small calls (64 in flight)", "k calls/s", True,
-          lambda e: [x / 1e3 for x in repeat_async(args.reps,
-                                                    lambda: time_pipelined(e, args.calls))])
+          lambda e: trio.run(time_pipelined, e, args.calls) / 1e3)
     bench(f"initialize {args.mib} MiB over pipes", "MB/s", True,
-          lambda e: repeat_async(args.reps, lambda: time_initialize(e, args.mib)))
+          lambda e: trio.run(time_initialize, e, args.mib))
+    bench(f"initialize {args.mib} MiB, shared memory", "MB/s", True,
+          lambda e: trio.run(time_initialize_shm, e, args.mib))
+    bench("idle session RSS (VmRSS)", "MiB", False, lambda e: trio.run(idle_rss, e))
     pipe = stats([time_pipe_copy(args.mib) for _ in range(args.reps)])
 
     tmp = Path(tempfile.mkdtemp(prefix="orc-bench-"))
@@ -198,7 +248,7 @@ def main() -> None:
         ratios = []
         for name, o in objs:
             bench(f"llvm-jitlink {name}.o end to end", "ms", False,
-                  lambda e, o=o: [time_jitlink(e, o) * 1e3 for _ in range(args.reps)])
+                  lambda e, o=o: time_jitlink(e, o) * 1e3)
             r = rows[-1][2]
             ratios.append(r["orc-executor"][1] / r["llvm-jitlink-executor"][1])
     finally:
@@ -220,9 +270,12 @@ def main() -> None:
     geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     print(f"| llvm-jitlink end to end, geomean | | | | {geo:.2f}× |")
     init = next(res for label, _, res, _ in rows if label.startswith("initialize"))
+    shared = next(res for label, _, res, _ in rows if label.endswith("shared memory"))
     print(f"| plain pipe copy of {args.mib} MiB (cat) | MB/s | {pipe[1]:.3g} "
           f"({pipe[0]:.3g}–{pipe[2]:.3g}) | | ours/pipe "
           f"{init['orc-executor'][1] / pipe[1]:.2f}× |")
+    print(f"| shared memory / pipes, ours | | | | "
+          f"{shared['orc-executor'][1] / init['orc-executor'][1]:.2f}× |")
 
 
 if __name__ == "__main__":

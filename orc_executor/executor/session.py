@@ -120,6 +120,7 @@ class Session:
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._queued = 0
         self._batch: list[bytes] | None = None
+        self._reads_without_wait = 0
         self._in_fd, self._out_fd = _raw_fds(stream)
         sock = getattr(stream, "socket", None)
         self._quickack: Any = (
@@ -303,16 +304,38 @@ class Session:
             except OSError:
                 self._quickack = None
         if self.idle_close is None:
-            return await self.stream.receive_some(want)
+            return await self._receive(want)
         with trio.CancelScope() as scope:
             self._read_scope = scope
             self._maybe_arm_idle_close()
             try:
-                return await self.stream.receive_some(want)
+                return await self._receive(want)
             finally:
                 self._read_scope = None
         log.info("controller idle %.3fs after releasing all memory: closing", self.idle_close)
         return None
+
+    async def _receive(self, want: int) -> bytes:
+        """Up to ``want`` bytes from the controller (``b""`` at EOF).
+
+        On the raw fd: a non-blocking ``read`` first, and only when it would block a wait for
+        readiness, so a call that is already waiting costs one system call and no trip
+        through the scheduler. A forced checkpoint every 16 reads that did not wait keeps
+        the other tasks (results of worker threads, the writer) running under a flood.
+        """
+        fd = self._in_fd
+        if fd is None:
+            return bytes(await self.stream.receive_some(want))
+        self._reads_without_wait += 1
+        if self._reads_without_wait >= 16:
+            self._reads_without_wait = 0
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                return os.read(fd, want)
+            except BlockingIOError:
+                self._reads_without_wait = 0
+                await trio.lowlevel.wait_readable(fd)
 
     async def _read_into(self, view: memoryview) -> int:
         assert self._in_fd is not None
