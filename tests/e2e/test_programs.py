@@ -52,6 +52,20 @@ def check_expectations(case: Case, result: RunResult, who: str) -> None:
         assert text.encode() in result.stderr, where
 
 
+def assert_same_outcome(case: Case, ref: RunResult, ours: RunResult) -> None:
+    """Ours has the reference's stdout, stderr and llvm-jitlink exit status, and the case's
+    documented facts."""
+    context = f"\n--- reference:\n{ref.describe()}\n--- ours:\n{ours.describe()}"
+    assert ours.stdout == ref.stdout, (
+        "stdout differs: " + _first_difference(ref.stdout, ours.stdout) + context
+    )
+    assert ours.stderr == ref.stderr, (
+        "stderr differs: " + _first_difference(ref.stderr, ours.stderr) + context
+    )
+    assert ours.returncode == ref.returncode, "llvm-jitlink exit status differs" + context
+    check_expectations(case, ours, "our")
+
+
 def _first_difference(a: bytes, b: bytes) -> str:
     n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     return f"first difference at byte {n}: reference {a[n : n + 80]!r} vs ours {b[n : n + 80]!r}"
@@ -67,15 +81,7 @@ def test_program_matches_reference(
     # The reference must show the documented facts; otherwise the environment (LLVM, gcc, libc)
     # differs from the one the expectations were written for.
     check_expectations(case, ref, "reference")
-    context = f"\n--- reference:\n{ref.describe()}\n--- ours:\n{ours.describe()}"
-    assert ours.stdout == ref.stdout, (
-        "stdout differs: " + _first_difference(ref.stdout, ours.stdout) + context
-    )
-    assert ours.stderr == ref.stderr, (
-        "stderr differs: " + _first_difference(ref.stderr, ours.stderr) + context
-    )
-    assert ours.returncode == ref.returncode, "llvm-jitlink exit status differs" + context
-    check_expectations(case, ours, "our")
+    assert_same_outcome(case, ref, ours)
 
 
 # How the executor process itself ends. llvm-jitlink never looks at this (it does not even wait

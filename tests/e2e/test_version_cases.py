@@ -38,7 +38,7 @@ from tests.e2e.test_programs import (
     BACKTRACE,
     BREAKPOINT_HIT,
     EXECUTOR_STATUS,
-    _first_difference,
+    assert_same_outcome,
     check_expectations,
 )
 from tests.programs.cases import CASES, CASES_BY_NAME, Case
@@ -169,15 +169,7 @@ def test_case_matches_version_reference(
     ref, ours = debug_buffer_relative(ref), debug_buffer_relative(ours)
     # The reference must show the facts (cases.py, or VERSION_FACTS for this version).
     check_expectations(case, ref, f"LLVM {version} reference")
-    context = f"\n--- reference:\n{ref.describe()}\n--- ours:\n{ours.describe()}"
-    assert ours.stdout == ref.stdout, (
-        "stdout differs: " + _first_difference(ref.stdout, ours.stdout) + context
-    )
-    assert ours.stderr == ref.stderr, (
-        "stderr differs: " + _first_difference(ref.stderr, ours.stderr) + context
-    )
-    assert ours.returncode == ref.returncode, "llvm-jitlink exit status differs" + context
-    check_expectations(case, ours, "our")
+    assert_same_outcome(case, ref, ours)
 
 
 def test_version_facts_only_change_facts() -> None:
