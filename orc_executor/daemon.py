@@ -3,7 +3,6 @@ connect-back, and listening sockets."""
 
 from __future__ import annotations
 
-import array
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ import trio
 from .executor.bootstrap import build_context, select_profile
 from .executor.session import Session, SessionEnd
 from .transport import streams
+from .transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
 from .transport.framing import DEFAULT_MAX_MESSAGE_SIZE
 from .transport.spec import (
     Address,
@@ -253,8 +253,7 @@ class Zygote:
                 send, recv = trio.open_memory_channel[int](1)
                 self._pending.append(send)
                 try:
-                    self.control.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                   array.array("i", [child.fileno()]).tobytes())])
+                    self.control.sendmsg([b"F"], fds_ancillary([child.fileno()]))
                 except OSError:
                     self._pending.remove(send)
                     raise
@@ -319,10 +318,7 @@ class Worker:
     def hand_over(self, header: dict[str, object], fds: list[int]) -> None:
         """Send the session's fds (``SCM_RIGHTS``) and header; the fds stay ours to close."""
         self.control.setblocking(True)
-        self.control.sendmsg(
-            [json.dumps(header).encode()],
-            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())],
-        )
+        self.control.sendmsg([json.dumps(header).encode()], fds_ancillary(fds))
 
     async def wait(self) -> int:
         return await self.process.wait()
@@ -532,16 +528,13 @@ def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> in
 
 
 async def _recv_handover(sock: trio.socket.SocketType) -> tuple[dict[str, Any], list[int]]:
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = await sock.recvmsg(1 << 16, socket.CMSG_SPACE(8 * fds.itemsize))
-    for level, type_, data in ancdata:
-        if level == socket.SOL_SOCKET and type_ == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    msg, ancdata, _flags, _addr = await sock.recvmsg(1 << 16, ANCILLARY_SPACE)
+    fds = fds_received(ancdata)
     try:
         header = json.loads(msg.decode()) if msg else {}
     except ValueError:
         header = {}
-    return header, list(fds)
+    return header, fds
 
 
 class WarmServer:

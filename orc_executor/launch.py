@@ -59,8 +59,9 @@ def try_warm(args: list[str]) -> int | None:
     path = warm_socket_path()
     if not os.path.exists(path):
         return None
-    import array
     import socket
+
+    from .transport.fdpass import fds_ancillary
 
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -74,8 +75,7 @@ def try_warm(args: list[str]) -> int | None:
     ).encode()
     handed = [fds[0], fds[1], 0, 1, 2]
     try:
-        sock.sendmsg([header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                 array.array("i", handed).tobytes())])
+        sock.sendmsg([header], fds_ancillary(handed))
     except OSError:
         sock.close()
         return None

@@ -24,7 +24,6 @@ The control socket is ``SOCK_SEQPACKET``; messages:
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import signal
@@ -33,25 +32,19 @@ import sys
 
 from .daemon import ServeOptions, serve_stream
 from .transport import streams
+from .transport.fdpass import ANCILLARY_SPACE, fds_received
 from .transport.spec import FdPair
-
-MAX_FDS = 8
 
 
 def receive_session(control: socket.socket) -> tuple[dict[str, object], list[int]] | None:
     """Block until the daemon hands over a session: (header, fds), or ``None`` at EOF."""
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = control.recvmsg(
-        1 << 16, socket.CMSG_SPACE(MAX_FDS * fds.itemsize)
-    )
-    for level, type_, data in ancdata:
-        if level == socket.SOL_SOCKET and type_ == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    msg, ancdata, _flags, _addr = control.recvmsg(1 << 16, ANCILLARY_SPACE)
+    fds = fds_received(ancdata)
     if not msg:
         for fd in fds:
             os.close(fd)
         return None
-    return json.loads(msg.decode()), list(fds)
+    return json.loads(msg.decode()), fds
 
 
 def run(control_fd: int) -> int:
@@ -155,17 +148,13 @@ def zygote(control_fd: int) -> int:
                         break
                 _reap(control)
                 continue
-            fds = array.array("i")
             try:
-                msg, ancdata, _flags, _addr = control.recvmsg(
-                    16, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+                msg, ancdata, _flags, _addr = control.recvmsg(16, ANCILLARY_SPACE)
             except InterruptedError:
                 continue
             except OSError:
-                msg = b""
-            for level, type_, data in ancdata:
-                if level == socket.SOL_SOCKET and type_ == socket.SCM_RIGHTS:
-                    fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+                msg, ancdata = b"", []
+            fds = fds_received(ancdata)
             if not msg:  # the daemon is gone: running workers finish on their own
                 return 0
             if msg != b"F" or len(fds) != 1:

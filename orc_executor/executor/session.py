@@ -315,7 +315,7 @@ class Session:
         log.info("controller idle %.3fs after releasing all memory: closing", self.idle_close)
         return None
 
-    async def _receive(self, want: int) -> bytes:
+    async def _receive(self, want: int) -> bytes | bytearray:
         """Up to ``want`` bytes from the controller (``b""`` at EOF).
 
         On the raw fd: a non-blocking ``read`` first, and only when it would block a wait for
@@ -325,7 +325,7 @@ class Session:
         """
         fd = self._in_fd
         if fd is None:
-            return bytes(await self.stream.receive_some(want))
+            return await self.stream.receive_some(want)
         self._reads_without_wait += 1
         if self._reads_without_wait >= 16:
             self._reads_without_wait = 0
