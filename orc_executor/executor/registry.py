@@ -18,6 +18,8 @@ from typing import Any
 from ..memmap.memmap import MemoryMapError
 from ..memmap.native import NativeCallError, lib
 from ..sps import ErrorValue, SPSDecodeError, SPSEncodeError, WrapperSignature, failable
+from ..sps.stream import StreamedArgs
+from ..transport.framing import PayloadSink
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,16 @@ class WrapperSpec:
 
     ``handler`` receives the decoded arguments and returns the Python value of ``sig.ret``
     (or raises :class:`WrapperError`). ``blocking`` handlers run on a worker thread.
+    ``stream``, when set, makes a :class:`~orc_executor.transport.framing.PayloadSink` that
+    decodes a large argument payload (its length in bytes is the parameter) while it arrives;
+    the session then calls :meth:`invoke_streamed` with the sink's :class:`StreamedArgs`.
     """
 
     name: str
     sig: WrapperSignature
     handler: Callable[..., Any]
     blocking: bool = False
+    stream: Callable[[int], PayloadSink] | None = None
 
     def invoke(self, payload: bytes | bytearray | memoryview) -> bytes:
         """Decode ``payload``, run the handler, encode the result (SPS bytes).
@@ -55,6 +61,21 @@ class WrapperSpec:
             args = self.sig.decode_args(payload)
         except SPSDecodeError as e:
             return self._fail(f"{self.name}: could not deserialize arguments: {e}")
+        return self._run(args)
+
+    def invoke_streamed(self, streamed: StreamedArgs) -> bytes:
+        """As :meth:`invoke`, with arguments a :attr:`stream` sink decoded; releases the
+        sink's placements afterwards."""
+        try:
+            if streamed.error is not None or streamed.args is None:
+                return self._fail(
+                    f"{self.name}: could not deserialize arguments: {streamed.error}"
+                )
+            return self._run(streamed.args)
+        finally:
+            streamed.release()
+
+    def _run(self, args: tuple[Any, ...]) -> bytes:
         try:
             value = self.handler(*args)
         except (WrapperError, MemoryMapError) as e:

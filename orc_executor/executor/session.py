@@ -23,12 +23,15 @@ from typing import Any
 import trio
 
 from ..memmap.native import ffi, lib
+from ..sps.stream import StreamedArgs
 from ..transport.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    LARGE_PAYLOAD,
     FrameDecoder,
     FramingError,
     Message,
     Opcode,
+    PayloadSink,
     encode_header,
 )
 from .bootstrap import setup_info
@@ -101,7 +104,7 @@ class Session:
     ) -> None:
         self.stream = stream
         self.ctx = ctx
-        self.decoder = FrameDecoder(max_message_size)
+        self.decoder = FrameDecoder(max_message_size, self._route)
         self.limiter = trio.CapacityLimiter(max_concurrent_calls)
         self.idle_close = idle_close
         self.drain_timeout = drain_timeout
@@ -223,13 +226,25 @@ class Session:
 
     # ---- serving calls -------------------------------------------------------------------------
 
+    def _route(self, opcode: int, tag: int, length: int) -> PayloadSink | None:
+        """A streaming sink for a large call to a wrapper function that has one (initialize:
+        segment content is read straight into the slab), else ``None``."""
+        if opcode != Opcode.CALL_WRAPPER or length < LARGE_PAYLOAD:
+            return None
+        spec = self.ctx.registry.lookup(tag)
+        if spec is None or spec.stream is None:
+            return None
+        return spec.stream(length)
+
     async def _serve_blocking(
-        self, seq: int, tag: int, payload: bytes | bytearray | memoryview, name: str
+        self, seq: int, tag: int, payload: bytes | bytearray | memoryview, name: str,
+        streamed: StreamedArgs | None = None,
     ) -> None:
         self._inflight += 1
         try:
             result = await trio.to_thread.run_sync(
-                self._call_sync, tag, payload, name, abandon_on_cancel=True, limiter=self.limiter
+                self._call_sync, tag, payload, name, streamed,
+                abandon_on_cancel=True, limiter=self.limiter,
             )
         finally:
             self._inflight -= 1
@@ -238,8 +253,15 @@ class Session:
         self._send_nowait(Opcode.RESULT, seq, 0, result)
         self._after_call(name)
 
-    def _call_sync(self, tag: int, payload: bytes | bytearray | memoryview, name: str) -> bytes:
+    def _call_sync(
+        self, tag: int, payload: bytes | bytearray | memoryview, name: str,
+        streamed: StreamedArgs | None = None,
+    ) -> bytes:
         try:
+            if streamed is not None:
+                spec = self.ctx.registry.lookup(tag)
+                assert spec is not None  # only registered wrappers have sinks
+                return spec.invoke_streamed(streamed)
             return self.ctx.call(tag, payload)
         except OutOfBandError as e:
             log.warning("%s: %s", name, e)
@@ -253,12 +275,19 @@ class Session:
 
     def _handle_call(self, nursery: trio.Nursery, msg: Message) -> None:
         spec = self.ctx.registry.lookup(msg.tag)
+        streamed = msg.decoded if isinstance(msg.decoded, StreamedArgs) else None
         if self._debug:
             log.debug("call seq=%d %s (%d bytes)", msg.seq,
                       spec.name if spec is not None else f"{msg.tag:#x}", len(msg.payload))
+            if streamed is not None:
+                log.debug("call seq=%d: %d content bytes received straight into the slab",
+                          msg.seq, streamed.placed)
         if spec is not None and not spec.blocking:
             try:
-                result = spec.invoke(msg.payload)
+                if streamed is not None:
+                    result = spec.invoke_streamed(streamed)
+                else:
+                    result = spec.invoke(msg.payload)
             except OutOfBandError as e:
                 log.warning("%s: %s", spec.name, e)
                 result = b""
@@ -271,7 +300,7 @@ class Session:
             self._send_nowait(Opcode.RESULT, msg.seq, 0, b"")
             return
         name = spec.name if spec is not None else f"{msg.tag:#x}"
-        nursery.start_soon(self._serve_blocking, msg.seq, msg.tag, msg.payload, name)
+        nursery.start_soon(self._serve_blocking, msg.seq, msg.tag, msg.payload, name, streamed)
 
     def _handle_result(self, msg: Message) -> None:
         with self._out_lock:
@@ -420,6 +449,7 @@ class Session:
             payload = setup_info(self.ctx).encode()
             self._send_nowait(Opcode.SETUP, 0, 0, payload)
             end = await self._reader(nursery)
+            self.decoder.abandon()
             self._fail_outgoing()
             await self._drain()
             end.calls_in_flight = self._inflight

@@ -91,10 +91,33 @@ class Slab:
     mapped_size: int
     regions: dict[int, Region] = field(default_factory=dict)
     shared_name: str | None = None
+    #: Ranges whose content is being written in place ahead of their initialize.
+    claims: list[Claim] = field(default_factory=list)
+    #: Released while claims were outstanding: unmapped when the last claim goes.
+    unmap_deferred: bool = False
 
     @property
     def end(self) -> int:
         return self.base + self.size
+
+
+class Claim:
+    """A segment ``[lo, hi)`` of a slab claimed by :meth:`MemoryMap.place`: its pages are
+    writable and :attr:`view` (the first ``length`` bytes, the content) may be written until
+    :meth:`release`. While claimed, the range cannot be initialized by another request and
+    the slab is not unmapped."""
+
+    __slots__ = ("_map", "_slab", "hi", "lo", "view")
+
+    def __init__(self, memmap: MemoryMap, slab: Slab, lo: int, hi: int, length: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.view = memoryview(ffi.buffer(ffi.cast("char *", lo), length))
+        self._map = memmap
+        self._slab = slab
+
+    def release(self) -> None:
+        """Give the range back (idempotent); unmaps a slab released meanwhile."""
+        self._map._drop_claim(self._slab, self)
 
 
 class MemoryMap:
@@ -193,11 +216,58 @@ class MemoryMap:
                 if self._slabs.pop(base, None) is None:
                     continue  # released concurrently
                 self._bases.remove(base)
+                if slab.claims:
+                    # Content is still being written into it: unmap with the last claim.
+                    slab.unmap_deferred = True
+                    continue
             e = lib.orc_release(slab.base, slab.mapped_size)
             if e:
                 errors.append(f"In {what}, munmap of {slab.base:#x} failed: {os.strerror(e)}")
         if errors:
             raise MemoryMapError("\n".join(errors))
+
+    # ---- content written in place (streaming initialize) ---------------------------------
+
+    def place(self, addr: int, size: int, length: int) -> Claim | None:
+        """Claim the segment ``[addr, addr + size)`` so its ``length`` content bytes can be
+        written straight into the slab before the initialize that carries them is decoded.
+
+        Returns ``None`` — the content then travels in an ordinary buffer and
+        :meth:`initialize` reports any error as usual — unless the segment lies in a reserved
+        (not shared-memory) slab, ``length <= size``, and none of its pages is part of an
+        initialized region or another claim. The pages are made writable.
+        """
+        if length <= 0 or length > size:
+            return None
+        lo, hi = addr, addr + size
+        plo, phi = _page_floor(lo), _page_ceil(hi)
+        with self._lock:
+            slab = self.slab_containing(lo, size)
+            if slab is None or slab.shared_name is not None or slab.unmap_deferred:
+                return None
+            for r in slab.regions.values():
+                for rs, re_ in r.ranges:
+                    if plo < _page_ceil(re_) and _page_floor(rs) < phi:
+                        return None
+            for c in slab.claims:
+                if plo < _page_ceil(c.hi) and _page_floor(c.lo) < phi:
+                    return None
+            if lib.orc_protect(plo, phi - plo, lib.PROT_READ | lib.PROT_WRITE):
+                return None
+            claim = Claim(self, slab, lo, hi, length)
+            slab.claims.append(claim)
+        return claim
+
+    def _drop_claim(self, slab: Slab, claim: Claim) -> None:
+        with self._lock:
+            if claim not in slab.claims:
+                return
+            slab.claims.remove(claim)
+            unmap = slab.unmap_deferred and not slab.claims
+        if unmap:
+            e = lib.orc_release(slab.base, slab.mapped_size)
+            if e:
+                log.warning("munmap of %#x failed: %s", slab.base, os.strerror(e))
 
     # ---- initialize / deinitialize ------------------------------------------------------------
 
@@ -261,6 +331,17 @@ class MemoryMap:
                                 f"segment [{lo:#x}, {hi:#x}) overlaps the initialized region "
                                 f"at {r.key:#x}"
                             )
+            own = {id(s.content) for s in nonempty}
+            for c in slab.claims:
+                if id(c.view) in own:
+                    continue
+                for lo, hi in ranges:
+                    if lo < c.hi and c.lo < hi:
+                        raise MemoryMapError(
+                            f"segment [{lo:#x}, {hi:#x}) overlaps content being received for "
+                            f"another initialize at {c.lo:#x}"
+                        )
+            placed = {id(c.view) for c in slab.claims if id(c.view) in own}
             if key in slab.regions:
                 raise MemoryMapError(f"a region at {key:#x} is already initialized")
             region = Region(
@@ -271,7 +352,7 @@ class MemoryMap:
             slab.regions[key] = region
         try:
             if copy_content:
-                self._copy_segments(nonempty)
+                self._copy_segments(nonempty, placed)
             self._protect_segments(nonempty)
             self._run_finalize(region, actions, run_action)
         except BaseException:
@@ -281,7 +362,9 @@ class MemoryMap:
         region.live = True
         return key
 
-    def _copy_segments(self, segs: list[SegFinalizeRequest]) -> None:
+    def _copy_segments(self, segs: list[SegFinalizeRequest], placed: set[int]) -> None:
+        """Copy each segment's content to its address (unless it was written there in place:
+        ``id`` of the content in ``placed``) and zero-fill the rest of the segment."""
         rw = lib.PROT_READ | lib.PROT_WRITE
         for s in segs:
             lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
@@ -291,7 +374,7 @@ class MemoryMap:
         for s in segs:
             n = len(s.content)
             dst = ffi.cast("char *", s.addr)
-            if n:
+            if n and id(s.content) not in placed:
                 ffi.memmove(dst, s.content, n)
             if s.size > n:
                 lib.memset(dst + n, 0, s.size - n)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import enum
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 HEADER = struct.Struct("<4Q")
 HEADER_SIZE = HEADER.size  # 32 bytes
@@ -41,6 +43,9 @@ class Message:
     seq: int
     tag: int
     payload: bytes | bytearray | memoryview = b""
+    #: When a :class:`PayloadSink` took the payload: what its :meth:`PayloadSink.result`
+    #: returned (``payload`` is then empty).
+    decoded: object = None
 
 
 def encode_header(opcode: int, seq: int, tag: int, payload_len: int) -> bytes:
@@ -77,20 +82,59 @@ def _payload_buffer(n: int) -> bytearray | memoryview:
     return memoryview(m)
 
 
+class PayloadSink(Protocol):
+    """Takes one message's payload piecewise, into buffers of its own choosing.
+
+    Lets a payload be decoded while it arrives and its bulk land where it is finally needed
+    (segment content straight into a slab) instead of in a payload buffer first. The decoder
+    writes every payload byte, in order, into :meth:`target` and reports it with
+    :meth:`advance`; a sink must never offer more bytes than the payload has left.
+    """
+
+    def target(self) -> memoryview:
+        """The writable buffer the next payload bytes go to (non-empty while any are left)."""
+        ...
+
+    def advance(self, n: int) -> None:
+        """``n`` bytes were written at the start of :meth:`target`."""
+        ...
+
+    def result(self) -> object:
+        """After the last payload byte: the decoded value (becomes :attr:`Message.decoded`)."""
+        ...
+
+    def discard(self) -> None:
+        """The message will never be complete (the stream ended): drop what was claimed."""
+        ...
+
+
+#: Chooses a sink for a message from its header: ``(opcode, tag, payload_len)`` → a sink, or
+#: ``None`` for an ordinary payload buffer.
+PayloadRouter = Callable[[int, int, int], "PayloadSink | None"]
+
+
 class FrameDecoder:
     """Incremental decoder: :meth:`feed` bytes as they arrive, :meth:`next_message` pops messages.
 
     A header announcing fewer than 32 bytes, more than ``max_message_size`` bytes, or an
     unknown opcode raises :class:`FramingError` before any payload buffer is allocated.
-    The payload of a large message is collected into one preallocated buffer.
+    The payload of a large message is collected into one preallocated buffer, or handed to
+    the :class:`PayloadSink` that ``router`` picks for its header.
     """
 
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        router: PayloadRouter | None = None,
+    ) -> None:
         self.max_message_size = max_message_size
+        self.router = router
         self._buf = bytearray()
         self._header: tuple[int, int, int, int] | None = None
         self._payload: bytearray | memoryview | None = None
         self._filled = 0
+        self._sink: PayloadSink | None = None
+        self._left = 0  # payload bytes the sink has still to take
 
     @property
     def at_boundary(self) -> bool:
@@ -99,33 +143,69 @@ class FrameDecoder:
 
     @property
     def wanted(self) -> int:
-        """How many more bytes the current message needs (a good read size), at least 1."""
+        """How many more bytes the current message needs (a good read size), at least 1.
+
+        While a sink takes the payload: the size of its current target (at most the rest).
+        """
+        if self._sink is not None and self._left:
+            return max(1, min(len(self._sink.target()), self._left))
         if self._header is not None and self._payload is not None:
             return max(1, len(self._payload) - self._filled)
         return max(1, HEADER_SIZE - len(self._buf))
 
     def payload_view(self) -> memoryview | None:
-        """While a large payload is being collected: the unfilled part, to read into directly.
+        """While a payload is being collected: where its next bytes go, to read into directly.
 
         Call :meth:`filled` with the byte count written. ``None`` when no payload is pending.
         """
-        if self._payload is None or self._buf:
+        if self._buf:
+            return None
+        if self._sink is not None:
+            return self._sink.target()[: self._left] if self._left else None
+        if self._payload is None:
             return None
         return memoryview(self._payload)[self._filled :]
 
     def filled(self, n: int) -> None:
         """Record that ``n`` bytes were written into :meth:`payload_view`."""
-        self._filled += n
+        if self._sink is not None:
+            self._sink.advance(n)
+            self._left -= n
+        else:
+            self._filled += n
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        if self._payload is not None and not self._buf:
-            take = min(len(data), len(self._payload) - self._filled)
-            self._payload[self._filled : self._filled + take] = data[:take]
-            self._filled += take
-            data = data[take:]
+        if not self._buf:
+            if self._sink is not None:
+                data = self._feed_sink(data)
+            elif self._payload is not None:
+                take = min(len(data), len(self._payload) - self._filled)
+                self._payload[self._filled : self._filled + take] = data[:take]
+                self._filled += take
+                data = data[take:]
         if data:
             self._buf += data
+
+    def _feed_sink(self, data: bytes | bytearray | memoryview) -> memoryview:
+        """Give ``data`` to the sink up to the end of the payload; return what is left over."""
+        sink = self._sink
+        assert sink is not None
+        mv = memoryview(data)
+        while mv and self._left:
+            t = sink.target()
+            k = min(len(t), len(mv), self._left)
+            t[:k] = mv[:k]
+            sink.advance(k)
+            self._left -= k
+            mv = mv[k:]
+        return mv
+
+    def abandon(self) -> None:
+        """The stream ended: a sink still taking a payload is told to discard it."""
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.discard()
 
     def _parse_header(self) -> None:
         size, opcode, seq, tag = HEADER.unpack_from(self._buf, 0)
@@ -139,7 +219,14 @@ class FrameDecoder:
             raise FramingError(f"unexpected opcode {opcode}")
         del self._buf[:HEADER_SIZE]
         self._header = (size, opcode, seq, tag)
-        self._payload = _payload_buffer(size - HEADER_SIZE)
+        n = size - HEADER_SIZE
+        sink = self.router(opcode, tag, n) if self.router is not None and n else None
+        if sink is not None:
+            self._sink, self._left = sink, n
+            rest = self._feed_sink(self._buf)
+            self._buf = bytearray(rest)
+            return
+        self._payload = _payload_buffer(n)
         take = min(len(self._buf), len(self._payload))
         self._payload[:take] = self._buf[:take]
         del self._buf[:take]
@@ -151,7 +238,15 @@ class FrameDecoder:
             if len(self._buf) < HEADER_SIZE:
                 return None
             self._parse_header()
-        assert self._header is not None and self._payload is not None
+        assert self._header is not None
+        if self._sink is not None:
+            if self._left:
+                return None
+            sink, self._sink = self._sink, None
+            _, opcode, seq, tag = self._header
+            self._header = None
+            return Message(Opcode(opcode), seq, tag, b"", sink.result())
+        assert self._payload is not None
         if self._filled < len(self._payload):
             if self._buf:
                 take = min(len(self._buf), len(self._payload) - self._filled)

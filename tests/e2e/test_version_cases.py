@@ -33,6 +33,7 @@ from tests.e2e.jitrun import (
     gdb_breakpoint_run,
     llvm_jitlink,
     reference_executor,
+    run_case,
 )
 from tests.e2e.test_programs import (
     BACKTRACE,
@@ -225,3 +226,33 @@ def test_gdb_breakpoint_in_jitted_code(
     assert BACKTRACE.search(run.output), details
     assert "jitted_fn(5) = 16" in run.output, details
     assert re.search(r"\[Inferior \d+ \(process \d+\) exited normally\]", run.output), details
+
+
+# --------------------------------------------------------------------------------------------
+# Bulk content read straight into the slab, per version
+
+
+PLACED = re.compile(rb"(\d+) content bytes received straight into the slab")
+
+
+@pytest.mark.parametrize("version", (*VERSIONS, 22))
+def test_bulk_content_is_received_in_place(
+    version: int, executor_path: Path, clean_environment: dict[str, str]
+) -> None:
+    """``bigdata``'s 4 MiB ``.data`` arrives in one initialize (22) / finalize (14, 19) of more
+    than 1 MiB: that call is decoded while it arrives and the content read straight into the
+    slab (debug log), and the program still sees every byte (its checksum, as the reference)."""
+    case = case_for(version, CASES_BY_NAME["bigdata"])
+    ref, ours = compare_with_reference(
+        case, executor_path, version, extra_env=clean_environment,
+        retry_if=controller_race(case),
+    )
+    assert_same_outcome(case, debug_buffer_relative(ref), debug_buffer_relative(ours))
+    debug = run_case(
+        case, executor_path, llvm_version=version,
+        extra_env={**clean_environment, "ORC_EXECUTOR_LOG": "debug"},
+        retry_if=controller_race(case),
+    )
+    assert (debug.stdout, debug.returncode) == (ref.stdout, ref.returncode), debug.describe()
+    placed = [int(n) for n in PLACED.findall(debug.stderr)]
+    assert placed and max(placed) >= 4 << 20, debug.describe()

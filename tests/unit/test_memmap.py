@@ -485,3 +485,54 @@ def test_slab_containing_bounds(mm: MemoryMap) -> None:
     assert mm.slab_containing(base - 1) is None
     assert mm.slab_containing(base, PAGE_SIZE) is slab
     assert mm.slab_containing(base, PAGE_SIZE + 1) is None
+
+
+# ---- content written in place (streaming initialize) -------------------------------------
+
+
+def test_placed_content_is_not_copied_again_and_tail_is_zeroed(mm: MemoryMap) -> None:
+    base = mm.reserve(2 * PAGE_SIZE)
+    mem_write(base, b"\xff" * 64)  # stale bytes where the zero-fill tail will be
+    claim = mm.place(base, 64, 5)
+    assert claim is not None and len(claim.view) == 5
+    claim.view[:] = b"hello"
+    key = mm.initialize([seg(R, base, 64, claim.view)], [], Recorder())
+    claim.release()
+    assert key == base
+    assert mem_read(base, 64) == b"hello" + bytes(59)
+    assert page_perms(base) == "r--"
+
+
+def test_place_refuses_what_initialize_would_reject(mm: MemoryMap) -> None:
+    base = mm.reserve(4 * PAGE_SIZE)
+    mm.initialize([seg(RX, base, 16, b"\xc3")], [], Recorder())
+    assert mm.place(base, 16, 1) is None  # a live region
+    assert mm.place(base + 8, PAGE_SIZE, 1) is None  # shares its page
+    assert mm.place(base + PAGE_SIZE, 4, 5) is None  # content larger than the segment
+    assert mm.place(base + 3 * PAGE_SIZE, 2 * PAGE_SIZE, 1) is None  # past the slab
+    assert mm.place(0x1234000, 16, 1) is None  # not reserved
+    assert page_perms(base) == "r-x"  # nothing was made writable
+    claim = mm.place(base + PAGE_SIZE, PAGE_SIZE, 8)
+    assert claim is not None
+    assert mm.place(base + PAGE_SIZE + 16, 8, 8) is None  # claimed already
+    # Another request may not initialize over a claimed range; its own request may.
+    with pytest.raises(MemoryMapError, match="being received"):
+        mm.initialize([seg(RW, base + PAGE_SIZE, 8, b"other")], [], Recorder())
+    claim.view[:] = b"mine!!!!"
+    mm.initialize([seg(RW, base + PAGE_SIZE, PAGE_SIZE, claim.view)], [], Recorder())
+    claim.release()
+    assert mem_read(base + PAGE_SIZE, 8) == b"mine!!!!"
+
+
+def test_release_while_claimed_defers_the_unmap(mm: MemoryMap) -> None:
+    base = mm.reserve(PAGE_SIZE)
+    claim = mm.place(base, PAGE_SIZE, 4)
+    assert claim is not None
+    mm.release([base], Recorder())
+    assert mm.slab_count == 0 and mm.slab_containing(base) is None
+    claim.view[:] = b"late"  # still mapped: the content can finish arriving
+    assert mem_read(base, 4) == b"late"
+    claim.release()
+    claim.release()
+    with pytest.raises(MemoryAccessError):
+        mem_read(base, 1)

@@ -24,6 +24,7 @@ from ...sps import (
     signature,
 )
 from ...sps.orc import FinalizeRequest, SPSFinalizeRequest
+from ...sps.stream import FinalizeRequestSink
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 
@@ -60,7 +61,9 @@ class MemoryManagerService(Service):
     def wrappers(self) -> Iterable[WrapperSpec]:
         if self.v14:
             yield WrapperSpec(PREFIX + "reserve_wrapper", RESERVE, self.reserve, False)
-            yield WrapperSpec(PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True)
+            yield WrapperSpec(
+                PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True, self.stream
+            )
             yield WrapperSpec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
             return
         names: list[_Entry] = [
@@ -70,9 +73,11 @@ class MemoryManagerService(Service):
             ("release", RELEASE, self.release, True),
         ]
         for short, sig, fn, blocking in names:
-            yield WrapperSpec(f"{PREFIX}{short}_wrapper", sig, fn, blocking)
+            yield WrapperSpec(f"{PREFIX}{short}_wrapper", sig, fn, blocking, self._streamer(sig))
         if self.legacy:
-            yield WrapperSpec(PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True)
+            yield WrapperSpec(
+                PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True, self.stream
+            )
             yield WrapperSpec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
         if self.ci:
             ci: list[_Entry] = [
@@ -82,7 +87,15 @@ class MemoryManagerService(Service):
                 ("releaseMultiple", RELEASE, self.release, True),
             ]
             for short, sig, fn, blocking in ci:
-                yield WrapperSpec(CI_PREFIX + short, sig, fn, blocking)
+                yield WrapperSpec(CI_PREFIX + short, sig, fn, blocking, self._streamer(sig))
+
+    def stream(self, length: int) -> FinalizeRequestSink:
+        """A sink decoding ``(instance, FinalizeRequest)`` of ``length`` bytes as it arrives,
+        segment contents written straight into their slab (:meth:`MemoryMap.place`)."""
+        return FinalizeRequestSink(length, self.ctx.memmap.place)
+
+    def _streamer(self, sig: WrapperSignature) -> Callable[[int], FinalizeRequestSink] | None:
+        return self.stream if sig is INITIALIZE else None
 
     # MemoryMapError raised here becomes the Error / Expected failure (WrapperSpec.invoke).
 
