@@ -14,6 +14,7 @@ import fcntl
 import logging
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -26,7 +27,6 @@ from ..memmap.native import ffi, lib
 from ..sps.stream import StreamedArgs
 from ..transport.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    LARGE_PAYLOAD,
     FrameDecoder,
     FramingError,
     Message,
@@ -47,6 +47,10 @@ DISPATCH_UNAVAILABLE = "jit_dispatch not available (EPC server shut down)"
 #: The out-of-band error a pending executor→controller call gets when the connection drops
 #: (the stock executor's text, ``SimpleRemoteEPCServer::handleDisconnect``).
 DISPATCH_DISCONNECTED = "disconnecting"
+
+#: Milliseconds a quiet pipe session waits for the controller in poll(2) before handing the
+#: wait to trio.
+IDLE_POLL_MS = 1
 
 #: Seconds to let calls still running at session end finish (e.g. JIT'd code that was woken
 #: with a ``disconnecting`` error) before abandoning them and exiting.
@@ -125,6 +129,11 @@ class Session:
         self._batch: list[bytes] | None = None
         self._reads_without_wait = 0
         self._in_fd, self._out_fd = _raw_fds(stream)
+        #: Pipe sessions wait for the next call in poll(2) while quiet (see _receive).
+        self._poller: select.poll | None = None
+        if self._in_fd is not None and idle_close is None:
+            self._poller = select.poll()
+            self._poller.register(self._in_fd, select.POLLIN)
         sock = getattr(stream, "socket", None)
         self._quickack: Any = (
             sock if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) else None
@@ -227,9 +236,10 @@ class Session:
     # ---- serving calls -------------------------------------------------------------------------
 
     def _route(self, opcode: int, tag: int, length: int) -> PayloadSink | None:
-        """A streaming sink for a large call to a wrapper function that has one (initialize:
+        """A streaming sink for a large call (the decoder asks only for payloads of
+        ``LARGE_PAYLOAD`` bytes or more) to a wrapper function that has one (initialize:
         segment content is read straight into the slab), else ``None``."""
-        if opcode != Opcode.CALL_WRAPPER or length < LARGE_PAYLOAD:
+        if opcode != Opcode.CALL_WRAPPER:
             return None
         spec = self.ctx.registry.lookup(tag)
         if spec is None or spec.stream is None:
@@ -364,7 +374,14 @@ class Session:
                 return os.read(fd, want)
             except BlockingIOError:
                 self._reads_without_wait = 0
+                if self._poller is not None and self._quiet() and self._poller.poll(IDLE_POLL_MS):
+                    continue
                 await trio.lowlevel.wait_readable(fd)
+
+    def _quiet(self) -> bool:
+        """Nothing but the controller can give this session work: no call in flight, no
+        executor→controller call waiting, nothing queued for the writer."""
+        return not self._inflight and not self._out_pending and not self._queued
 
     async def _read_into(self, view: memoryview) -> int:
         assert self._in_fd is not None

@@ -31,6 +31,9 @@ class Opcode(enum.IntEnum):
     CALL_WRAPPER = 3
 
 
+_OPCODES = tuple(Opcode)
+
+
 class FramingError(Exception):
     """The byte stream is not a valid sequence of SimpleRemoteEPC messages (fatal)."""
 
@@ -119,16 +122,21 @@ class FrameDecoder:
     A header announcing fewer than 32 bytes, more than ``max_message_size`` bytes, or an
     unknown opcode raises :class:`FramingError` before any payload buffer is allocated.
     The payload of a large message is collected into one preallocated buffer, or handed to
-    the :class:`PayloadSink` that ``router`` picks for its header.
+    the :class:`PayloadSink` that ``router`` picks for its header (asked only for payloads of
+    ``stream_threshold`` bytes or more). A small message already complete in the buffer is
+    cut out of it directly.
     """
 
     def __init__(
         self,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         router: PayloadRouter | None = None,
+        stream_threshold: int = LARGE_PAYLOAD,
     ) -> None:
         self.max_message_size = max_message_size
         self.router = router
+        #: Payloads at least this large (bytes) are offered to ``router``; smaller ones never.
+        self.stream_threshold = stream_threshold
         self._buf = bytearray()
         self._header: tuple[int, int, int, int] | None = None
         self._payload: bytearray | memoryview | None = None
@@ -220,7 +228,11 @@ class FrameDecoder:
         del self._buf[:HEADER_SIZE]
         self._header = (size, opcode, seq, tag)
         n = size - HEADER_SIZE
-        sink = self.router(opcode, tag, n) if self.router is not None and n else None
+        sink = (
+            self.router(opcode, tag, n)
+            if self.router is not None and n and n >= self.stream_threshold
+            else None
+        )
         if sink is not None:
             self._sink, self._left = sink, n
             rest = self._feed_sink(self._buf)
@@ -235,8 +247,21 @@ class FrameDecoder:
     def next_message(self) -> Message | None:
         """Pop the next complete message, or ``None`` if more bytes are needed."""
         if self._header is None:
-            if len(self._buf) < HEADER_SIZE:
+            buf = self._buf
+            if len(buf) < HEADER_SIZE:
                 return None
+            size, opcode, seq, tag = HEADER.unpack_from(buf, 0)
+            if (
+                HEADER_SIZE <= size <= len(buf)
+                and size < LARGE_PAYLOAD
+                and size <= self.max_message_size
+                and opcode <= Opcode.CALL_WRAPPER
+                and (self.router is None or size - HEADER_SIZE < self.stream_threshold)
+            ):
+                # Fast path: the whole (small) message is here.
+                payload = bytes(memoryview(buf)[HEADER_SIZE:size])
+                del buf[:size]
+                return Message(_OPCODES[opcode], seq, tag, payload)
             self._parse_header()
         assert self._header is not None
         if self._sink is not None:

@@ -54,7 +54,7 @@ def decoder(placer: Placer) -> FrameDecoder:
     def route(opcode: int, tag: int, n: int) -> FinalizeRequestSink | None:
         return FinalizeRequestSink(n, placer) if tag == TAG else None
 
-    return FrameDecoder(router=route)
+    return FrameDecoder(router=route, stream_threshold=1)
 
 
 def feed_in_chunks(dec: FrameDecoder, data: bytes, cuts: list[int]) -> list[Message]:
