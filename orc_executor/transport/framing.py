@@ -281,8 +281,8 @@ class FrameDecoder:
             if self._filled < len(self._payload):
                 return None
         _, opcode, seq, tag = self._header
-        payload = self._payload
+        large = self._payload
         self._header = None
         self._payload = None
         self._filled = 0
-        return Message(Opcode(opcode), seq, tag, payload)
+        return Message(Opcode(opcode), seq, tag, large)
