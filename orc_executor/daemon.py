@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from .executor.bootstrap import build_context, select_profile
+from .executor.context import ExecutorContext
 from .executor.session import Session, SessionEnd
 from .transport import streams
 from .transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
@@ -51,12 +52,18 @@ class ServeOptions:
 
 
 async def serve_stream(
-    stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool
+    stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool,
+    contexts: dict[str, ExecutorContext] | None = None,
 ) -> SessionEnd:
-    """Run one session on ``stream`` and release its resources; return why it ended."""
-    ctx = build_context(
-        select_profile(opts.llvm_version, is_socket=is_socket, start_pid=opts.controller_pid)
-    )
+    """Run one session on ``stream`` and release its resources; return why it ended.
+
+    ``contexts`` may hold unused contexts built in advance, by profile (the one used is
+    taken out); otherwise the context is built here."""
+    profile = select_profile(opts.llvm_version, is_socket=is_socket,
+                             start_pid=opts.controller_pid)
+    ctx = contexts.pop(profile, None) if contexts is not None else None
+    if ctx is None:
+        ctx = build_context(profile)
     session = Session(
         stream,
         ctx,
@@ -243,32 +250,27 @@ class Zygote:
                 proc._exited(1)  # status unknown (its parent, the zygote, reaped nothing)
             self._forked.clear()
 
-    async def fork(self) -> tuple[ForkedProcess, socket.socket]:
-        """A new worker and the daemon's end of its control socket."""
+    async def fork(self, fds: list[int]) -> ForkedProcess:
+        """A new worker, given ``fds``: its control socket, and in accept mode the warm
+        listening socket (the fds stay ours to close). Raises :class:`OSError` if the fork
+        server is gone."""
         if not self.alive:
             raise OSError("fork server not running")
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            async with self._lock:  # replies come in request order
-                send, recv = trio.open_memory_channel[int](1)
-                self._pending.append(send)
-                try:
-                    self.control.sendmsg([b"F"], fds_ancillary([child.fileno()]))
-                except OSError:
-                    self._pending.remove(send)
-                    raise
-                try:
-                    pid = await recv.receive()
-                except trio.EndOfChannel:
-                    raise OSError("fork server ended") from None
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
+        async with self._lock:  # replies come in request order
+            send, recv = trio.open_memory_channel[int](1)
+            self._pending.append(send)
+            try:
+                self.control.sendmsg([b"F"], fds_ancillary(fds))
+            except OSError:
+                self._pending.remove(send)
+                raise
+            try:
+                pid = await recv.receive()
+            except trio.EndOfChannel:
+                raise OSError("fork server ended") from None
         proc = ForkedProcess(pid)
         self._forked[pid] = proc
-        return proc, parent
+        return proc
 
     async def close(self) -> None:
         self.alive = False
@@ -280,30 +282,40 @@ class Zygote:
 
 class Worker:
     """A pre-started worker (``python -m orc_executor.worker``, or forked by the
-    :class:`Zygote`) waiting for a session's fds."""
+    :class:`Zygote`) getting ready for one session; ``control`` is the daemon's end of its
+    ``SOCK_SEQPACKET`` control socket (see :mod:`orc_executor.worker`)."""
 
     def __init__(self, process: trio.Process | ForkedProcess, control: socket.socket) -> None:
         self.process = process
         self.control = control
 
     @classmethod
-    async def start(cls, zygote: Zygote | None = None) -> Worker:
-        if zygote is not None and zygote.alive:
-            try:
-                proc, control = await zygote.fork()
-                return cls(proc, control)
-            except OSError as e:
-                log.warning("fork server: %s", e)
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "orc_executor.worker", str(child.fileno())],
-            pass_fds=(child.fileno(),),
-            env=env,
-            start_new_session=True,
-        )
-        child.close()
-        return cls(process, parent)
+    async def start(cls, zygote: Zygote | None = None, *, listen_fd: int | None = None,
+                    options: ServeOptions | None = None) -> Worker:
+        """Fork one from ``zygote`` (else start a fresh interpreter). With ``listen_fd`` it
+        accepts its session on that listening socket itself, with ``options``; without, the
+        session is handed over (:meth:`hand_over`). Raises :class:`OSError` if it cannot be
+        started."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            if listen_fd is not None:
+                parent.send(b"O" + json.dumps(asdict(options or ServeOptions())).encode())
+            fds = [child.fileno()] if listen_fd is None else [child.fileno(), listen_fd]
+            if zygote is not None and zygote.alive:
+                try:
+                    return cls(await zygote.fork(fds), parent)
+                except OSError as e:
+                    log.warning("fork server: %s", e)
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "orc_executor.worker", *map(str, fds)],
+                pass_fds=fds, env=dict(os.environ), start_new_session=True,
+            )
+            return cls(process, parent)
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
 
     async def ready(self) -> bool:
         """Wait for the worker's ready byte; False if it died first."""
@@ -314,6 +326,26 @@ class Worker:
         except OSError:
             data = b""
         return data == b"R"
+
+    async def taken(self) -> socket.socket | None:
+        """Accept mode: wait until the worker took a launcher's session; that launcher's
+        connection (ours now, to write the exit status to), or ``None`` if the worker ended
+        or closed its control socket first."""
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(self.control)
+                msg, ancdata, _flags, _addr = self.control.recvmsg(16, ANCILLARY_SPACE)
+            except BlockingIOError:
+                continue
+            except (OSError, trio.ClosedResourceError):
+                return None
+            fds = fds_received(ancdata)
+            if msg == b"S" and len(fds) == 1:
+                return socket.socket(fileno=fds[0])
+            for fd in fds:
+                os.close(fd)
+            if not msg:
+                return None
 
     def hand_over(self, header: dict[str, object], fds: list[int]) -> None:
         """Send the session's fds (``SCM_RIGHTS``) and header; the fds stay ours to close."""
@@ -527,85 +559,182 @@ def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> in
 # ---- the warm server: launched executors hand their pipes to a pre-started process ----------
 
 
-async def _recv_handover(sock: trio.socket.SocketType) -> tuple[dict[str, Any], list[int]]:
-    msg, ancdata, _flags, _addr = await sock.recvmsg(1 << 16, ANCILLARY_SPACE)
-    fds = fds_received(ancdata)
-    try:
-        header = json.loads(msg.decode()) if msg else {}
-    except ValueError:
-        header = {}
-    return header, fds
-
-
 class WarmServer:
-    """``orc-executor serve``: keeps ``warm`` session processes ready; a launched
-    ``orc-executor filedescs=...`` hands its pipes and stdio over and gets the session's exit
-    status back (4 bytes, little-endian signed; negative = killed by that signal)."""
+    """``orc-executor serve``: keeps ``warm`` session processes ready on a unix socket.
 
-    def __init__(self, path: str, opts: ServeOptions, warm: int) -> None:
+    The ready processes (:mod:`orc_executor.worker`, accept mode) accept launched
+    ``orc-executor filedescs=...`` executors on the warm socket themselves and receive their
+    pipes and stdio in one ``SCM_RIGHTS`` hop; this server is not on that path. A worker that
+    took a session passes the launcher's connection here (before acknowledging it to the
+    launcher); the server starts a replacement, and when the worker has exited writes its exit
+    status to the launcher (4 bytes, little-endian signed; negative = killed by that signal,
+    as reported by the zygote). On SIGTERM/SIGINT it removes the socket (new launches start
+    cold), ends the idle workers, and waits up to ``grace`` seconds for running sessions so
+    their launchers get the status (a second signal stops waiting)."""
+
+    #: Most seconds between attempts to start a worker after failures.
+    MAX_BACKOFF = 5.0
+
+    def __init__(self, path: str, opts: ServeOptions, warm: int, *, grace: float = 30.0) -> None:
         self.path = path
         self.opts = opts
-        self.warm = warm
+        self.warm = max(warm, 1)
+        self.grace = grace
+        self.sessions_started = 0
+        self._zygote: Zygote | None = None
+        self._listener: socket.socket | None = None
+        self._nursery: trio.Nursery | None = None
+        self._idle: set[Worker] = set()
+        self._starting = 0
+        self._running: set[int] = set()
+        self._failures = 0
+        self._closing = False
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        listener = await streams.open_listener(UnixAddress(self.path), socket_mode=0o600)
+        opened = await streams.open_listener(UnixAddress(self.path), socket_mode=0o600)
+        listener = socket.socket(fileno=opened.detach())
+        listener.setblocking(False)  # (shared with the workers, who poll it)
+        self._listener = listener
         log.info("warm server on %s (%d ready processes)", self.path, self.warm)
         try:
             async with trio.open_nursery() as nursery:
-                pool = WarmPool(nursery, self.warm)
-                pool.fill()
+                self._nursery = nursery
+                nursery.start_soon(self._start)
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async with trio.open_nursery() as accept:
-
-                        async def stop() -> None:
-                            async for _ in signals:
-                                accept.cancel_scope.cancel()
-                                return
-
-                        accept.start_soon(stop)
-                        task_status.started(self.path)
-                        with listener:
-                            while True:
-                                sock, _ = await listener.accept()
-                                nursery.start_soon(self._handle, pool, sock)
-                await pool.close()
+                    task_status.started(self.path)
+                    async for _ in signals:
+                        break
+                    await self._stop(signals)
                 nursery.cancel_scope.cancel()
         finally:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+            self._unlink()
+            listener.close()
 
-    async def _handle(self, pool: WarmPool, sock: trio.socket.SocketType) -> None:
-        with sock:
-            if _peer_uid(sock) != os.getuid():
-                log.warning("warm handover refused: peer is another user")
-                return
-            header, fds = await _recv_handover(sock)
-            try:
-                if header.get("kind") != "fdpair" or len(fds) < 2:
-                    log.warning("bad warm handover %r with %d fds", header, len(fds))
-                    return
-                opts = asdict(self.opts)
-                if header.get("llvm_version"):
-                    opts["llvm_version"] = header["llvm_version"]
-                if header.get("controller_pid"):
-                    opts["controller_pid"] = header["controller_pid"]
-                worker = await pool.get()
-                worker.hand_over({"kind": "fdpair", "stdio": header.get("stdio", False),
-                                  "options": opts}, fds)
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            try:
-                rc = await worker.wait()
-            finally:
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    async def _start(self) -> None:
+        try:
+            self._zygote = await Zygote.start(self._nursery_or_fail())
+        except OSError as e:
+            log.warning("fork server failed to start: %s", e)
+        self._fill()
+
+    def _nursery_or_fail(self) -> trio.Nursery:
+        assert self._nursery is not None
+        return self._nursery
+
+    def _fill(self) -> None:
+        while not self._closing and len(self._idle) + self._starting < self.warm:
+            self._starting += 1
+            self._nursery_or_fail().start_soon(self._worker)
+
+    async def _stop(self, signals: Any) -> None:
+        """No new sessions; wait for the running ones (up to :attr:`grace` seconds)."""
+        self._closing = True
+        self._unlink()  # launchers from now on start cold
+        assert self._listener is not None
+        self._listener.close()
+        for w in list(self._idle):
+            _shutdown_write(w.control)  # EOF: an idle worker exits (or it just took a session)
+        if self._running:
+            log.warning("stopping: waiting up to %.0fs for %d running session(s)",
+                        self.grace, len(self._running))
+        with trio.move_on_after(self.grace):
+            async with trio.open_nursery() as waiting:
+
+                async def second_signal() -> None:
+                    async for _ in signals:
+                        waiting.cancel_scope.cancel()
+                        return
+
+                waiting.start_soon(second_signal)
+                while self._running or self._idle or self._starting:
+                    await trio.sleep(0.02)
+                waiting.cancel_scope.cancel()
+        if self._running:
+            log.warning("stopped with %d session(s) still running: their launchers get no "
+                        "exit status", len(self._running))
+        if self._zygote is not None:
+            await self._zygote.close()
+
+    async def _worker(self) -> None:
+        """One worker's life: start, ready, idle until it takes a session, exit status."""
+        assert self._listener is not None
+        worker: Worker | None = None
+        try:
+            if self._failures:
+                await trio.sleep(min(0.1 * 2 ** (self._failures - 1), self.MAX_BACKOFF))
+            worker = await Worker.start(self._zygote, listen_fd=self._listener.fileno(),
+                                        options=self.opts)
+            ok = await worker.ready()
+        except OSError as e:
+            log.error("cannot start a session process: %s", e)
+            ok = False
+        finally:
+            self._starting -= 1
+        if not ok:
+            self._failures += 1
+            if worker is not None:
                 worker.control.close()
+                with trio.move_on_after(2):
+                    await worker.wait()
+            self._refuse_waiting()
+            self._fill()
+            return
+        assert worker is not None
+        self._failures = 0
+        if self._closing:
+            _shutdown_write(worker.control)
+        self._idle.add(worker)
+        try:
+            conn = await worker.taken()
+        finally:
+            self._idle.discard(worker)
+        self._fill()
+        pid = worker.process.pid
+        if conn is None:
+            with trio.move_on_after(5):
+                await worker.wait()
+            worker.control.close()
+            return
+        self.sessions_started += 1
+        self._running.add(pid)
+        log.debug("session %d started in pid %d", self.sessions_started, pid)
+        try:
+            rc = await worker.wait()
+        finally:
+            self._running.discard(pid)
+            worker.control.close()
+        log.debug("session in pid %d ended: %s", pid, _status_text(rc))
+        with conn:
             try:
-                await sock.send(rc.to_bytes(4, "little", signed=True))
+                conn.send(rc.to_bytes(4, "little", signed=True))
             except OSError:
-                pass
+                pass  # the launcher is gone
+
+    def _refuse_waiting(self) -> None:
+        """No worker could start: turn away the launchers waiting on the socket (they start
+        cold) rather than let them wait for one."""
+        if self._idle or self._listener is None or self._closing:
+            return
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            sock.close()
+
+
+def _shutdown_write(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def run_warm_server(path: str, opts: ServeOptions, warm: int) -> int:

@@ -4,7 +4,8 @@ launcher, ``orc_executor/memmap/launcher.c``), kept tiny for a fast start.
 When a controller launches us with pipes (``filedescs=IN,OUT``, ``IN OUT``, ``pipe:adopt=``,
 ``socket:adopt=``, ``fd=``) and a warm server (``orc-executor serve``) is running for this
 user, the pipes and stdin/stdout/stderr are handed to one of its pre-started session
-processes over a unix socket (``SCM_RIGHTS``), and this process only waits for the session's
+processes over a unix socket (``SCM_RIGHTS``; the process accepts the connection itself and
+acknowledges the session with one byte), and this process only waits for the session's
 exit status and exits with it. Otherwise (no server, or any other command line) the full CLI
 runs in this process (the cold path). Only stdlib modules that the interpreter has already
 loaded at start-up are imported before that decision.
@@ -76,7 +77,13 @@ def try_warm(args: list[str]) -> int | None:
     handed = [fds[0], fds[1], 0, 1, 2]
     try:
         sock.sendmsg([header], fds_ancillary(handed))
+        # One byte 'A': a session process took the session. Without it (connection closed:
+        # nothing could take it, the server is stopping, the header was refused) nothing was
+        # started, and the cold path runs with our fds intact.
+        ack = sock.recv(1)
     except OSError:
+        ack = b""
+    if ack != b"A":
         sock.close()
         return None
     # The session process owns the pipes now: drop ours so EOF reaches the controller

@@ -1,39 +1,68 @@
-"""A warm session process: imports everything up front, then waits for a connection.
+"""A warm session process: imports everything up front, then waits for a session.
 
-Started by the daemon as ``python -m orc_executor.worker CONTROL_FD``. It writes one byte
-``R`` on the control socket when ready, then receives (``SCM_RIGHTS``) the file descriptors of
-one session and a JSON header describing them:
+Started by the daemon as ``python -m orc_executor.worker CONTROL_FD [LISTEN_FD]`` (or forked
+by the zygote, below). ``CONTROL_FD`` is a ``SOCK_SEQPACKET`` socket to the daemon. The worker
+gets ready for a session (:func:`_prepare`), writes ``R`` on it, and then serves exactly one
+session and exits with the session's status (0 clean, 1 error). Two ways to get the session:
 
-* ``{"kind": "socket", ...}`` with one fd: a connected socket (``--listen`` daemon);
-* ``{"kind": "fdpair", "stdio": true, ...}`` with fds ``in, out, stdin, stdout, stderr``: a
-  launched ``orc-executor filedescs=...`` handing its pipes and stdio over (warm start).
-
-It serves exactly one session, then exits with the session's status (0 clean, 1 error). The
-other header fields are :class:`~orc_executor.daemon.ServeOptions`.
+* **accept** (with ``LISTEN_FD``, the warm server ``orc-executor serve``): the daemon first
+  queues ``O<json>`` (:class:`~orc_executor.daemon.ServeOptions`) on the control socket. Ready
+  workers accept launched ``orc-executor filedescs=...`` executors (the native launcher or
+  :func:`orc_executor.launch.try_warm`) on the warm socket themselves, so the launch reaches
+  the session process in one ``SCM_RIGHTS`` hop. The launcher sends a JSON header
+  (``{"kind": "fdpair", "stdio": true, "controller_pid": N, "llvm_version": V}``) with fds
+  ``in, out, stdin, stdout, stderr``. The worker passes the accepted connection to the daemon
+  (``S`` with the fd), then acknowledges with one byte ``A``: only then does the launcher close
+  its copies (without the ``A`` it starts the session cold itself). The daemon writes the
+  exit status to that connection when the worker has exited (4 bytes, little-endian signed;
+  negative = killed by that signal). EOF on the control socket while idle: exit 0.
+* **handover** (the ``--listen`` daemon): the daemon sends a JSON header with the fds of one
+  session: ``{"kind": "socket", ...}`` with one connected socket, or ``{"kind": "fdpair",
+  "stdio": true, ...}`` with ``in, out, stdin, stdout, stderr``; the other header fields are
+  :class:`~orc_executor.daemon.ServeOptions`. The worker answers with its status byte.
 
 Started as ``python -m orc_executor.worker --zygote CONTROL_FD`` it is instead a *fork
-server* (zygote): it imports everything once, writes ``R``, and then forks one worker per
-request, so refilling the daemon's pool costs a ``fork()`` (about a millisecond) instead of
-an interpreter start and imports (~90 ms of CPU that would compete with running sessions).
+server* (zygote): it imports everything once, rehearses a session, writes ``R``, and then
+forks one worker per request, so refilling the daemon's pool costs a ``fork()`` instead of an
+interpreter start and imports (~90 ms of CPU that would compete with running sessions).
 The control socket is ``SOCK_SEQPACKET``; messages:
 
-* daemon → zygote: ``F`` with one fd (``SCM_RIGHTS``): the new worker's control socket;
+* daemon → zygote: ``F`` with one fd (``SCM_RIGHTS``), the new worker's control socket, or
+  two: the control socket and the warm listening socket (accept mode);
 * zygote → daemon: ``P <pid>`` (the forked worker, in request order), ``X <pid> <status>``
   when it ended (``status`` as :attr:`subprocess.Popen.returncode`: negative = signal).
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import signal
 import socket
+import struct
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
 
 from .daemon import ServeOptions, serve_stream
+from .executor.context import ExecutorContext
 from .transport import streams
-from .transport.fdpass import ANCILLARY_SPACE, fds_received
+from .transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
 from .transport.spec import FdPair
+
+log = logging.getLogger(__name__)
+
+#: Seconds an accepted launcher may take to send its header before the worker drops it.
+HEADER_TIMEOUT = 5.0
+
+#: Nice value of the thread that rehearses a session before the worker reports ready: a
+#: worker refilling the pool must not take CPU from the sessions running meanwhile.
+REHEARSAL_NICE = 19
 
 
 def receive_session(control: socket.socket) -> tuple[dict[str, object], list[int]] | None:
@@ -47,32 +76,314 @@ def receive_session(control: socket.socket) -> tuple[dict[str, object], list[int
     return json.loads(msg.decode()), fds
 
 
-def run(control_fd: int) -> int:
-    """Serve one handed-over session; return its exit status.
-
-    Everything that does not depend on the session is done before the ready byte: the trio
-    loop is already running when the fds arrive, and the session code paths have been run
-    once (:func:`_warm_up`), so a forked worker has already copied the pages they touch.
-    """
+def run(control_fd: int, listen_fd: int | None = None) -> int:
+    """Get ready, serve one session (handed over, or accepted on ``listen_fd``); return its
+    exit status (0 also when the daemon ends the worker before a session)."""
     import trio
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     control = socket.socket(fileno=control_fd)
-    _warm_up()
-    return trio.run(_serve_handover, control)
+    if listen_fd is None:
+        return trio.run(_serve_handover, control, _prepare(None))
+    listener = socket.socket(fileno=listen_fd)
+    opts = _receive_options(control)
+    if opts is None:
+        return 0
+    contexts = _prepare(listener)
+    return trio.run(_serve_accepted, control, listener, opts, contexts)
 
 
-def _warm_up() -> None:
-    """Build a context of each profile and its Setup message once (and drop them)."""
+def _receive_options(control: socket.socket) -> ServeOptions | None:
+    """The daemon's ``O<json>`` options message (``None`` at EOF or if malformed)."""
+    try:
+        msg = control.recv(1 << 16)
+        fields = json.loads(msg[1:].decode()) if msg[:1] == b"O" else None
+        return ServeOptions(**fields) if isinstance(fields, dict) else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# ---- getting ready ---------------------------------------------------------------------------
+
+
+def _prepare(listener: socket.socket | None) -> dict[str, ExecutorContext]:
+    """Everything that does not depend on the session, done before the ready byte: a context
+    of each profile (returned, for the session to take), and one rehearsed session, so the
+    pages its code paths touch are already this process's own copies (no copy-on-write faults
+    of the zygote's heap on the session's critical path). The rehearsal runs in a thread with
+    a high nice value, stops early if launchers are already waiting on ``listener``, and the
+    collector's view is frozen afterwards (the zygote's heap stays frozen too)."""
     from .executor.bootstrap import PROFILES, build_context, setup_info
 
+    contexts = {}
     for profile in PROFILES:
         ctx = build_context(profile)
         setup_info(ctx).encode()
-        ctx.registry.shutdown()
+        contexts[profile] = ctx
+
+    def rehearse() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REHEARSAL_NICE)
+        except OSError:
+            pass
+        try:
+            rehearse_session(listener)
+        except Exception as e:  # a warm-up problem must never stop the worker
+            log.debug("session rehearsal failed: %s", e)
+        gc.collect()
+        gc.freeze()
+
+    if listener is not None and _readable(listener):
+        return contexts  # launchers are waiting: be ready now
+    t = threading.Thread(target=rehearse, name="orc-executor rehearsal")
+    t.start()
+    t.join()
+    return contexts
 
 
-async def _serve_handover(control: socket.socket) -> int:
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(0))
+
+
+@contextmanager
+def _calls_inline() -> Iterator[None]:
+    """Run ``trio.to_thread.run_sync`` calls inline while rehearsing, so the rehearsal leaves
+    no threads in trio's cache (they would inherit its nice value, or be copied into forked
+    workers by the zygote)."""
+    import trio
+
+    real = trio.to_thread.run_sync
+
+    async def inline(fn: Callable[..., Any], *args: Any, **_kw: Any) -> Any:
+        return fn(*args)
+
+    trio.to_thread.run_sync = inline  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        trio.to_thread.run_sync = real
+
+
+def rehearse_session(listener: socket.socket | None = None) -> None:
+    """Run one complete session in this process against the package's controller over a
+    socketpair: Setup, dylib open and resolve, reserve, initialize a page of code, run it as
+    main (``xor eax, eax; ret``), release. Leaves no session state behind (the next session
+    still resets C stdio first). Stops early once ``listener`` has a connection waiting."""
+    import trio
+
+    from .executor import session as session_module
+
+    async def rehearsal() -> None:
+        async with trio.open_nursery() as nursery:
+            if listener is not None:
+
+                async def stop_when_needed() -> None:
+                    await trio.lowlevel.wait_readable(listener)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_when_needed)
+            await _rehearsal_calls()
+            nursery.cancel_scope.cancel()
+
+    logger = logging.getLogger("orc_executor")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))  # the rehearsal's session is not news
+    with _calls_inline():
+        try:
+            trio.run(rehearsal)
+        finally:
+            session_module._current = None
+            logger.setLevel(level)
+
+
+async def _rehearsal_calls() -> None:
+    import trio
+
+    from .controller import Controller
+    from .executor.services import dylib_manager as dm
+    from .executor.services import memory_manager as mm
+    from .executor.services import run as run_service
+    from .sps.orc import FinalizeRequest, SegFinalizeRequest
+
+    a, b = trio.socket.socketpair()
+    opts = ServeOptions(llvm_version="modern")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: serve_stream(streams.socket_stream(a), opts, is_socket=False))
+        async with Controller.over(streams.socket_stream(b)) as c:
+            dylibs = c.symbol(dm.PREFIX + "Instance")
+            handle = await c.call(dm.PREFIX + "open_wrapper", dm.OPEN, dylibs, "", 0)
+            await c.call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle, [("printf", False)])
+            mem = c.symbol(mm.PREFIX + "Instance")
+            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, mem, 8192)
+            code = b"\x31\xc0\xc3"  # xor eax, eax; ret
+            req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [])
+            await c.call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, mem, req)
+            await c.call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
+                         base, [b"rehearsal"])
+            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, mem, [base])
+
+
+# ---- accept mode (orc-executor serve) ----------------------------------------------------------
+
+
+async def _serve_accepted(control: socket.socket, listener: socket.socket, opts: ServeOptions,
+                          contexts: dict[str, ExecutorContext]) -> int:
+    control.setblocking(False)
+    listener.setblocking(False)
+    try:
+        control.send(b"R")
+    except OSError:
+        return 0
+    taken = await _take_session(control, listener)
+    listener.close()  # the next launcher is another worker's
+    if taken is None:
+        return 0
+    header, fds = taken
+    opts = replace(opts, controller_pid=_int_or_none(header.get("controller_pid")))
+    version = header.get("llvm_version")
+    if isinstance(version, str) and version:
+        opts = replace(opts, llvm_version=version)
+    control.close()
+    return await _run_fdpair(fds, bool(header.get("stdio")), opts, contexts)
+
+
+async def _take_session(control: socket.socket, listener: socket.socket
+                        ) -> tuple[dict[str, Any], list[int]] | None:
+    """Accept launchers until one hands over a valid session, pass its connection to the
+    daemon and acknowledge it; ``None`` when the daemon ends the worker first."""
+    import trio
+
+    taken: tuple[dict[str, Any], list[int]] | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def until_daemon_closes() -> None:
+            while True:
+                await trio.lowlevel.wait_readable(control)
+                try:
+                    if control.recv(64):
+                        continue
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                nursery.cancel_scope.cancel()
+                return
+
+        nursery.start_soon(until_daemon_closes)
+        while taken is None:
+            await trio.lowlevel.wait_readable(listener)
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue  # another worker took it, or the launcher gave up
+            except OSError as e:
+                log.error("warm socket: %s", e)
+                break
+            with conn:
+                got = await _receive_launch(conn)
+                if got is None:
+                    continue
+                header, fds = got
+                # The daemon takes the connection (to write the exit status) before the
+                # launcher lets go of its fds: a refused or failed hand-off leaves the launcher
+                # able to start the session cold.
+                try:
+                    control.sendmsg([b"S"], fds_ancillary([conn.fileno()]))
+                    conn.send(b"A")
+                except OSError as e:
+                    log.warning("warm handover abandoned: %s", e)
+                    _close_all(fds)
+                    break
+                taken = header, fds
+        nursery.cancel_scope.cancel()
+    return taken
+
+
+async def _receive_launch(conn: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """The header and fds a launcher sends; ``None`` (fds closed, reason logged) for another
+    user's process, a malformed or unusable header, or silence for :data:`HEADER_TIMEOUT`."""
+    import trio
+
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    if struct.unpack("3i", creds)[1] != os.getuid():
+        log.warning("warm handover refused: peer is another user")
+        return None
+    conn.setblocking(False)
+    msg = b""
+    fds: list[int] = []
+    with trio.move_on_after(HEADER_TIMEOUT):
+        while True:
+            await trio.lowlevel.wait_readable(conn)
+            try:
+                msg, ancdata, _flags, _addr = conn.recvmsg(4096, ANCILLARY_SPACE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                msg = b""
+            fds = fds_received(ancdata) if msg else []
+            break
+    try:
+        header = json.loads(msg.decode()) if msg else None
+    except ValueError:
+        header = None
+    problem = _launch_problem(header, fds)
+    if problem is not None:
+        log.warning("warm handover refused: %s", problem)
+        _close_all(fds)
+        return None
+    assert isinstance(header, dict)
+    return header, fds
+
+
+def _launch_problem(header: object, fds: list[int]) -> str | None:
+    if not isinstance(header, dict):
+        return "no valid header"
+    if header.get("kind") != "fdpair" or len(fds) not in (2, 5):
+        return f"bad header {header!r} with {len(fds)} fds"
+    if header.get("stdio") and len(fds) != 5:
+        return "stdio announced without its fds"
+    version = header.get("llvm_version")
+    if version is not None:
+        from .executor.bootstrap import profile_for_version
+
+        try:
+            profile_for_version(str(version))
+        except ValueError as e:
+            return f"{e} (the cold start reports it)"
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
+                      contexts: dict[str, ExecutorContext] | None) -> int:
+    if stdio and len(fds) >= 5:
+        for target, fd in zip((0, 1, 2), fds[2:5], strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+    end = await serve_stream(streams.fd_pair_stream(FdPair(fds[0], fds[1])), opts,
+                             is_socket=False, contexts=contexts)
+    return end.exit_status
+
+
+# ---- handover mode (the --listen daemon) -------------------------------------------------------
+
+
+async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorContext]) -> int:
     import trio
 
     control.sendall(b"R")
@@ -85,19 +396,15 @@ async def _serve_handover(control: socket.socket) -> int:
     opts = ServeOptions(**options) if isinstance(options, dict) else ServeOptions()
     kind = header.get("kind")
     if kind == "fdpair" and len(fds) >= 2:
-        if header.get("stdio") and len(fds) >= 5:
-            for target, fd in zip((0, 1, 2), fds[2:5], strict=True):
-                os.dup2(fd, target)
-                os.close(fd)
-        spec = FdPair(fds[0], fds[1])
-        end = await serve_stream(streams.fd_pair_stream(spec), opts, is_socket=False)
+        status = await _run_fdpair(fds, bool(header.get("stdio")), opts, contexts)
     elif kind == "socket" and fds:
         tsock = trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0]))
-        end = await serve_stream(streams.socket_stream(tsock), opts, is_socket=True)
+        end = await serve_stream(streams.socket_stream(tsock), opts, is_socket=True,
+                                 contexts=contexts)
+        status = end.exit_status
     else:
         print(f"orc-executor worker: bad handover {header!r}", file=sys.stderr)
         return 1
-    status = end.exit_status
     try:
         control.sendall(bytes([status & 0xFF]))
     except OSError:
@@ -105,18 +412,30 @@ async def _serve_handover(control: socket.socket) -> int:
     return status
 
 
+# ---- the zygote ------------------------------------------------------------------------------
+
+
 def _preload() -> None:
-    """Import what a session needs, so forked workers start with it loaded."""
+    """Import and load what a session needs, and rehearse one, so forked workers start with
+    it all in place: the process libraries (libgcc_s, libstdc++) are loaded, lazily created
+    objects exist, and the interpreter has specialised the session's code paths."""
     import trio  # noqa: F401
 
+    from . import controller  # noqa: F401  (the rehearsal's controller)
     from .executor import bootstrap, session  # noqa: F401
+    from .executor.services.dylib_manager import load_process_libraries
     from .memmap import native  # noqa: F401
     from .sps import orc  # noqa: F401
+
+    load_process_libraries()
+    try:
+        rehearse_session()
+    except Exception as e:  # a warm-up problem must never stop the fork server
+        log.debug("session rehearsal failed: %s", e)
 
 
 def zygote(control_fd: int) -> int:
     """Fork workers on request until the daemon closes ``control_fd`` (see module doc)."""
-    import gc
     import select
 
     from .daemon import exit_process
@@ -157,22 +476,21 @@ def zygote(control_fd: int) -> int:
             fds = fds_received(ancdata)
             if not msg:  # the daemon is gone: running workers finish on their own
                 return 0
-            if msg != b"F" or len(fds) != 1:
-                for fd_ in fds:
-                    os.close(fd_)
+            if msg != b"F" or len(fds) not in (1, 2):
+                _close_all(fds)
                 continue
             pid = os.fork()
             if pid == 0:
-                # The worker: drop the zygote's state, serve one session, exit.
+                # The worker: drop the zygote's state, serve one session, exit. The heap
+                # stays frozen: a full collection would touch (and so copy) all of it.
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 control.close()
                 os.close(wake_r)
                 os.close(wake_w)
                 os.setsid()
-                gc.unfreeze()
-                exit_process(run(fds[0]))
-            os.close(fds[0])
+                exit_process(run(fds[0], fds[1] if len(fds) == 2 else None))
+            _close_all(fds)
             _send(control, f"P {pid}".encode())
             _reap(control)
 
@@ -202,7 +520,8 @@ def main() -> None:
     setup_logging(os.environ.get("ORC_EXECUTOR_LOG", "warning"))
     if sys.argv[1] == "--zygote":
         exit_process(zygote(int(sys.argv[2])))
-    exit_process(run(int(sys.argv[1])))
+    listen_fd = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    exit_process(run(int(sys.argv[1]), listen_fd))
 
 
 if __name__ == "__main__":

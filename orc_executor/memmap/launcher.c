@@ -10,15 +10,17 @@
  *     `socket:adopt=FD`, `fd=FD`, `IN OUT`) and `orc-executor serve` is listening on the warm
  *     socket (`$ORC_EXECUTOR_WARM_SOCKET`, else `$XDG_RUNTIME_DIR/orc-executor/warm.sock`, else
  *     `/tmp/orc-executor-UID/warm.sock`), it hands the protocol fds and stdin/stdout/stderr to
- *     the server (SCM_RIGHTS, with a JSON header naming the controller's pid and
- *     `$ORC_EXECUTOR_LLVM_VERSION`), closes its copies, waits for the session's exit status
- *     (4 bytes, little-endian, signed: negative = killed by that signal) and ends the same way;
- *   - otherwise (no server, `ORC_EXECUTOR_COLD` set, any other command line) it execs the
- *     Python entry point in this same process (same pid, same fds): the interpreter next to
- *     this file (`python3`/`python` in the same directory, as in a venv's bin/), or
+ *     one of the server's ready session processes, which accepts the connection itself
+ *     (SCM_RIGHTS, with a JSON header naming the controller's pid and
+ *     `$ORC_EXECUTOR_LLVM_VERSION`); once that process acknowledges the session (one byte
+ *     `A`) it closes its copies, waits for the session's exit status (4 bytes, little-endian,
+ *     signed: negative = killed by that signal; written by the server) and ends the same way;
+ *   - otherwise (no server, no acknowledgement, `ORC_EXECUTOR_COLD` set, any other command
+ *     line) it execs the Python entry point in this same process (same pid, same fds): the
+ *     interpreter next to this file (`python3`/`python` in the same directory, as in a venv's bin/), or
  *     `$ORC_EXECUTOR_PYTHON`, or `python3` on PATH, with `-m orc_executor.launch --cold`.
  *
- * The wire format of the handover is the one `orc_executor.daemon.WarmServer` reads.
+ * The wire format of the handover is the one `orc_executor.worker` (accept mode) reads.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -177,6 +179,17 @@ static int try_warm(int argc, char **argv) {
     cm->cmsg_len = CMSG_LEN(sizeof handed);
     memcpy(CMSG_DATA(cm), handed, sizeof handed);
     if (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) {
+        close(sock);
+        return -1;
+    }
+    /* Wait for the session process to acknowledge the session (one byte 'A'). Anything else
+       (the connection closed: no process could take it, the server is stopping, the header
+       was refused) means nothing was started, and the cold path runs with our fds intact. */
+    for (;;) {
+        unsigned char ack;
+        ssize_t n = recv(sock, &ack, 1, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 1 && ack == 'A') break;
         close(sock);
         return -1;
     }

@@ -54,7 +54,7 @@ def warm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.5)  # let the pool start
-    yield env
+    yield dict(env, ORC_TEST_SERVE_PID=str(proc.pid))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert not sock.exists()
@@ -118,9 +118,7 @@ def _session_parent(obj: Path, env: dict[str, str]) -> int:
 
 
 def _serve_pid(env: dict[str, str]) -> int:
-    out = subprocess.run(["pgrep", "-f", "-o", "orc_executor.launch --cold serve"],
-                         capture_output=True, text=True, check=True, env=env)
-    return int(out.stdout.split()[0])
+    return int(env["ORC_TEST_SERVE_PID"])  # set by the warm_server fixture
 
 
 def test_launcher_is_native() -> None:
