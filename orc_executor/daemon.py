@@ -3,7 +3,6 @@ connect-back, and listening sockets."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -299,6 +298,8 @@ class Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             if listen_fd is not None:
+                import json  # not on the cold start path
+
                 parent.send(b"O" + json.dumps(asdict(options or ServeOptions())).encode())
             fds = [child.fileno()] if listen_fd is None else [child.fileno(), listen_fd]
             if zygote is not None and zygote.alive:
@@ -350,6 +351,8 @@ class Worker:
     def hand_over(self, header: dict[str, object], fds: list[int]) -> None:
         """Send the session's fds (``SCM_RIGHTS``) and header; the fds stay ours to close."""
         self.control.setblocking(True)
+        import json  # not on the cold start path
+
         self.control.sendmsg([json.dumps(header).encode()], fds_ancillary(fds))
 
     async def wait(self) -> int:

@@ -250,7 +250,7 @@ class Session:
         self, seq: int, tag: int, payload: bytes | bytearray | memoryview, name: str,
         streamed: StreamedArgs | None = None,
     ) -> None:
-        self._inflight += 1
+        # _inflight was counted when the call was scheduled (_handle_call).
         try:
             result = await trio.to_thread.run_sync(
                 self._call_sync, tag, payload, name, streamed,
@@ -310,6 +310,9 @@ class Session:
             self._send_nowait(Opcode.RESULT, msg.seq, 0, b"")
             return
         name = spec.name if spec is not None else f"{msg.tag:#x}"
+        # Counted from now, not from when the task starts: a call scheduled but not yet
+        # started must keep the reader from blocking in poll(2) (see _quiet).
+        self._inflight += 1
         nursery.start_soon(self._serve_blocking, msg.seq, msg.tag, msg.payload, name, streamed)
 
     def _handle_result(self, msg: Message) -> None:
@@ -379,8 +382,8 @@ class Session:
                 await trio.lowlevel.wait_readable(fd)
 
     def _quiet(self) -> bool:
-        """Nothing but the controller can give this session work: no call in flight, no
-        executor→controller call waiting, nothing queued for the writer."""
+        """Nothing but the controller can give this session work: no call scheduled or in
+        flight, no executor→controller call waiting, nothing queued for the writer."""
         return not self._inflight and not self._out_pending and not self._queued
 
     async def _read_into(self, view: memoryview) -> int:
