@@ -28,8 +28,12 @@ class BuildExtWithLauncher(build_ext):
         out_dir = os.path.dirname(self.get_ext_fullpath("orc_executor.memmap._native"))
         os.makedirs(out_dir, exist_ok=True)
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-        subprocess.run([*cc, "-O2", "-Wall", "-Wextra", "-o",
-                        os.path.join(out_dir, LAUNCHER_NAME), LAUNCHER_SRC], check=True)
+        cmd = [*cc, "-O2", "-Wall", "-Wextra", "-o", os.path.join(out_dir, LAUNCHER_NAME),
+               LAUNCHER_SRC]
+        # Static when the C library allows it: no dynamic loader on every controller launch
+        # (~0.1 ms); otherwise the ordinary dynamic build.
+        if subprocess.run([*cmd, "-static"], check=False).returncode != 0:
+            subprocess.run(cmd, check=True)
 
 
 setup(
