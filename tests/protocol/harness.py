@@ -38,6 +38,9 @@ from orc_executor.sps import (
     signature,
 )
 from orc_executor.sps.orc import (
+    ExecutorAddrRange,
+    FinalizeRequest,
+    SegFinalizeRequest,
     SPSExecutorAddrRange,
     SPSExecutorSymbolDef,
     SPSFinalizeRequest,
@@ -341,3 +344,34 @@ async def reference_executor() -> AsyncIterator[Executor]:
         )
         async with _running(ctl, out, err) as ex:
             yield ex
+
+
+# ---- memory helpers shared by the memory tests -------------------------------------------------
+
+R, RW, RX = 1, 3, 5  # MemProt bits
+PAGE = 4096
+RET42 = b"\xb8\x2a\x00\x00\x00\xc3"  # mov eax, 42; ret
+
+
+def seg(prot: int, addr: int, size: int, content: bytes = b"") -> SegFinalizeRequest:
+    return SegFinalizeRequest(prot, addr, size, content)
+
+
+async def reserve(ex: Executor, size: int = PAGE) -> int:
+    """Reserve ``size`` bytes (22 memory manager); the slab base."""
+    base = await ex.call(MM_RESERVE, RESERVE_SIG, ex.sym(MM_INSTANCE), size)
+    assert isinstance(base, int), base
+    return int(base)
+
+
+async def initialize(ex: Executor, *segs: SegFinalizeRequest) -> object:
+    """Initialize ``segs`` without actions; the region key, or the ``ErrorValue``."""
+    req = FinalizeRequest(list(segs), [])
+    return await ex.call(MM_INITIALIZE, INITIALIZE_SIG, ex.sym(MM_INSTANCE), req)
+
+
+async def read_buffers(ex: Executor, *ranges: tuple[int, int]) -> list[bytes]:
+    """The bytes at each ``(address, length)`` (``mem_read_buffers``)."""
+    rs = [ExecutorAddrRange(a, a + n) for a, n in ranges]
+    result = await ex.call(BOOT + "mem_read_buffers_wrapper", MEM_READ_BUFFERS_SIG, rs)
+    return [bytes(b) for b in result]

@@ -15,7 +15,6 @@ from orc_executor.sps import Addr, ErrorValue, UInt8, UInt64
 from orc_executor.sps.orc import (
     ExecutorAddrRange,
     FinalizeRequest,
-    SegFinalizeRequest,
     SharedMemoryFinalizeRequest,
     SharedMemorySegFinalizeRequest,
 )
@@ -26,7 +25,6 @@ from .harness import (
     DYLIB_OPEN,
     DYLIB_RESOLVE,
     FINALIZE_SIG,
-    INITIALIZE_SIG,
     MEM_INTS,
     MEM_READ_BUFFERS_SIG,
     MEM_READ_STRINGS_SIG,
@@ -34,53 +32,32 @@ from .harness import (
     MM_DEALLOCATE,
     MM_DEINITIALIZE,
     MM_FINALIZE,
-    MM_INITIALIZE,
     MM_INSTANCE,
     MM_RELEASE,
     MM_RESERVE,
     OPEN_SIG,
+    PAGE,
     RELEASE_SIG,
     RESERVE_SIG,
     RESOLVE_SIG,
+    RET42,
     RUN_AS_VOID,
     RUN_AS_VOID_SIG,
+    RW,
+    RX,
     SHM,
     SHM_DEINITIALIZE_SIG,
     SHM_INITIALIZE_SIG,
     SHM_RESERVE_SIG,
-    Executor,
+    R,
+    initialize,
     mem_read_sig,
     mem_write_sig,
     orc_executor,
+    read_buffers,
+    reserve,
+    seg,
 )
-
-R, RW, RX = 1, 3, 5
-PAGE = 4096
-RET42 = b"\xb8\x2a\x00\x00\x00\xc3"  # mov eax, 42; ret
-
-
-def seg(prot: int, addr: int, size: int, content: bytes = b"") -> SegFinalizeRequest:
-    return SegFinalizeRequest(prot, addr, size, content)
-
-
-async def reserve(ex: Executor, size: int) -> int:
-    base = await ex.call(MM_RESERVE, RESERVE_SIG, ex.sym(MM_INSTANCE), size)
-    assert isinstance(base, int), base
-    return int(base)
-
-
-async def initialize(ex: Executor, *segs: SegFinalizeRequest) -> object:
-    return await ex.call(
-        MM_INITIALIZE, INITIALIZE_SIG, ex.sym(MM_INSTANCE), FinalizeRequest(list(segs), [])
-    )
-
-
-async def read_buffers(ex: Executor, *ranges: tuple[int, int]) -> list[bytes]:
-    name = BOOT + "mem_read_buffers_wrapper"
-    rs = [ExecutorAddrRange(a, a + n) for a, n in ranges]
-    result = await ex.call(name, MEM_READ_BUFFERS_SIG, rs)
-    return [bytes(b) for b in result]
-
 
 # ---- 22 memory manager -----------------------------------------------------------------------
 

@@ -32,10 +32,8 @@ from .harness import (
     MM_INITIALIZE,
     MM_INSTANCE,
     MM_RELEASE,
-    MM_RESERVE,
     OPEN_SIG,
     RELEASE_SIG,
-    RESERVE_SIG,
     RESOLVE_SIG,
     RUN_AS_INT,
     RUN_AS_INT_SIG,
@@ -47,6 +45,7 @@ from .harness import (
     mem_read_sig,
     mem_write_sig,
     orc_executor,
+    reserve,
 )
 
 PAGE = 4096
@@ -93,12 +92,6 @@ async def read_i32(ex: Executor, addr: int) -> int:
 async def read_string(ex: Executor, addr: int) -> str:
     (s,) = await ex.call(BOOT + "mem_read_strings_wrapper", MEM_READ_STRINGS_SIG, [addr])
     return str(s)
-
-
-async def reserve(ex: Executor, size: int = PAGE) -> int:
-    base = await ex.call(MM_RESERVE, RESERVE_SIG, ex.sym(MM_INSTANCE), size)
-    assert isinstance(base, int)
-    return int(base)
 
 
 def call(fn: int, tag: str) -> WrapperFunctionCall:

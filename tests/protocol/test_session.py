@@ -23,6 +23,7 @@ from .harness import (
     RESERVE_SIG,
     Executor,
     orc_executor,
+    reserve,
 )
 
 #: The 34 names the stock LLVM 22 executor advertises (PROTOCOL.md §3.2).
@@ -56,12 +57,6 @@ STOCK22_NAMES = {
     "llvm_orc_deregisterEHFrameAllocAction",
     "llvm_orc_registerJITLoaderGDBAllocAction",
 }
-
-
-async def reserve(ex: Executor, size: int = 4096) -> int:
-    base = await ex.call(MM_RESERVE, RESERVE_SIG, ex.sym(MM_INSTANCE), size)
-    assert isinstance(base, int)
-    return int(base)
 
 
 async def assert_alive(ex: Executor) -> None:

@@ -12,56 +12,42 @@ import os
 import re
 
 from orc_executor.sps import ErrorValue
-from orc_executor.sps.orc import ExecutorAddrRange, FinalizeRequest, SegFinalizeRequest
+from orc_executor.sps.orc import FinalizeRequest
 from orc_executor.transport.framing import Opcode, encode_header
 
 from .harness import (
     BOOT,
     FINALIZE_SIG,
     INITIALIZE_SIG,
-    MEM_READ_BUFFERS_SIG,
     MEM_WRITE_BUFFERS_SIG,
     MM_DEALLOCATE,
     MM_FINALIZE,
     MM_INITIALIZE,
     MM_INSTANCE,
     MM_RELEASE,
-    MM_RESERVE,
+    PAGE,
     RELEASE_SIG,
-    RESERVE_SIG,
+    RET42,
     RUN_AS_VOID,
     RUN_AS_VOID_SIG,
+    RW,
+    RX,
     Executor,
+    R,
+    initialize,
     orc_executor,
+    read_buffers,
+    reserve,
+    seg,
 )
 
-R, RW, RX = 1, 3, 5
-PAGE = 4096
 MIB = 1 << 20
-RET42 = b"\xb8\x2a\x00\x00\x00\xc3"  # mov eax, 42; ret
 PLACED = re.compile(r"call seq=\d+: (\d+) content bytes received straight into the slab")
 
 
-def seg(prot: int, addr: int, size: int, content: bytes = b"") -> SegFinalizeRequest:
-    return SegFinalizeRequest(prot, addr, size, content)
-
-
-async def reserve(ex: Executor, size: int) -> int:
-    base = await ex.call(MM_RESERVE, RESERVE_SIG, ex.sym(MM_INSTANCE), size)
-    assert isinstance(base, int), base
-    return base
-
-
-async def initialize(ex: Executor, *segs: SegFinalizeRequest) -> object:
-    req = FinalizeRequest(list(segs), [])
-    return await ex.call(MM_INITIALIZE, INITIALIZE_SIG, ex.sym(MM_INSTANCE), req)
-
-
 async def read(ex: Executor, addr: int, n: int) -> bytes:
-    (buf,) = await ex.call(
-        BOOT + "mem_read_buffers_wrapper", MEM_READ_BUFFERS_SIG, [ExecutorAddrRange(addr, addr + n)]
-    )
-    return bytes(buf)
+    (buf,) = await read_buffers(ex, (addr, n))
+    return buf
 
 
 def placed_counts(stderr: str) -> list[int]:
