@@ -144,6 +144,7 @@ async def time_initialize_shm(exe: str, mib: int) -> float:
             region = mmap.mmap(fd, size)
         finally:
             os.close(fd)
+            os.unlink(f"/dev/shm{name}")  # as llvm-jitlink's SharedMemoryMapper does
         req = SharedMemoryFinalizeRequest([SharedMemorySegFinalizeRequest(3, base, size)], [])
         payload = shm.INITIALIZE.encode_args(inst, base, req)
         t0 = time.perf_counter()

@@ -42,6 +42,7 @@ char *strerror(int errnum);
 
 /* shared memory (ExecutorSharedMemoryMapperService) */
 void *orc_shm_reserve(const char *name, size_t size);
+int orc_shm_unlink(const char *name);
 
 /* safe access to our own memory: 0 or an errno value */
 int orc_mem_read(uint64_t addr, void *dst, size_t n);
@@ -167,6 +168,11 @@ static void *orc_shm_reserve(const char *name, size_t size) {
     close(fd);
     if (p == MAP_FAILED) { shm_unlink(name); errno = e; return NULL; }
     return p;
+}
+
+/* 0, or errno (ENOENT when the controller already unlinked the name, as llvm-jitlink does). */
+static int orc_shm_unlink(const char *name) {
+    return shm_unlink(name) == 0 ? 0 : errno;
 }
 
 static int orc_mem_read(uint64_t addr, void *dst, size_t n) {

@@ -20,6 +20,7 @@ call back into the controller (which may initialize more memory meanwhile).
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import logging
 import mmap
@@ -223,6 +224,13 @@ class MemoryMap:
             e = lib.orc_release(slab.base, slab.mapped_size)
             if e:
                 errors.append(f"In {what}, munmap of {slab.base:#x} failed: {os.strerror(e)}")
+            if slab.shared_name is not None:
+                # The controller unlinks the name right after mapping it; if it did not (it
+                # died first, or does not follow llvm-jitlink), the object must not outlive
+                # the session in /dev/shm.
+                e = lib.orc_shm_unlink(slab.shared_name.encode())
+                if e and e != errno.ENOENT:
+                    log.warning("shm_unlink(%s): %s", slab.shared_name, os.strerror(e))
         if errors:
             raise MemoryMapError("\n".join(errors))
 

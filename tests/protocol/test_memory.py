@@ -353,8 +353,9 @@ async def test_shared_memory_errors() -> None:
 
 
 async def test_exit_with_outstanding_shared_reservation() -> None:
-    """19/22 controllers never call Release: the session still ends cleanly. The controller
-    (not the executor) unlinks the name, as llvm-jitlink does."""
+    """19/22 controllers never call Release: the session still ends cleanly. llvm-jitlink
+    unlinks the name right after mapping it; a controller that does not (or dies first) must
+    not leave the object in /dev/shm: the executor unlinks its names at session end."""
     async with orc_executor() as ex:
         inst = ex.sym(SHM + "Instance")
         addr, name = await ex.call(SHM + "Reserve", SHM_RESERVE_SIG, inst, PAGE)
@@ -362,4 +363,5 @@ async def test_exit_with_outstanding_shared_reservation() -> None:
         path = Path("/dev/shm") / name.lstrip("/")
         assert path.exists()
     assert ex.process.returncode == 0
-    path.unlink(missing_ok=True)
+    assert not path.exists()
+    assert "shm_unlink" not in ex.stderr
