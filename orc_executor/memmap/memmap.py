@@ -253,13 +253,12 @@ class MemoryMap:
             slab = self.slab_containing(lo, size)
             if slab is None or slab.shared_name is not None or slab.unmap_deferred:
                 return None
-            for r in slab.regions.values():
-                for rs, re_ in r.ranges:
-                    if plo < _page_ceil(re_) and _page_floor(rs) < phi:
-                        return None
-            for c in slab.claims:
-                if plo < _page_ceil(c.hi) and _page_floor(c.lo) < phi:
-                    return None
+            taken = itertools.chain(
+                (rng for r in slab.regions.values() for rng in r.ranges),
+                ((c.lo, c.hi) for c in slab.claims),
+            )
+            if any(plo < _page_ceil(e) and _page_floor(b) < phi for b, e in taken):
+                return None
             if lib.orc_protect(plo, phi - plo, lib.PROT_READ | lib.PROT_WRITE):
                 return None
             claim = Claim(self, slab, lo, hi, length)
@@ -339,9 +338,13 @@ class MemoryMap:
                                 f"segment [{lo:#x}, {hi:#x}) overlaps the initialized region "
                                 f"at {r.key:#x}"
                             )
+            # Content this request's segments carry that was written in place (their claims):
+            # not copied again. Any other claim is another initialize's range.
             own = {id(s.content) for s in nonempty}
+            placed: set[int] = set()
             for c in slab.claims:
                 if id(c.view) in own:
+                    placed.add(id(c.view))
                     continue
                 for lo, hi in ranges:
                     if lo < c.hi and c.lo < hi:
@@ -349,7 +352,6 @@ class MemoryMap:
                             f"segment [{lo:#x}, {hi:#x}) overlaps content being received for "
                             f"another initialize at {c.lo:#x}"
                         )
-            placed = {id(c.view) for c in slab.claims if id(c.view) in own}
             if key in slab.regions:
                 raise MemoryMapError(f"a region at {key:#x} is already initialized")
             region = Region(

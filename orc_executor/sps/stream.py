@@ -67,8 +67,12 @@ class StreamedArgs:
     def release(self) -> None:
         """Release every placement (idempotent)."""
         placements, self._placements = self._placements, []
-        for p in placements:
-            p.release()
+        _release_all(placements)
+
+
+def _release_all(placements: list[Placement]) -> None:
+    for p in placements:
+        p.release()
 
 
 class FinalizeRequestSink:
@@ -120,8 +124,7 @@ class FinalizeRequestSink:
 
     def discard(self) -> None:
         placements, self._placements = self._placements, []
-        for p in placements:
-            p.release()
+        _release_all(placements)
 
     # ---- the decoder ----------------------------------------------------------------------
 

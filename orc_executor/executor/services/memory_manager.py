@@ -62,7 +62,7 @@ class MemoryManagerService(Service):
         if self.v14:
             yield WrapperSpec(PREFIX + "reserve_wrapper", RESERVE, self.reserve, False)
             yield WrapperSpec(
-                PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True, self.stream
+                PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True, self._streamer(FINALIZE)
             )
             yield WrapperSpec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
             return
@@ -76,7 +76,7 @@ class MemoryManagerService(Service):
             yield WrapperSpec(f"{PREFIX}{short}_wrapper", sig, fn, blocking, self._streamer(sig))
         if self.legacy:
             yield WrapperSpec(
-                PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True, self.stream
+                PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True, self._streamer(FINALIZE)
             )
             yield WrapperSpec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
         if self.ci:
@@ -95,7 +95,8 @@ class MemoryManagerService(Service):
         return FinalizeRequestSink(length, self.ctx.memmap.place)
 
     def _streamer(self, sig: WrapperSignature) -> Callable[[int], FinalizeRequestSink] | None:
-        return self.stream if sig is INITIALIZE else None
+        """The sink factory for the signatures whose arguments are (Addr, FinalizeRequest)."""
+        return self.stream if sig is INITIALIZE or sig is FINALIZE else None
 
     # MemoryMapError raised here becomes the Error / Expected failure (WrapperSpec.invoke).
 
