@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,7 @@ from .executor.bootstrap import build_context, select_profile
 from .executor.context import ExecutorContext
 from .executor.session import Session, SessionEnd
 from .transport import streams
-from .transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
+from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
 from .transport.framing import DEFAULT_MAX_MESSAGE_SIZE
 from .transport.spec import (
     Address,
@@ -343,8 +342,7 @@ class Worker:
             fds = fds_received(ancdata)
             if msg == b"S" and len(fds) == 1:
                 return socket.socket(fileno=fds[0])
-            for fd in fds:
-                os.close(fd)
+            close_fds(fds)
             if not msg:
                 return None
 
@@ -432,14 +430,6 @@ class WarmPool:
             await self._zygote.close()
 
 
-def _peer_uid(sock: trio.socket.SocketType) -> int | None:
-    if sock.family != socket.AF_UNIX:
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
 def _status_text(rc: int) -> str:
     if rc < 0:
         try:
@@ -517,7 +507,7 @@ class Daemon:
         self.sessions_started += 1
         n = self.sessions_started
         if self.dopts.allow_uid is not None:
-            uid = _peer_uid(sock)
+            uid = peer_uid(sock)
             if uid is not None and uid != self.dopts.allow_uid:
                 log.warning("session %d refused: peer uid %d is not allowed", n, uid)
                 sock.close()

@@ -41,7 +41,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -52,7 +51,7 @@ from typing import Any
 from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
 from .transport import streams
-from .transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
+from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
 from .transport.spec import FdPair
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,7 @@ def receive_session(control: socket.socket) -> tuple[dict[str, object], list[int
     msg, ancdata, _flags, _addr = control.recvmsg(1 << 16, ANCILLARY_SPACE)
     fds = fds_received(ancdata)
     if not msg:
-        for fd in fds:
-            os.close(fd)
+        close_fds(fds)
         return None
     return json.loads(msg.decode()), fds
 
@@ -296,7 +294,7 @@ async def _take_session(control: socket.socket, listener: socket.socket
                     conn.send(b"A")
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
-                    _close_all(fds)
+                    close_fds(fds)
                     break
                 taken = header, fds
         nursery.cancel_scope.cancel()
@@ -308,8 +306,7 @@ async def _receive_launch(conn: socket.socket) -> tuple[dict[str, Any], list[int
     user's process, a malformed or unusable header, or silence for :data:`HEADER_TIMEOUT`."""
     import trio
 
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    if struct.unpack("3i", creds)[1] != os.getuid():
+    if peer_uid(conn) != os.getuid():
         log.warning("warm handover refused: peer is another user")
         return None
     conn.setblocking(False)
@@ -333,7 +330,7 @@ async def _receive_launch(conn: socket.socket) -> tuple[dict[str, Any], list[int
     problem = _launch_problem(header, fds)
     if problem is not None:
         log.warning("warm handover refused: %s", problem)
-        _close_all(fds)
+        close_fds(fds)
         return None
     assert isinstance(header, dict)
     return header, fds
@@ -361,12 +358,6 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
@@ -477,7 +468,7 @@ def zygote(control_fd: int) -> int:
             if not msg:  # the daemon is gone: running workers finish on their own
                 return 0
             if msg != b"F" or len(fds) not in (1, 2):
-                _close_all(fds)
+                close_fds(fds)
                 continue
             pid = os.fork()
             if pid == 0:
@@ -490,7 +481,7 @@ def zygote(control_fd: int) -> int:
                 os.close(wake_w)
                 os.setsid()
                 exit_process(run(fds[0], fds[1] if len(fds) == 2 else None))
-            _close_all(fds)
+            close_fds(fds)
             _send(control, f"P {pid}".encode())
             _reap(control)
 

@@ -5,7 +5,9 @@ zygote's worker control sockets. Stdlib only, so the start-up path stays light."
 from __future__ import annotations
 
 import array
+import os
 import socket
+import struct
 from typing import Any
 
 #: Most fds one message carries (the warm handover sends 5: in, out, stdin, stdout, stderr).
@@ -27,3 +29,22 @@ def fds_received(ancdata: list[tuple[int, int, bytes]] | Any) -> list[int]:
         if level == socket.SOL_SOCKET and type_ == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
     return list(fds)
+
+
+def close_fds(fds: list[int]) -> None:
+    """Close received fds that will not be used (errors ignored)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def peer_uid(sock: Any) -> int | None:
+    """The uid of the process at the other end of a unix socket (``SO_PEERCRED``), or
+    ``None`` for another family. ``sock``: a stdlib or trio socket."""
+    if sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
