@@ -185,6 +185,15 @@ def compile_source(source: Path, cflags: Sequence[str], cache_dir: Path | None =
     return obj
 
 
+def compile_c(tmp: Path, name: str, src: str) -> Path:
+    """Write ``src`` as ``tmp/name.c`` and compile it (``gcc -c -fPIC -O1``); the object."""
+    c = tmp / f"{name}.c"
+    c.write_text(src)
+    o = tmp / f"{name}.o"
+    subprocess.run([CC, "-c", "-fPIC", "-O1", str(c), "-o", str(o)], check=True)
+    return o
+
+
 def compile_case(case: Case, cache_dir: Path | None = None) -> list[Path]:
     return [compile_source(src, case.cflags, cache_dir) for src in case.source_paths]
 

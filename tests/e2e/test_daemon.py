@@ -20,6 +20,7 @@ import trio
 
 from orc_executor.controller import Controller
 from orc_executor.executor.services import memory_manager as mm
+from tests.e2e.jitrun import compile_c
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -41,18 +42,10 @@ int main(void) { fflush(stdout); volatile int *p = (int *)16; return *p; }
 """
 
 
-def _compile(tmp: Path, name: str, src: str) -> Path:
-    c = tmp / f"{name}.c"
-    c.write_text(src)
-    o = tmp / f"{name}.o"
-    subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(c), "-o", str(o)], check=True)
-    return o
-
-
 @pytest.fixture(scope="module")
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("daemon")
-    return {"echo": _compile(tmp, "echo", ECHO_C), "crash": _compile(tmp, "crash", CRASH_C)}
+    return {"echo": compile_c(tmp, "echo", ECHO_C), "crash": compile_c(tmp, "crash", CRASH_C)}
 
 
 def _free_port() -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.jitrun import compile_c
+
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
 REF = str(LLVM22 / "llvm-jitlink-executor")
@@ -33,11 +35,7 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="module")
 def obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("shm")
-    (tmp / "s.c").write_text(PROG)
-    subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(tmp / "s.c"), "-o", str(tmp / "s.o")],
-                   check=True)
-    return tmp / "s.o"
+    return compile_c(tmp_path_factory.mktemp("shm"), "s", PROG)
 
 
 def _run(executor: str, obj: Path, args: list[str]) -> subprocess.CompletedProcess[bytes]:

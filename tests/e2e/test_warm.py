@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.jitrun import compile_c
+
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
 REF = str(LLVM22 / "llvm-jitlink-executor")
@@ -36,11 +38,7 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="module")
 def prog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("warm")
-    (tmp / "p.c").write_text(PROG)
-    subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(tmp / "p.c"), "-o", str(tmp / "p.o")],
-                   check=True)
-    return tmp / "p.o"
+    return compile_c(tmp_path_factory.mktemp("warm"), "p", PROG)
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +101,7 @@ int main(void) { printf("%d\n", (int)getppid()); return 0; }
 
 @pytest.fixture(scope="module")
 def ppid_prog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("ppid")
-    (tmp / "ppid.c").write_text(PPID_PROG)
-    subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(tmp / "ppid.c"), "-o", str(tmp / "ppid.o")],
-                   check=True)
-    return tmp / "ppid.o"
+    return compile_c(tmp_path_factory.mktemp("ppid"), "ppid", PPID_PROG)
 
 
 def _session_parent(obj: Path, env: dict[str, str]) -> int:

@@ -25,6 +25,7 @@ from orc_executor.executor.services import memory_manager as mm
 from orc_executor.executor.services import run as run_service
 from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest
 from orc_executor.transport.fdpass import ANCILLARY_SPACE, fds_received
+from tests.e2e.jitrun import compile_c
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -52,10 +53,7 @@ def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("handover")
     out = {}
     for name, src in {"echo": ECHO_C, "crash": CRASH_C}.items():
-        (tmp / f"{name}.c").write_text(src)
-        subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(tmp / f"{name}.c"), "-o",
-                        str(tmp / f"{name}.o")], check=True)
-        out[name] = tmp / f"{name}.o"
+        out[name] = compile_c(tmp, name, src)
     # The pure-Python launcher (orc_executor.launch), as a controller would start it.
     py = tmp / "orc-executor-py"
     py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch \"$@\"\n")
