@@ -50,3 +50,9 @@ def orc_rt_archive() -> Path:
     from tests.e2e import jitrun
 
     return jitrun.orc_runtime()
+
+
+@pytest.fixture(scope="session")
+def orc_runtime(orc_rt_archive: Path) -> Path:
+    """The same archive, under the name the ORC runtime tests use."""
+    return orc_rt_archive

@@ -94,6 +94,21 @@ def reference_executor(version: int = DEFAULT_LLVM_VERSION) -> Path:
     return llvm_bin(version) / "llvm-jitlink-executor"
 
 
+#: What ``-preload`` gives llvm-jitlink for C++ programs.
+LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+#: llvm-jitlink 22's last stderr line when the executor went away under it.
+DISCONNECTING = f"{llvm_jitlink(22)}: disconnecting\n"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run of llvm-jitlink showed (text), for comparison with a written-down one."""
+
+    stdout: str
+    stderr: str
+    returncode: int
+
+
 @dataclass(frozen=True)
 class RunResult:
     """One llvm-jitlink run, normalized (see :func:`normalize`)."""

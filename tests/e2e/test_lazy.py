@@ -16,31 +16,22 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.jitrun import (
+    DISCONNECTING,
+    LIBSTDCXX,
+    REPO,
+    Outcome,
+    llvm_jitlink,
+    reference_executor,
+)
+
 PROGRAMS = REPO / "tests" / "programs" / "lazy"
-LLVM = Path("/usr/lib/llvm-22/bin")
-LLVM_JITLINK = LLVM / "llvm-jitlink"
-REFERENCE = LLVM / "llvm-jitlink-executor"
-LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
-DISCONNECTING = f"{LLVM_JITLINK}: disconnecting\n"
-
-
-@dataclass(frozen=True)
-class Run:
-    stdout: str
-    stderr: str
-    returncode: int
-
-
-@pytest.fixture(scope="session")
-def orc_runtime(orc_rt_archive: Path) -> Path:
-    """liborc_rt-x86_64.a for LLVM 22 (the shared conftest fixture)."""
-    return orc_rt_archive
+LLVM_JITLINK = llvm_jitlink(22)
+REFERENCE = reference_executor(22)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +70,14 @@ def jitlink_cmd(executor: Path, runtime: Path, args: list[str]) -> list[str]:
 
 
 def jitlink(executor: Path, runtime: Path, args: list[str], env: dict[str, str] | None = None,
-            timeout: float = 120) -> Run:
+            timeout: float = 120) -> Outcome:
     p = subprocess.run(jitlink_cmd(executor, runtime, args), capture_output=True, text=True,
                        timeout=timeout, stdin=subprocess.DEVNULL,
                        env={**os.environ, **(env or {})})
-    return Run(p.stdout, p.stderr, p.returncode)
+    return Outcome(p.stdout, p.stderr, p.returncode)
 
 
-def check(ours: Path, runtime: Path, args: list[str], expected: Run) -> None:
+def check(ours: Path, runtime: Path, args: list[str], expected: Outcome) -> None:
     reference = jitlink(REFERENCE, runtime, args)
     assert reference == expected, "the reference executor's behaviour changed"
     assert jitlink(ours, runtime, args) == reference
@@ -112,7 +103,7 @@ def test_lazy_c_objects(executor_path: Path, orc_runtime: Path, objs: dict[str, 
     """First calls of scale/offset/chain each go through a reentry stub; chain() (lazy)
     calls offset() (another lazy object); calls through a stub's address work."""
     args = [str(objs["lazy_main"]), *lazy(objs["lazy_a"], objs["lazy_b"]), "-args", "q"]
-    check(executor_path, orc_runtime, args, Run(LAZY_C_STDOUT, "", 11))
+    check(executor_path, orc_runtime, args, Outcome(LAZY_C_STDOUT, "", 11))
 
 
 def test_same_objects_linked_eagerly(
@@ -121,13 +112,13 @@ def test_same_objects_linked_eagerly(
     """The ORC runtime needs libstdc++ even for C programs without ``-preload`` (the stock
     executor, a C++ program, has it loaded; orc-executor loads it for the process handle)."""
     args = [str(objs[n]) for n in ("lazy_main", "lazy_a", "lazy_b")] + ["-args", "q"]
-    check(executor_path, orc_runtime, args, Run(LAZY_C_STDOUT, "", 11))
+    check(executor_path, orc_runtime, args, Outcome(LAZY_C_STDOUT, "", 11))
 
 
 def test_lazy_cxx(executor_path: Path, orc_runtime: Path, objs: dict[str, Path]) -> None:
     """Lazily linked C++: virtual dispatch into the lazy object, its global ctor/dtor."""
     args = [f"-preload={LIBSTDCXX}", str(objs["lazy_cxx_main"]), *lazy(objs["lazy_cxx_shapes"])]
-    expected = Run(
+    expected = Outcome(
         "shapes: global constructor\nsquare(6) area 36\ntriangle(8) area 32\n"
         "shapes: global destructor\n", "", 68)
     check(executor_path, orc_runtime, args, expected)
@@ -143,15 +134,15 @@ def test_lazy_cxx_exception(executor_path: Path, orc_runtime: Path, objs: dict[s
     executors; whichever happens must be exactly one of them."""
     args = [f"-preload={LIBSTDCXX}", str(objs["lazy_cxx_throw_main"]),
             *lazy(objs["lazy_cxx_throw"])]
-    outcomes = [Run("risky(3)=6\ncaught -1\n", "", 0), Run("", DISCONNECTING, 1)]
+    outcomes = [Outcome("risky(3)=6\ncaught -1\n", "", 0), Outcome("", DISCONNECTING, 1)]
     for _ in range(3):
         assert jitlink(REFERENCE, orc_runtime, args) in outcomes
         assert jitlink(executor_path, orc_runtime, args) in outcomes
 
 
-def threads_expected() -> Run:
+def threads_expected() -> Outcome:
     lines = [f"thread {i}: f{i}({i * 11}) = {(i + 1) * 1000 + i * 11}\n" for i in range(8)]
-    return Run("".join(lines) + "8 of 8 threads got their own result\n", "", 0)
+    return Outcome("".join(lines) + "8 of 8 threads got their own result\n", "", 0)
 
 
 def test_eight_threads_call_lazy_functions_at_once(
@@ -190,7 +181,7 @@ def _calls(log: Path) -> int:
 
 def kill_controller_while_call_pends(
     executor: Path, runtime: Path, args: list[str], relay: Path, log: Path
-) -> tuple[Run, float, list[str]]:
+) -> tuple[Outcome, float, list[str]]:
     """Start the program (it prints "ready" and waits for a line on stdin), stop the
     controller, let the program make its executor→controller call, and once the relay has
     seen that call, SIGKILL the controller. Returns what the program printed (stdout after
@@ -222,7 +213,7 @@ def kill_controller_while_call_pends(
     assert p.returncode == -signal.SIGKILL
     lines = log.read_text().splitlines()
     assert lines[-1].startswith("exit ")
-    return Run(out.decode(), err.decode(), int(lines[-1].split()[1])), elapsed, lines
+    return Outcome(out.decode(), err.decode(), int(lines[-1].split()[1])), elapsed, lines
 
 
 def test_controller_killed_while_resolve_pends(
@@ -237,9 +228,9 @@ def test_controller_killed_while_resolve_pends(
         run, elapsed, _ = kill_controller_while_call_pends(
             executor, orc_runtime, args, relay, tmp_path / f"{name}.log")
         assert elapsed < 10, f"{name}: the executor took {elapsed:.1f}s to exit"
-        runs[name] = Run(run.stdout, re.sub(r"0x[0-9a-f]+", "0xSTUB", run.stderr),
+        runs[name] = Outcome(run.stdout, re.sub(r"0x[0-9a-f]+", "0xSTUB", run.stderr),
                          run.returncode)
-    expected = Run("", "error resolving implementation for stub 0xSTUB: disconnecting\n",
+    expected = Outcome("", "error resolving implementation for stub 0xSTUB: disconnecting\n",
                    -signal.SIGABRT)
     assert runs["reference"] == expected
     assert runs["ours"] == runs["reference"]
@@ -260,5 +251,5 @@ def test_controller_killed_while_dlsym_pends(
         executor_path, orc_runtime, args, relay, tmp_path / "ours.log")
     first_line = "dlsym failed: disconnecting\n"
     assert ref.stdout == "" and ref.stderr.startswith(first_line)
-    assert ours == Run("", first_line, 0)
+    assert ours == Outcome("", first_line, 0)
     assert elapsed < 10

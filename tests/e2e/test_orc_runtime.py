@@ -13,31 +13,22 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.jitrun import (
+    DISCONNECTING,
+    LIBSTDCXX,
+    REPO,
+    Outcome,
+    llvm_jitlink,
+    reference_executor,
+)
+
 PROGRAMS = REPO / "tests" / "programs" / "cxx"
-LLVM = Path("/usr/lib/llvm-22/bin")
-LLVM_JITLINK = LLVM / "llvm-jitlink"
-REFERENCE = LLVM / "llvm-jitlink-executor"
-LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
-DISCONNECTING = f"{LLVM_JITLINK}: disconnecting\n"
-
-
-@dataclass(frozen=True)
-class Run:
-    stdout: str
-    stderr: str
-    returncode: int
-
-
-@pytest.fixture(scope="session")
-def orc_runtime(orc_rt_archive: Path) -> Path:
-    """liborc_rt-x86_64.a for LLVM 22 (the shared conftest fixture)."""
-    return orc_rt_archive
+LLVM_JITLINK = llvm_jitlink(22)
+REFERENCE = reference_executor(22)
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +56,19 @@ def prelink(build: Path, name: str, objs: list[Path]) -> Path:
 
 
 def jitlink(executor: Path, runtime: Path, objs: list[Path], args: list[str] | None = None,
-            *, env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+            *, env: dict[str, str] | None = None, timeout: float = 120) -> Outcome:
     cmd = [str(LLVM_JITLINK), f"-oop-executor={executor}", f"-orc-runtime={runtime}",
            f"-preload={LIBSTDCXX}", *map(str, objs)]
     if args is not None:
         cmd += ["-args", *args]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                        stdin=subprocess.DEVNULL, env=env)
-    return Run(p.stdout, p.stderr, p.returncode)
+    return Outcome(p.stdout, p.stderr, p.returncode)
 
 
-def check(ours: Path, runtime: Path, objs: list[Path], expected: Run,
+def check(ours: Path, runtime: Path, objs: list[Path], expected: Outcome,
           args: list[str] | None = None, *, reference_attempts: int = 1) -> None:
-    """Run with both executors: the stock one must give ``expected`` (retried up to
+    """Outcome with both executors: the stock one must give ``expected`` (retried up to
     ``reference_attempts`` times where it has a known crash race), ours the same at once."""
     for _ in range(reference_attempts):
         reference = jitlink(REFERENCE, runtime, objs, args)
@@ -116,7 +107,7 @@ def test_global_ctors_dtors_across_objects(
     between objects varies from run to run, so the program prints only what is specified),
     static locals, virtual dispatch, std::cout; ``-args`` reaches main without an argv[0]."""
     objs = [compile_cxx(build, n) for n in ("ctors_a", "ctors_b", "ctors_main")]
-    check(executor_path, orc_runtime, objs, Run(CTORS_STDOUT, "", 4), args=["x", "y"])
+    check(executor_path, orc_runtime, objs, Outcome(CTORS_STDOUT, "", 4), args=["x", "y"])
 
 
 EXCEPTIONS_STDOUT = """\
@@ -155,14 +146,14 @@ def test_exceptions_across_jitted_frames_and_libstdcxx(
     """Throw/catch across JIT'd frames of two objects (pre-linked), through a callback,
     out of libstdc++ (vector::at, stoi), rethrow, exception_ptr; RAII unwinding."""
     exc = prelink(build, "exc", [compile_cxx(build, "exc_lib"), compile_cxx(build, "exc_main")])
-    check(executor_path, orc_runtime, [exc], Run(EXCEPTIONS_STDOUT, "", 8))
+    check(executor_path, orc_runtime, [exc], Outcome(EXCEPTIONS_STDOUT, "", 8))
 
 
 def test_exceptions_prelinked_at_O0(executor_path: Path, orc_runtime: Path, build: Path) -> None:
     """The same program built at -O0 and pre-linked (more frames, no inlining)."""
     objs = [compile_cxx(build, n, "-O0") for n in ("exc_lib", "exc_main")]
     exc0 = prelink(build, "exc-O0", objs)
-    check(executor_path, orc_runtime, [exc0], Run(EXCEPTIONS_STDOUT, "", 8))
+    check(executor_path, orc_runtime, [exc0], Outcome(EXCEPTIONS_STDOUT, "", 8))
 
 
 TLS_STDOUT = """\
@@ -194,7 +185,7 @@ def test_thread_local_in_main_and_std_threads(
     (SIGSEGV in ``__call_tls_dtors``; stdout is lost, exit code still 0). orc-executor's
     worker threads outlive the session, so it does not crash; the reference is retried."""
     obj = compile_cxx(build, "tls", "-O0")
-    check(executor_path, orc_runtime, [obj], Run(TLS_STDOUT, "", 0), reference_attempts=8)
+    check(executor_path, orc_runtime, [obj], Outcome(TLS_STDOUT, "", 0), reference_attempts=8)
 
 
 STREAMS_STDOUT = """\
@@ -213,14 +204,15 @@ def test_iostreams_containers_and_atexit(
     """std::cout/cerr/clog, containers and algorithms; the JIT'd atexit() handler is not run
     under llvm-jitlink 22 (the ORC runtime keeps it for the platform JITDylib)."""
     obj = compile_cxx(build, "streams")
-    check(executor_path, orc_runtime, [obj], Run(STREAMS_STDOUT, "to stderr: 5\nclog line\n", 3))
+    expected = Outcome(STREAMS_STDOUT, "to stderr: 5\nclog line\n", 3)
+    check(executor_path, orc_runtime, [obj], expected)
 
 
 def test_exit_called_from_jitted_main(executor_path: Path, orc_runtime: Path, build: Path) -> None:
     """std::exit(4) in JIT'd code ends the executor process (C stdio flushed, no JIT'd
     atexit handlers or global destructors); llvm-jitlink reports the lost connection."""
     obj = compile_cxx(build, "exit_call")
-    expected = Run("calling exit(4)\nstill buffered when exit is called\n", DISCONNECTING, 1)
+    expected = Outcome("calling exit(4)\nstill buffered when exit is called\n", DISCONNECTING, 1)
     check(executor_path, orc_runtime, [obj], expected)
 
 
@@ -234,7 +226,7 @@ def test_c_stdio_buffering_like_a_c_program(
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     if unbuffered:
         env["PYTHONUNBUFFERED"] = "1"
-    expected = Run("", "stderr is unbuffered\n" + DISCONNECTING, 1)
+    expected = Outcome("", "stderr is unbuffered\n" + DISCONNECTING, 1)
     reference = jitlink(REFERENCE, orc_runtime, [obj], env=env)
     assert reference == expected
     assert jitlink(executor_path, orc_runtime, [obj], env=env) == reference
