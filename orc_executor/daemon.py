@@ -559,7 +559,9 @@ class WarmServer:
     ``orc-executor filedescs=...`` executors on the warm socket themselves and receive their
     pipes and stdio in one ``SCM_RIGHTS`` hop; this server is not on that path. A worker that
     took a session passes the launcher's connection here (before acknowledging it to the
-    launcher); the server starts a replacement, and when the worker has exited writes its exit
+    launcher); the server starts a replacement (when the session ends or after
+    :attr:`REFILL_DELAY` if other workers are ready, else at once), and when the worker has
+    exited writes its exit
     status to the launcher (4 bytes, little-endian signed; negative = killed by that signal,
     as reported by the zygote). On SIGTERM/SIGINT it removes the socket (new launches start
     cold), ends the idle workers, and waits up to ``grace`` seconds for running sessions so
@@ -567,6 +569,10 @@ class WarmServer:
 
     #: Most seconds between attempts to start a worker after failures.
     MAX_BACKOFF = 5.0
+
+    #: Seconds a taken worker's replacement waits for the session to end, while other
+    #: workers are ready (with none ready it starts at once).
+    REFILL_DELAY = 0.1
 
     def __init__(self, path: str, opts: ServeOptions, warm: int, *, grace: float = 30.0) -> None:
         self.path = path
@@ -688,9 +694,9 @@ class WarmServer:
             conn = await worker.taken()
         finally:
             self._idle.discard(worker)
-        self._fill()
         pid = worker.process.pid
         if conn is None:
+            self._fill()
             with trio.move_on_after(5):
                 await worker.wait()
             worker.control.close()
@@ -698,8 +704,18 @@ class WarmServer:
         self.sessions_started += 1
         self._running.add(pid)
         log.debug("session %d started in pid %d", self.sessions_started, pid)
+        # Refill the pool when the session ends (or after REFILL_DELAY) while other workers
+        # are ready: a fork and a worker getting ready take CPU from the session that just
+        # started, on the critical path of its first calls.
+        deferred = bool(self._idle)
+        if not deferred:
+            self._fill()
         try:
-            rc = await worker.wait()
+            async with trio.open_nursery() as nursery:
+                if deferred:
+                    nursery.start_soon(self._fill_after, self.REFILL_DELAY)
+                rc = await worker.wait()
+                nursery.cancel_scope.cancel()
         finally:
             self._running.discard(pid)
             worker.control.close()
@@ -709,6 +725,11 @@ class WarmServer:
                 conn.send(rc.to_bytes(4, "little", signed=True))
             except OSError:
                 pass  # the launcher is gone
+        self._fill()
+
+    async def _fill_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self._fill()
 
     def _refuse_waiting(self) -> None:
         """No worker could start: turn away the launchers waiting on the socket (they start

@@ -46,7 +46,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
@@ -56,10 +56,12 @@ from .transport.spec import FdPair
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 #: Seconds an accepted launcher may take to send its header before the worker drops it.
 HEADER_TIMEOUT = 5.0
 
-#: Nice value of the thread that rehearses a session before the worker reports ready: a
+#: Nice value of the thread that gets a worker ready (where ``SCHED_IDLE`` is refused): a
 #: worker refilling the pool must not take CPU from the sessions running meanwhile.
 REHEARSAL_NICE = 19
 
@@ -81,14 +83,66 @@ def run(control_fd: int, listen_fd: int | None = None) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     control = socket.socket(fileno=control_fd)
-    if listen_fd is None:
-        return trio.run(_serve_handover, control, _prepare(None))
-    listener = socket.socket(fileno=listen_fd)
-    opts = _receive_options(control)
-    if opts is None:
+    listener = None if listen_fd is None else socket.socket(fileno=listen_fd)
+    ready = _in_background(lambda: _get_ready(control, listener))
+    if ready is None:
         return 0
-    contexts = _prepare(listener)
+    opts, contexts = ready
+    if listener is None:
+        return trio.run(_serve_handover, control, contexts)
+    assert opts is not None
     return trio.run(_serve_accepted, control, listener, opts, contexts)
+
+
+def _get_ready(control: socket.socket, listener: socket.socket | None
+               ) -> tuple[ServeOptions | None, dict[str, ExecutorContext]] | None:
+    """The daemon's options (accept mode only) and the prepared contexts; ``None`` when the
+    daemon went away first."""
+    opts = None
+    if listener is not None:
+        opts = _receive_options(control)
+        if opts is None:
+            return None
+    return opts, _prepare(listener)
+
+
+def _in_background(fn: Callable[[], _T]) -> _T:
+    """``fn()`` run in a thread of the lowest CPU priority (``SCHED_IDLE``, else nice
+    :data:`REHEARSAL_NICE`), the calling thread waiting for it. A worker getting ready runs
+    while other sessions run (it refills the pool when one is taken): on a machine with few
+    cores, its copy-on-write faults, context building and rehearsal at normal priority delayed
+    the running sessions' controllers by a millisecond or more per wake-up. Priority is per
+    thread on Linux, so the session that follows, on the calling thread, runs at normal
+    priority."""
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        _lower_this_thread()
+        try:
+            result.append(fn())
+        except BaseException as e:  # re-raised in the calling thread
+            error.append(e)
+
+    t = threading.Thread(target=body, name="orc-executor getting ready")
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def _lower_this_thread() -> None:
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (OSError, AttributeError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, REHEARSAL_NICE)
+    except OSError:
+        pass
 
 
 def _receive_options(control: socket.socket) -> ServeOptions | None:
@@ -108,9 +162,10 @@ def _prepare(listener: socket.socket | None) -> dict[str, ExecutorContext]:
     """Everything that does not depend on the session, done before the ready byte: a context
     of each profile (returned, for the session to take), and one rehearsed session, so the
     pages its code paths touch are already this process's own copies (no copy-on-write faults
-    of the zygote's heap on the session's critical path). The rehearsal runs in a thread with
-    a high nice value, stops early if launchers are already waiting on ``listener``, and the
-    collector's view is frozen afterwards (the zygote's heap stays frozen too)."""
+    of the zygote's heap on the session's critical path). Runs at the lowest priority (see
+    :func:`_in_background`); the rehearsal stops early if launchers are already waiting on
+    ``listener``, and the collector's view is frozen afterwards (the zygote's heap stays
+    frozen too)."""
     from .executor.bootstrap import PROFILES, build_context, setup_info
 
     contexts = {}
@@ -119,23 +174,14 @@ def _prepare(listener: socket.socket | None) -> dict[str, ExecutorContext]:
         setup_info(ctx).encode()
         contexts[profile] = ctx
 
-    def rehearse() -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REHEARSAL_NICE)
-        except OSError:
-            pass
-        try:
-            rehearse_session(listener)
-        except Exception as e:  # a warm-up problem must never stop the worker
-            log.debug("session rehearsal failed: %s", e)
-        gc.collect()
-        gc.freeze()
-
     if listener is not None and _readable(listener):
         return contexts  # launchers are waiting: be ready now
-    t = threading.Thread(target=rehearse, name="orc-executor rehearsal")
-    t.start()
-    t.join()
+    try:
+        rehearse_session(listener)
+    except Exception as e:  # a warm-up problem must never stop the worker
+        log.debug("session rehearsal failed: %s", e)
+    gc.collect()
+    gc.freeze()
     return contexts
 
 

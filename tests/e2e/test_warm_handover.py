@@ -265,6 +265,28 @@ def test_concurrent_launchers(objs: dict[str, Path], server: Server) -> None:
     server.wait_idle(2)
 
 
+@pytest.mark.parametrize("warm", [1, 2])
+def test_pool_refills_while_a_session_runs(tmp_path: Path, warm: int) -> None:
+    """A taken worker is replaced while its session is still open: at once when it was the
+    last ready one (a pool of one), else after the server's refill delay (the replacement
+    waits so that its fork does not compete with the session's first calls)."""
+    server = Server(tmp_path, warm=warm)
+    try:
+        async def main() -> None:
+            c = await Controller.launch([EXE], env=server.env)
+            async with c:
+                await _run_code(c, b"\x31\xc0\xc3")  # the session is live and answering
+                deadline = time.monotonic() + 15
+                while len(server.idle_workers()) < warm:
+                    assert time.monotonic() < deadline, "the pool was not refilled"
+                    await trio.sleep(0.05)
+                assert c.process is not None and c.process.poll() is None
+
+        trio.run(main)
+    finally:
+        assert server.stop() == 0
+
+
 def test_killed_idle_worker_is_replaced(objs: dict[str, Path], server: Server) -> None:
     victim = server.idle_workers()[0]
     os.kill(victim, signal.SIGKILL)
