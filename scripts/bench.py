@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--ours", default=OURS, help="executor to compare (default: the venv's)")
     ap.add_argument("--quick", action="store_true", help="fewer calls/bytes, for a smoke run")
+    ap.add_argument("--only", default="", metavar="TEXT",
+                    help="measure only the figures whose label contains TEXT")
     ap.add_argument("--warm", action="store_true",
                     help="run an `orc-executor serve` and measure the warm start")
     args = ap.parse_args()
@@ -214,9 +216,12 @@ def main() -> None:
         time.sleep(1.0)
     rows: list[tuple[str, str, dict[str, tuple[float, float, float]], bool]] = []
 
-    def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], float]) -> None:
+    def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], float]
+              ) -> float | None:
         """``fn(exe)`` once per executor per repetition, the executors interleaved so that
-        drift of the machine hits both alike."""
+        drift of the machine hits both alike; the ratio of the medians, ours/reference."""
+        if args.only not in label:
+            return None
         xs: dict[str, list[float]] = {name: [] for name in exes}
         for _ in range(args.reps):
             for name, exe in exes.items():
@@ -224,6 +229,7 @@ def main() -> None:
         res = {name: stats(v) for name, v in xs.items()}
         rows.append((label, unit, res, higher_better))
         print(f"  measured {label}", file=sys.stderr)
+        return res["orc-executor"][1] / res["llvm-jitlink-executor"][1]
 
     bench("start → Setup", "ms", False, lambda e: trio.run(time_setup, e) * 1e3)
     bench(f"no-op round trip ({args.calls} calls)", "µs", False,
@@ -235,7 +241,6 @@ def main() -> None:
     bench(f"initialize {args.mib} MiB, shared memory", "MB/s", True,
           lambda e: trio.run(time_initialize_shm, e, args.mib))
     bench("idle session RSS (VmRSS)", "MiB", False, lambda e: trio.run(idle_rss, e))
-    pipe = stats([time_pipe_copy(args.mib) for _ in range(args.reps)])
 
     tmp = Path(tempfile.mkdtemp(prefix="orc-bench-"))
     try:
@@ -247,11 +252,14 @@ def main() -> None:
             subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(c), "-o", str(o)], check=True)
             objs.append((name, o))
         ratios = []
-        for name, o in objs:
-            bench(f"llvm-jitlink {name}.o end to end", "ms", False,
-                  lambda e, o=o: time_jitlink(e, o) * 1e3)
-            r = rows[-1][2]
-            ratios.append(r["orc-executor"][1] / r["llvm-jitlink-executor"][1])
+        for name, obj in objs:
+
+            def end_to_end(exe: str, obj: Path = obj) -> float:
+                return time_jitlink(exe, obj) * 1e3
+
+            ratio = bench(f"llvm-jitlink {name}.o end to end", "ms", False, end_to_end)
+            if ratio is not None:
+                ratios.append(ratio)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if server is not None:
@@ -265,19 +273,23 @@ def main() -> None:
     print("| figure | unit | orc-executor | llvm-jitlink-executor 22 | ratio ours/ref |")
     print("|---|---|---|---|---|")
     for label, unit, res, _hb in rows:
-        o, r = res["orc-executor"], res["llvm-jitlink-executor"]
-        print(f"| {label} | {unit} | {o[1]:.3g} ({o[0]:.3g}–{o[2]:.3g}) | "
-              f"{r[1]:.3g} ({r[0]:.3g}–{r[2]:.3g}) | {o[1] / r[1]:.2f}× |")
-    geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
-    print(f"| llvm-jitlink end to end, geomean | | | | {geo:.2f}× |")
-    init = next(res for label, _, res, _ in rows if label.startswith("initialize"))
-    shared = next(res for label, _, res, _ in rows if label.endswith("shared memory"))
-    print(f"| plain pipe copy of {args.mib} MiB (cat) | MB/s | {pipe[1]:.3g} "
-          f"({pipe[0]:.3g}–{pipe[2]:.3g}) | | ours/pipe "
-          f"{init['orc-executor'][1] / pipe[1]:.2f}× |")
-    print(f"| shared memory / pipes, ours | | | | "
-          f"{shared['orc-executor'][1] / init['orc-executor'][1]:.2f}× |")
-
+        ours, ref = res["orc-executor"], res["llvm-jitlink-executor"]
+        print(f"| {label} | {unit} | {ours[1]:.3g} ({ours[0]:.3g}–{ours[2]:.3g}) | "
+              f"{ref[1]:.3g} ({ref[0]:.3g}–{ref[2]:.3g}) | {ours[1] / ref[1]:.2f}× |")
+    if ratios:
+        geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        print(f"| llvm-jitlink end to end, geomean | | | | {geo:.2f}× |")
+    found = {label: res for label, _, res, _ in rows}
+    init = next((r for label, r in found.items() if label.endswith("over pipes")), None)
+    shared = next((r for label, r in found.items() if label.endswith("shared memory")), None)
+    if init is not None:
+        cat = stats([time_pipe_copy(args.mib) for _ in range(args.reps)])
+        print(f"| plain pipe copy of {args.mib} MiB (cat) | MB/s | {cat[1]:.3g} "
+              f"({cat[0]:.3g}–{cat[2]:.3g}) | | ours/pipe "
+              f"{init['orc-executor'][1] / cat[1]:.2f}× |")
+        if shared is not None:
+            print(f"| shared memory / pipes, ours | | | | "
+                  f"{shared['orc-executor'][1] / init['orc-executor'][1]:.2f}× |")
 
 if __name__ == "__main__":
     main()
