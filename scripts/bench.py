@@ -29,7 +29,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orc_executor.controller import Controller  # noqa: E402
+from orc_executor.controller import Controller, decode_setup  # noqa: E402
 from orc_executor.executor.services import memory_manager as mm  # noqa: E402
 from orc_executor.executor.services import shared_memory as shm  # noqa: E402
 from orc_executor.sps import Addr, Empty, SequenceOf, TupleOf, UInt8, signature  # noqa: E402
@@ -38,6 +38,12 @@ from orc_executor.sps.orc import (  # noqa: E402
     SegFinalizeRequest,
     SharedMemoryFinalizeRequest,
     SharedMemorySegFinalizeRequest,
+)
+from orc_executor.transport.framing import (  # noqa: E402
+    FrameDecoder,
+    Message,
+    Opcode,
+    encode_header,
 )
 
 LLVM = Path("/usr/lib/llvm-22/bin")
@@ -108,6 +114,83 @@ async def time_pipelined(exe: str, calls: int, inflight: int = 64) -> float:
             for _ in range(inflight):
                 n.start_soon(worker)
         return per * inflight / (time.perf_counter() - t0)
+
+
+class RawController:
+    """A minimal blocking controller for the per-call figures: frames are pre-encoded and
+    written with ``os.write``, results read in bulk and split with the package's
+    :class:`FrameDecoder`; no event loop, so the controller costs a few µs per call and the
+    figure is bound by the executor rather than by the Python controller."""
+
+    def __init__(self, exe: str) -> None:
+        to_r, self.to_w = os.pipe()
+        self.from_r, from_w = os.pipe()
+        self.proc = subprocess.Popen([exe, f"filedescs={to_r},{from_w}"],
+                                     pass_fds=(to_r, from_w))
+        os.close(to_r)
+        os.close(from_w)
+        self.decoder = FrameDecoder(1 << 31)
+        setup = self.next_message()
+        self.symbols = decode_setup(setup.payload).symbols
+
+    def next_message(self) -> Message:
+        while (msg := self.decoder.next_message()) is None:
+            data = os.read(self.from_r, 1 << 16)
+            if not data:
+                raise EOFError("executor hung up")
+            self.decoder.feed(data)
+        return msg
+
+    def frames(self, name: str, args: bytes, seqs: range) -> bytes:
+        """Call frames of wrapper ``name`` with ``args``, one per sequence number, joined."""
+        tag = self.symbols[name]
+        return b"".join(encode_header(Opcode.CALL_WRAPPER, seq, tag, len(args)) + args
+                        for seq in seqs)
+
+    def close(self) -> None:
+        os.close(self.to_w)
+        self.proc.wait()
+        os.close(self.from_r)
+
+
+def time_roundtrip_raw(exe: str, calls: int) -> float:
+    """Seconds per no-op call, one at a time, with :class:`RawController`."""
+    c = RawController(exe)
+    try:
+        frames = [c.frames(WRITE8_NAME, WRITE8.encode_args([]), range(i, i + 1))
+                  for i in range(1, calls + 101)]
+        for f in frames[:100]:
+            os.write(c.to_w, f)
+            c.next_message()
+        t0 = time.perf_counter()
+        for f in frames[100:]:
+            os.write(c.to_w, f)
+            c.next_message()
+        return (time.perf_counter() - t0) / calls
+    finally:
+        c.close()
+
+
+def time_pipelined_raw(exe: str, calls: int, inflight: int = 64) -> float:
+    """No-op calls per second with ``inflight`` calls outstanding, with
+    :class:`RawController`: a window of frames is written, and each result read lets the
+    next frame go."""
+    c = RawController(exe)
+    try:
+        args = WRITE8.encode_args([])
+        frames = [c.frames(WRITE8_NAME, args, range(i, i + 1)) for i in range(1, calls + 1)]
+        t0 = time.perf_counter()
+        os.write(c.to_w, b"".join(frames[:inflight]))
+        sent, done = inflight, 0
+        while done < calls:
+            c.next_message()
+            done += 1
+            if sent < calls:
+                os.write(c.to_w, frames[sent])
+                sent += 1
+        return calls / (time.perf_counter() - t0)
+    finally:
+        c.close()
 
 
 async def time_initialize(exe: str, mib: int) -> float:
@@ -236,6 +319,10 @@ def main() -> None:
           lambda e: trio.run(time_roundtrip, e, args.calls) * 1e6)
     bench("pipelined small calls (64 in flight)", "k calls/s", True,
           lambda e: trio.run(time_pipelined, e, args.calls) / 1e3)
+    bench(f"no-op round trip, raw controller ({args.calls} calls)", "µs", False,
+          lambda e: time_roundtrip_raw(e, args.calls) * 1e6)
+    bench("pipelined small calls, raw controller (64 in flight)", "k calls/s", True,
+          lambda e: time_pipelined_raw(e, args.calls) / 1e3)
     bench(f"initialize {args.mib} MiB over pipes", "MB/s", True,
           lambda e: trio.run(time_initialize, e, args.mib))
     bench(f"initialize {args.mib} MiB, shared memory", "MB/s", True,
