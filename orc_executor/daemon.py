@@ -289,17 +289,18 @@ class Worker:
 
     @classmethod
     async def start(cls, zygote: Zygote | None = None, *, listen_fd: int | None = None,
-                    options: ServeOptions | None = None) -> Worker:
+                    options: ServeOptions | None = None, background: bool = False) -> Worker:
         """Fork one from ``zygote`` (else start a fresh interpreter). With ``listen_fd`` it
-        accepts its session on that listening socket itself, with ``options``; without, the
-        session is handed over (:meth:`hand_over`). Raises :class:`OSError` if it cannot be
-        started."""
+        accepts its session on that listening socket itself, with ``options``, and with
+        ``background`` gets ready at the lowest CPU priority; without, the session is handed
+        over (:meth:`hand_over`). Raises :class:`OSError` if it cannot be started."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             if listen_fd is not None:
                 import json  # not on the cold start path
 
-                parent.send(b"O" + json.dumps(asdict(options or ServeOptions())).encode())
+                message = {"options": asdict(options or ServeOptions()), "background": background}
+                parent.send(b"O" + json.dumps(message).encode())
             fds = [child.fileno()] if listen_fd is None else [child.fileno(), listen_fd]
             if zygote is not None and zygote.alive:
                 try:
@@ -628,9 +629,12 @@ class WarmServer:
         return self._nursery
 
     def _fill(self) -> None:
+        """Start workers up to :attr:`warm`; in the background (lowest CPU priority) while
+        some are ready, so that they do not slow the running sessions, else at normal
+        priority: a launcher may be waiting for them."""
         while not self._closing and len(self._idle) + self._starting < self.warm:
             self._starting += 1
-            self._nursery_or_fail().start_soon(self._worker)
+            self._nursery_or_fail().start_soon(self._worker, bool(self._idle))
 
     async def _stop(self, signals: Any) -> None:
         """No new sessions; wait for the running ones (up to :attr:`grace` seconds)."""
@@ -661,7 +665,7 @@ class WarmServer:
         if self._zygote is not None:
             await self._zygote.close()
 
-    async def _worker(self) -> None:
+    async def _worker(self, background: bool) -> None:
         """One worker's life: start, ready, idle until it takes a session, exit status."""
         assert self._listener is not None
         worker: Worker | None = None
@@ -669,7 +673,7 @@ class WarmServer:
             if self._failures:
                 await trio.sleep(min(0.1 * 2 ** (self._failures - 1), self.MAX_BACKOFF))
             worker = await Worker.start(self._zygote, listen_fd=self._listener.fileno(),
-                                        options=self.opts)
+                                        options=self.opts, background=background)
             ok = await worker.ready()
         except OSError as e:
             log.error("cannot start a session process: %s", e)

@@ -6,7 +6,9 @@ gets ready for a session (:func:`_prepare`), writes ``R`` on it, and then serves
 session and exits with the session's status (0 clean, 1 error). Two ways to get the session:
 
 * **accept** (with ``LISTEN_FD``, the warm server ``orc-executor serve``): the daemon first
-  queues ``O<json>`` (:class:`~orc_executor.daemon.ServeOptions`) on the control socket. Ready
+  queues ``O<json>`` on the control socket: ``{"options": {...}, "background": bool}``, the
+  session's :class:`~orc_executor.daemon.ServeOptions` and whether the worker gets ready at
+  the lowest priority (other workers are ready; see :func:`_prepare`). Ready
   workers accept launched ``orc-executor filedescs=...`` executors (the native launcher or
   :func:`orc_executor.launch.try_warm`) on the warm socket themselves, so the launch reaches
   the session process in one ``SCM_RIGHTS`` hop. The launcher sends a JSON header
@@ -61,8 +63,9 @@ _T = TypeVar("_T")
 #: Seconds an accepted launcher may take to send its header before the worker drops it.
 HEADER_TIMEOUT = 5.0
 
-#: Nice value of the thread that gets a worker ready (where ``SCHED_IDLE`` is refused): a
-#: worker refilling the pool must not take CPU from the sessions running meanwhile.
+#: Nice value of the thread that rehearses a session before the worker reports ready (and of
+#: a background worker getting ready where ``SCHED_IDLE`` is refused): a worker refilling the
+#: pool must not take CPU from the sessions running meanwhile.
 REHEARSAL_NICE = 19
 
 
@@ -83,42 +86,29 @@ def run(control_fd: int, listen_fd: int | None = None) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     control = socket.socket(fileno=control_fd)
-    listener = None if listen_fd is None else socket.socket(fileno=listen_fd)
-    ready = _in_background(lambda: _get_ready(control, listener))
-    if ready is None:
-        return 0
-    opts, contexts = ready
-    if listener is None:
+    if listen_fd is None:
+        contexts = _in_thread(lambda: _prepare(None), lowest=False)
         return trio.run(_serve_handover, control, contexts)
-    assert opts is not None
+    listener = socket.socket(fileno=listen_fd)
+    got = _receive_options(control)
+    if got is None:
+        return 0
+    opts, background = got
+    contexts = _in_thread(lambda: _prepare(listener, background), lowest=background)
     return trio.run(_serve_accepted, control, listener, opts, contexts)
 
 
-def _get_ready(control: socket.socket, listener: socket.socket | None
-               ) -> tuple[ServeOptions | None, dict[str, ExecutorContext]] | None:
-    """The daemon's options (accept mode only) and the prepared contexts; ``None`` when the
-    daemon went away first."""
-    opts = None
-    if listener is not None:
-        opts = _receive_options(control)
-        if opts is None:
-            return None
-    return opts, _prepare(listener)
-
-
-def _in_background(fn: Callable[[], _T]) -> _T:
-    """``fn()`` run in a thread of the lowest CPU priority (``SCHED_IDLE``, else nice
-    :data:`REHEARSAL_NICE`), the calling thread waiting for it. A worker getting ready runs
-    while other sessions run (it refills the pool when one is taken): on a machine with few
-    cores, its copy-on-write faults, context building and rehearsal at normal priority delayed
-    the running sessions' controllers by a millisecond or more per wake-up. Priority is per
-    thread on Linux, so the session that follows, on the calling thread, runs at normal
-    priority."""
+def _in_thread(fn: Callable[[], _T], *, lowest: bool) -> _T:
+    """``fn()`` run in a thread of its own, the calling thread waiting for it; with
+    ``lowest``, that thread runs at the lowest CPU priority (``SCHED_IDLE``, else nice
+    :data:`REHEARSAL_NICE`). Priority is per thread on Linux, so the session that follows, on
+    the calling thread, runs at normal priority whatever ``fn`` did to its own."""
     result: list[_T] = []
     error: list[BaseException] = []
 
     def body() -> None:
-        _lower_this_thread()
+        if lowest:
+            _lower_this_thread(idle=True)
         try:
             result.append(fn())
         except BaseException as e:  # re-raised in the calling thread
@@ -132,25 +122,29 @@ def _in_background(fn: Callable[[], _T]) -> _T:
     return result[0]
 
 
-def _lower_this_thread() -> None:
+def _lower_this_thread(*, idle: bool) -> None:
     tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        return
-    except (OSError, AttributeError):
-        pass
+    if idle:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (OSError, AttributeError):
+            pass
     try:
         os.setpriority(os.PRIO_PROCESS, tid, REHEARSAL_NICE)
     except OSError:
         pass
 
 
-def _receive_options(control: socket.socket) -> ServeOptions | None:
-    """The daemon's ``O<json>`` options message (``None`` at EOF or if malformed)."""
+def _receive_options(control: socket.socket) -> tuple[ServeOptions, bool] | None:
+    """The daemon's ``O<json>`` message: the session options and whether this worker gets
+    ready in the background (``None`` at EOF or if malformed)."""
     try:
         msg = control.recv(1 << 16)
         fields = json.loads(msg[1:].decode()) if msg[:1] == b"O" else None
-        return ServeOptions(**fields) if isinstance(fields, dict) else None
+        if not isinstance(fields, dict) or not isinstance(fields.get("options"), dict):
+            return None
+        return ServeOptions(**fields["options"]), bool(fields.get("background"))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -158,14 +152,22 @@ def _receive_options(control: socket.socket) -> ServeOptions | None:
 # ---- getting ready ---------------------------------------------------------------------------
 
 
-def _prepare(listener: socket.socket | None) -> dict[str, ExecutorContext]:
+def _prepare(listener: socket.socket | None, background: bool = False
+             ) -> dict[str, ExecutorContext]:
     """Everything that does not depend on the session, done before the ready byte: a context
     of each profile (returned, for the session to take), and one rehearsed session, so the
     pages its code paths touch are already this process's own copies (no copy-on-write faults
-    of the zygote's heap on the session's critical path). Runs at the lowest priority (see
-    :func:`_in_background`); the rehearsal stops early if launchers are already waiting on
-    ``listener``, and the collector's view is frozen afterwards (the zygote's heap stays
-    frozen too)."""
+    of the zygote's heap on the session's critical path). The rehearsal stops early if
+    launchers are already waiting on ``listener``, and the collector's view is frozen
+    afterwards (the zygote's heap stays frozen too).
+
+    Priority: a ``background`` worker (the warm server refills the pool while other workers
+    are ready) is called at the lowest priority throughout (see :func:`_in_thread`): on a
+    machine with few cores its copy-on-write faults, context building and rehearsal at normal
+    priority delayed the running sessions' controllers by 1–2 ms per wake-up. Otherwise a
+    launcher may be waiting for this very worker: the contexts are built at normal priority,
+    and only the rehearsal runs at nice :data:`REHEARSAL_NICE` (not ``SCHED_IDLE``, which a
+    busy machine can starve for seconds)."""
     from .executor.bootstrap import PROFILES, build_context, setup_info
 
     contexts = {}
@@ -176,6 +178,8 @@ def _prepare(listener: socket.socket | None) -> dict[str, ExecutorContext]:
 
     if listener is not None and _readable(listener):
         return contexts  # launchers are waiting: be ready now
+    if not background:
+        _lower_this_thread(idle=False)
     try:
         rehearse_session(listener)
     except Exception as e:  # a warm-up problem must never stop the worker
