@@ -43,6 +43,20 @@ int main(int argc, char **argv) {
 }
 """
 
+PRIORITY_C = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    printf("policy=%d nice=%d\n", sched_getscheduler(tid), getpriority(PRIO_PROCESS, tid));
+    return 0;
+}
+"""
+
 CRASH_C = r"""
 int main(void) { volatile int *p = (int *)16; return *p; }
 """
@@ -52,7 +66,7 @@ int main(void) { volatile int *p = (int *)16; return *p; }
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("handover")
     out = {}
-    for name, src in {"echo": ECHO_C, "crash": CRASH_C}.items():
+    for name, src in {"echo": ECHO_C, "crash": CRASH_C, "priority": PRIORITY_C}.items():
         out[name] = compile_c(tmp, name, src)
     # The pure-Python launcher (orc_executor.launch), as a controller would start it.
     py = tmp / "orc-executor-py"
@@ -285,6 +299,19 @@ def test_pool_refills_while_a_session_runs(tmp_path: Path, warm: int) -> None:
         trio.run(main)
     finally:
         assert server.stop() == 0
+
+
+def test_jit_code_runs_at_normal_priority(objs: dict[str, Path], server: Server) -> None:
+    """Workers that refill the pool get ready at the lowest CPU priority, but the JIT'd code
+    (on the session's thread) runs at the policy and nice value the reference executor
+    gives it, in the first processes of the pool and in the refilled ones alike."""
+    ref = _jitlink(REF, objs["priority"], [], server.env)
+    assert ref.returncode == 0 and ref.stdout.startswith(b"policy=0 nice=0"), ref
+    for _ in range(4):  # a pool of two: the later sessions run in refilled processes
+        ours = _jitlink(EXE, objs["priority"], [], server.env)
+        assert (ours.returncode, ours.stdout, ours.stderr) == (
+            ref.returncode, ref.stdout, ref.stderr)
+        server.wait_idle(2)
 
 
 def test_killed_idle_worker_is_replaced(objs: dict[str, Path], server: Server) -> None:
