@@ -469,6 +469,10 @@ class Session:
             payload = setup_info(self.ctx).encode()
             self._send_nowait(Opcode.SETUP, 0, 0, payload)
             end = await self._reader(nursery)
+            if self._quiet() and isinstance(self.stream, trio.StapledStream):
+                # Nothing left to send: close our pipe to the controller now, so its reader
+                # sees EOF (and llvm-jitlink exits) without waiting for the teardown below.
+                await self.stream.send_stream.aclose()
             self.decoder.abandon()
             self._fail_outgoing()
             await self._drain()
