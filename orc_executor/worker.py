@@ -17,7 +17,9 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   (``S`` with the fd), then acknowledges with one byte ``A``: only then does the launcher close
   its copies (without the ``A`` it starts the session cold itself). The daemon writes the
   exit status to that connection when the worker has exited (4 bytes, little-endian signed;
-  negative = killed by that signal). EOF on the control socket while idle: exit 0.
+  negative = killed by that signal); the worker itself sends it first as it exits normally
+  (:func:`_report_exit_status`), and the launcher takes the first 4 bytes. EOF on the
+  control socket while idle: exit 0.
 * **handover** (the ``--listen`` daemon): the daemon sends a JSON header with the fds of one
   session: ``{"kind": "socket", ...}`` with one connected socket, or ``{"kind": "fdpair",
   "stdio": true, ...}`` with ``in, out, stdin, stdout, stderr``; the other header fields are
@@ -347,8 +349,26 @@ async def _take_session(control: socket.socket, listener: socket.socket
                     close_fds(fds)
                     break
                 taken = header, fds
+                # Our own copy, for the exit status as this process exits (the daemon writes
+                # it too, which covers a process killed by a signal).
+                try:
+                    _report_exit_status(os.dup(conn.fileno()))
+                except OSError:
+                    pass  # the daemon's copy still gets it
         nursery.cancel_scope.cancel()
     return taken
+
+
+def _report_exit_status(fd: int) -> None:
+    """Have this process send its exit status to the launcher on ``fd`` as it exits (C
+    ``on_exit``, after the JIT'd program's exit handlers and a flush of C stdio): the
+    launcher exits, and lets go of the stdout and stderr it still holds, without waiting for
+    this process's teardown and the zygote → daemon relay (~1 ms on the path of any
+    controller that reads the program's output to EOF)."""
+    from .memmap.native import lib
+
+    if lib.orc_report_exit_status(fd) != 0:
+        os.close(fd)
 
 
 async def _receive_launch(conn: socket.socket) -> tuple[dict[str, Any], list[int]] | None:

@@ -40,6 +40,9 @@ int orc_errno(void);
 void orc_reset_stdio(void);
 char *strerror(int errnum);
 
+/* the warm launcher's exit status, sent as the process exits (see orc_report_exit_status) */
+int orc_report_exit_status(int fd);
+
 /* shared memory (ExecutorSharedMemoryMapperService) */
 void *orc_shm_reserve(const char *name, size_t size);
 int orc_shm_unlink(const char *name);
@@ -94,6 +97,7 @@ SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -300,6 +304,32 @@ static uint64_t orc_dispatch_ctx_addr(void) { return (uint64_t)(uintptr_t)orc_di
 static char orc_tags[ORC_TAG_COUNT];
 static uint64_t orc_tag_base(void) { return (uint64_t)(uintptr_t)orc_tags; }
 static size_t orc_tag_count(void) { return ORC_TAG_COUNT; }
+
+/* ---- exit status for the warm launcher ------------------------------------------------- */
+
+static int orc_status_fd = -1;
+static pid_t orc_status_pid;
+
+static void orc_send_exit_status(int status, void *arg) {
+    (void)arg;
+    if (orc_status_fd < 0 || getpid() != orc_status_pid) return;  /* not in a forked child */
+    /* Flush C stdio first: if the reader of stdout is gone, SIGPIPE ends the process here
+       and the status comes from the fork server instead (killed by SIGPIPE), as it would. */
+    fflush(NULL);
+    unsigned char le[4] = { (unsigned char)status, 0, 0, 0 };  /* what wait() would see */
+    send(orc_status_fd, le, sizeof le, MSG_NOSIGNAL);
+    close(orc_status_fd);
+    orc_status_fd = -1;
+}
+
+/* Send the process's exit status (4 bytes, little-endian) on ``fd`` from an ``on_exit``
+   handler: registered before the JIT'd program's, it runs after those, when the status is
+   known; only ``_dl_fini`` and the last stdio flush follow. 0, or an errno value. */
+static int orc_report_exit_status(int fd) {
+    orc_status_fd = fd;
+    orc_status_pid = getpid();
+    return on_exit(orc_send_exit_status, NULL) == 0 ? 0 : ENOMEM;
+}
 
 /* ---- EH frames ---------------------------------------------------------------------- */
 

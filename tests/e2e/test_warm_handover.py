@@ -57,6 +57,29 @@ int main(void) {
 }
 """
 
+EXITS_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void bye(int status, void *arg) { printf(" bye %d", status); (void)arg; }
+int main(int argc, char **argv) {
+    if (argc > 0 && argv[0][0] == 'f') {  /* a forked child that exits on its own */
+        pid_t child = fork();
+        if (child == 0) exit(3);
+        waitpid(child, NULL, 0);
+        printf("parent");
+        return 5;
+    }
+    /* A handler in JIT'd code runs only while that code is mapped: here, exit() inside main
+       (at the session's end it would be gone: both executors die of SIGSEGV). atexit is not
+       exported by libc.so, so llvm-jitlink cannot link it. */
+    on_exit(bye, NULL);
+    printf("exiting");  /* no newline: flushed by exit */
+    exit(7);
+}
+"""
+
 CRASH_C = r"""
 int main(void) { volatile int *p = (int *)16; return *p; }
 """
@@ -66,7 +89,8 @@ int main(void) { volatile int *p = (int *)16; return *p; }
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("handover")
     out = {}
-    for name, src in {"echo": ECHO_C, "crash": CRASH_C, "priority": PRIORITY_C}.items():
+    for name, src in {"echo": ECHO_C, "crash": CRASH_C, "priority": PRIORITY_C,
+                      "exits": EXITS_C}.items():
         out[name] = compile_c(tmp, name, src)
     # The pure-Python launcher (orc_executor.launch), as a controller would start it.
     py = tmp / "orc-executor-py"
@@ -312,6 +336,30 @@ def test_jit_code_runs_at_normal_priority(objs: dict[str, Path], server: Server)
         assert (ours.returncode, ours.stdout, ours.stderr) == (
             ref.returncode, ref.stdout, ref.stderr)
         server.wait_idle(2)
+
+
+@pytest.mark.parametrize("args", [["fork"], ["exit"]])
+def test_executor_exit_status_matches_reference(objs: dict[str, Path], server: Server,
+                                                tmp_path: Path, args: list[str]) -> None:
+    """The launcher exits with the status the reference executor process exits with, now
+    that a session process sends it itself as it exits: ``exit(7)`` inside the JIT'd main
+    (after its exit handlers ran and stdout was flushed), and a JIT'd program whose forked
+    child calls ``exit(3)`` (the child must not report its own status for the session)."""
+    status_file = tmp_path / "status"
+    results = {}
+    for name, exe in {"ours": EXE, "ref": REF}.items():
+        wrapper = tmp_path / f"{name}.sh"
+        wrapper.write_text(f'#!/bin/sh\n"{exe}" "$@"\necho $? > "{status_file}"\n')
+        wrapper.chmod(0o755)
+        run = _jitlink(str(wrapper), objs["exits"], args, server.env)
+        deadline = time.monotonic() + 10
+        while not status_file.exists() or not status_file.read_text().strip():
+            assert time.monotonic() < deadline, "the executor did not exit"
+            time.sleep(0.01)
+        results[name] = (run.returncode, run.stdout, run.stderr, status_file.read_text())
+        status_file.unlink()
+    assert results["ours"] == results["ref"]
+    assert results["ref"][3].strip() == ("0" if args == ["fork"] else "7")
 
 
 def test_killed_idle_worker_is_replaced(objs: dict[str, Path], server: Server) -> None:
