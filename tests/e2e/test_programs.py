@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.jitrun import (
+    GdbRun,
     RunResult,
     compare_with_reference,
     gdb_breakpoint_run,
@@ -148,17 +149,22 @@ BACKTRACE = re.compile(
 def test_gdb_breakpoint_in_jitted_code(
     which: str, executor_path: Path, cold_env: dict[str, str]
 ) -> None:
-    if shutil.which("gdb") is None:
-        pytest.skip("gdb not installed")
+    assert shutil.which("gdb"), "gdb is missing: run scripts/bootstrap.sh"
     executor = reference_executor() if which == "reference" else executor_path
     run = gdb_breakpoint_run(CASES_BY_NAME["debug_info"], executor, "jitted_fn", extra_env=cold_env)
     if "ptrace: Operation not permitted" in run.output:
         pytest.skip("ptrace not permitted here")
+    assert_stopped_in_jitted_fn(run)
+
+
+def assert_stopped_in_jitted_fn(run: GdbRun) -> None:
+    """gdb (run by :func:`gdb_breakpoint_run` on ``debug_info``) stopped at the breakpoint in
+    the JIT'd ``jitted_fn``, showed its frame under ``main``, and after ``continue`` the
+    program finished normally."""
     details = f"$ {run.command}\n{run.output}"
     assert "Catchpoint 1 (exec" in run.output, details
     assert BREAKPOINT_HIT.search(run.output), details
     assert BACKTRACE.search(run.output), details
-    # After `continue` the program finishes normally under gdb.
     assert "jitted_fn(5) = 16" in run.output, details
     assert re.search(r"\[Inferior \d+ \(process \d+\) exited normally\]", run.output), details
 

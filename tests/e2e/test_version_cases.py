@@ -36,10 +36,9 @@ from tests.e2e.jitrun import (
     run_case,
 )
 from tests.e2e.test_programs import (
-    BACKTRACE,
-    BREAKPOINT_HIT,
     EXECUTOR_STATUS,
     assert_same_outcome,
+    assert_stopped_in_jitted_fn,
     check_expectations,
 )
 from tests.programs.cases import CASES, CASES_BY_NAME, Case
@@ -220,12 +219,7 @@ def test_gdb_breakpoint_in_jitted_code(
     executor = reference_executor(version) if which == "reference" else executor_path
     run = gdb_breakpoint_run(CASES_BY_NAME["debug_info"], executor, "jitted_fn",
                              llvm_version=version, extra_env=clean_environment)
-    details = f"$ {run.command}\n{run.output}"
-    assert "Catchpoint 1 (exec" in run.output, details
-    assert BREAKPOINT_HIT.search(run.output), details
-    assert BACKTRACE.search(run.output), details
-    assert "jitted_fn(5) = 16" in run.output, details
-    assert re.search(r"\[Inferior \d+ \(process \d+\) exited normally\]", run.output), details
+    assert_stopped_in_jitted_fn(run)
 
 
 # --------------------------------------------------------------------------------------------
