@@ -562,9 +562,9 @@ class WarmServer:
     took a session passes the launcher's connection here (before acknowledging it to the
     launcher); the server starts a replacement (when the session ends or after
     :attr:`REFILL_DELAY` if other workers are ready, else at once), and when the worker has
-    exited writes its exit
-    status to the launcher (4 bytes, little-endian signed; negative = killed by that signal,
-    as reported by the zygote). On SIGTERM/SIGINT it removes the socket (new launches start
+    exited writes its exit status to the launcher (4 bytes, little-endian signed; negative =
+    killed by that signal, as reported by the zygote; a worker that exits normally has sent
+    it first itself). On SIGTERM/SIGINT it removes the socket (new launches start
     cold), ends the idle workers, and waits up to ``grace`` seconds for running sessions so
     their launchers get the status (a second signal stops waiting)."""
 

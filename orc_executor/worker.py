@@ -89,28 +89,25 @@ def run(control_fd: int, listen_fd: int | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     control = socket.socket(fileno=control_fd)
     if listen_fd is None:
-        contexts = _in_thread(lambda: _prepare(None), lowest=False)
+        contexts = _in_thread(lambda: _prepare(None))
         return trio.run(_serve_handover, control, contexts)
     listener = socket.socket(fileno=listen_fd)
     got = _receive_options(control)
     if got is None:
         return 0
     opts, background = got
-    contexts = _in_thread(lambda: _prepare(listener, background), lowest=background)
+    contexts = _in_thread(lambda: _prepare(listener, background))
     return trio.run(_serve_accepted, control, listener, opts, contexts)
 
 
-def _in_thread(fn: Callable[[], _T], *, lowest: bool) -> _T:
-    """``fn()`` run in a thread of its own, the calling thread waiting for it; with
-    ``lowest``, that thread runs at the lowest CPU priority (``SCHED_IDLE``, else nice
-    :data:`REHEARSAL_NICE`). Priority is per thread on Linux, so the session that follows, on
-    the calling thread, runs at normal priority whatever ``fn`` did to its own."""
+def _in_thread(fn: Callable[[], _T]) -> _T:
+    """``fn()`` run in a thread of its own, the calling thread waiting for it. Priority is
+    per thread on Linux, so the session that follows, on the calling thread, runs at normal
+    priority whatever ``fn`` did to its own (see :func:`_lower_this_thread`)."""
     result: list[_T] = []
     error: list[BaseException] = []
 
     def body() -> None:
-        if lowest:
-            _lower_this_thread(idle=True)
         try:
             result.append(fn())
         except BaseException as e:  # re-raised in the calling thread
@@ -125,6 +122,8 @@ def _in_thread(fn: Callable[[], _T], *, lowest: bool) -> _T:
 
 
 def _lower_this_thread(*, idle: bool) -> None:
+    """Lower the calling thread's CPU priority: to ``SCHED_IDLE`` with ``idle`` (where
+    refused, and without ``idle``, to nice :data:`REHEARSAL_NICE`)."""
     tid = threading.get_native_id()
     if idle:
         try:
@@ -163,15 +162,18 @@ def _prepare(listener: socket.socket | None, background: bool = False
     launchers are already waiting on ``listener``, and the collector's view is frozen
     afterwards (the zygote's heap stays frozen too).
 
-    Priority: a ``background`` worker (the warm server refills the pool while other workers
-    are ready) is called at the lowest priority throughout (see :func:`_in_thread`): on a
-    machine with few cores its copy-on-write faults, context building and rehearsal at normal
-    priority delayed the running sessions' controllers by 1–2 ms per wake-up. Otherwise a
+    Called in a thread of its own (:func:`_in_thread`), whose priority it lowers. A
+    ``background`` worker (the warm server refills the pool while other workers are ready)
+    runs at the lowest priority (``SCHED_IDLE``) throughout: on a machine with few cores its
+    copy-on-write faults, context building and rehearsal at normal priority delayed the
+    running sessions' controllers by 1–2 ms per wake-up. Otherwise a
     launcher may be waiting for this very worker: the contexts are built at normal priority,
     and only the rehearsal runs at nice :data:`REHEARSAL_NICE` (not ``SCHED_IDLE``, which a
     busy machine can starve for seconds)."""
     from .executor.bootstrap import PROFILES, build_context, setup_info
 
+    if background:
+        _lower_this_thread(idle=True)
     contexts = {}
     for profile in PROFILES:
         ctx = build_context(profile)
