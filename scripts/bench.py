@@ -141,11 +141,9 @@ class RawController:
             self.decoder.feed(data)
         return msg
 
-    def frames(self, name: str, args: bytes, seqs: range) -> bytes:
-        """Call frames of wrapper ``name`` with ``args``, one per sequence number, joined."""
-        tag = self.symbols[name]
-        return b"".join(encode_header(Opcode.CALL_WRAPPER, seq, tag, len(args)) + args
-                        for seq in seqs)
+    def frame(self, name: str, args: bytes, seq: int) -> bytes:
+        """A call frame of wrapper ``name`` with ``args`` (SPS bytes) and sequence ``seq``."""
+        return encode_header(Opcode.CALL_WRAPPER, seq, self.symbols[name], len(args)) + args
 
     def close(self) -> None:
         os.close(self.to_w)
@@ -157,8 +155,8 @@ def time_roundtrip_raw(exe: str, calls: int) -> float:
     """Seconds per no-op call, one at a time, with :class:`RawController`."""
     c = RawController(exe)
     try:
-        frames = [c.frames(WRITE8_NAME, WRITE8.encode_args([]), range(i, i + 1))
-                  for i in range(1, calls + 101)]
+        args = WRITE8.encode_args([])
+        frames = [c.frame(WRITE8_NAME, args, seq) for seq in range(1, calls + 101)]
         for f in frames[:100]:
             os.write(c.to_w, f)
             c.next_message()
@@ -178,7 +176,7 @@ def time_pipelined_raw(exe: str, calls: int, inflight: int = 64) -> float:
     c = RawController(exe)
     try:
         args = WRITE8.encode_args([])
-        frames = [c.frames(WRITE8_NAME, args, range(i, i + 1)) for i in range(1, calls + 1)]
+        frames = [c.frame(WRITE8_NAME, args, seq) for seq in range(1, calls + 1)]
         t0 = time.perf_counter()
         os.write(c.to_w, b"".join(frames[:inflight]))
         sent, done = inflight, 0
