@@ -6,8 +6,10 @@ Not a test: prints a markdown table of medians (with min/max) and ratios ours/re
   .venv/bin/python scripts/bench.py [--reps 5] [--calls 10000] [--mib 64] [--quick]
 
 Figures: start→Setup latency; no-op wrapper round trip (empty ``mem_write_uint8s``);
-pipelined small-call throughput; bulk ``initialize`` of N MiB over pipes (and a plain pipe
-copy of the same bytes for scale); llvm-jitlink end-to-end wall time on C programs.
+pipelined small-call throughput; bulk ``initialize`` of N MiB over pipes and through shared
+memory, with two plain pipe copies of the same bytes for scale (``cat`` into /dev/null: a
+cache-resident buffer; ``dd bs=N M``: one N MiB buffer, the work a slab's content costs);
+llvm-jitlink end-to-end wall time on C programs and on an object with N MiB of ``.data``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ sys.path.insert(0, str(ROOT))
 from orc_executor.controller import Controller, decode_setup  # noqa: E402
 from orc_executor.executor.services import memory_manager as mm  # noqa: E402
 from orc_executor.executor.services import shared_memory as shm  # noqa: E402
-from orc_executor.sps import Addr, Empty, SequenceOf, TupleOf, UInt8, signature  # noqa: E402
+from orc_executor.sps import (  # noqa: E402
+    Addr,
+    Empty,
+    ErrorValue,
+    SequenceOf,
+    TupleOf,
+    UInt8,
+    signature,
+)
 from orc_executor.sps.orc import (  # noqa: E402
     FinalizeRequest,
     SegFinalizeRequest,
@@ -66,6 +76,37 @@ static unsigned data[N] = {1, 2, 3, [N - 1] = 7};
 int main(void) { unsigned s = 0; for (int i = 0; i < N; i++) s += data[i]; printf("%u\n", s);
 return 0; }''',
 }
+
+BULK_MAIN = r'''#include <stdio.h>
+extern const unsigned char blob[], blob_end[];
+int main(void) { unsigned long s = 0;
+for (const unsigned char *p = blob; p < blob_end; p += 4096) s += *p;
+printf("%lu %lu\n", (unsigned long)(blob_end - blob), s); return 0; }'''
+
+
+def build_bulk_program(tmp: Path, mib: int) -> Path:
+    """An object with ``mib`` MiB of random initialized ``.data`` (assembled with
+    ``.incbin``) and a main that reads one byte per page of it: the content llvm-jitlink
+    sends in its initialize, end to end."""
+    blob = tmp / "blob.bin"
+    blob.write_bytes(os.urandom(mib << 20))
+    (tmp / "blob.s").write_text(
+        f'.section .data\n.globl blob\n.p2align 12\nblob:\n.incbin "{blob}"\n'
+        '.globl blob_end\nblob_end:\n.section .note.GNU-stack,"",@progbits\n')
+    (tmp / "bulk_main.c").write_text(BULK_MAIN)
+    subprocess.run(["as", str(tmp / "blob.s"), "-o", str(tmp / "blob.o")], check=True)
+    subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(tmp / "bulk_main.c"), "-o",
+                    str(tmp / "bulk_main.o")], check=True)
+    out = tmp / "bulk.o"
+    subprocess.run(["ld", "-r", str(tmp / "blob.o"), str(tmp / "bulk_main.o"), "-o", str(out)],
+                   check=True)
+    return out
+
+
+SETTLE = 0.1
+"""Seconds of quiet before each bulk-copy timing starts (content built, reader ready): the
+copies of 64 MiB measured right after building a fresh 64 MiB buffer run up to ~1.5× slower
+on this machine, whichever reader it is, so every bulk figure starts from the same state."""
 
 
 def stats(xs: list[float]) -> tuple[float, float, float]:
@@ -200,11 +241,40 @@ async def time_initialize(exe: str, mib: int) -> float:
         base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, size)
         req = FinalizeRequest([SegFinalizeRequest(3, base, size, content)], [])
         payload = mm.INITIALIZE.encode_args(inst, req)
+        await trio.sleep(SETTLE)
         t0 = time.perf_counter()
         await c.call_raw(c.symbol(mm.PREFIX + "initialize_wrapper"), payload)
         t = time.perf_counter() - t0
         await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
     return size / t / 1e6
+
+
+def time_initialize_raw(exe: str, mib: int) -> float:
+    """MB/s of one initialize carrying ``mib`` MiB of content, with :class:`RawController`:
+    the whole frame goes in one blocking ``write`` (as the plain pipe copies below), so the
+    figure is bound by the executor's reading of the content into the slab."""
+    size = mib << 20
+    content = os.urandom(1 << 20) * mib
+    c = RawController(exe)
+    try:
+        inst = c.symbols[mm.PREFIX + "Instance"]
+        name = mm.PREFIX + "reserve_wrapper"
+        os.write(c.to_w, c.frame(name, mm.RESERVE.encode_args(inst, size), 1))
+        base = mm.RESERVE.decode_result(c.next_message().payload)
+        if isinstance(base, ErrorValue):
+            raise RuntimeError(f"reserve failed: {base}")
+        req = FinalizeRequest([SegFinalizeRequest(3, base, size, content)], [])
+        call = c.frame(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE.encode_args(inst, req), 2)
+        time.sleep(SETTLE)
+        t0 = time.perf_counter()
+        os.write(c.to_w, call)
+        result = mm.INITIALIZE.decode_result(c.next_message().payload)
+        t = time.perf_counter() - t0
+        if isinstance(result, ErrorValue):
+            raise RuntimeError(f"initialize failed: {result}")
+        return size / t / 1e6
+    finally:
+        c.close()
 
 
 async def time_initialize_shm(exe: str, mib: int) -> float:
@@ -228,6 +298,7 @@ async def time_initialize_shm(exe: str, mib: int) -> float:
             os.unlink(f"/dev/shm{name}")  # as llvm-jitlink's SharedMemoryMapper does
         req = SharedMemoryFinalizeRequest([SharedMemorySegFinalizeRequest(3, base, size)], [])
         payload = shm.INITIALIZE.encode_args(inst, base, req)
+        await trio.sleep(SETTLE)
         t0 = time.perf_counter()
         region[:] = content
         await c.call_raw(c.symbol(shm.PREFIX + "Initialize"), payload)
@@ -250,15 +321,35 @@ async def idle_rss(exe: str) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def time_pipe_copy(mib: int) -> float:
-    """MB/s of a plain pipe copy of ``mib`` MiB into another process (``cat > /dev/null``)."""
+def _wait_blocked(proc: subprocess.Popen[bytes], comm: str) -> None:
+    """Wait until ``proc`` runs ``comm`` (it has exec'd) and sleeps (blocked reading its pipe),
+    so that a timing starts with the reader ready, as a session's initialize does."""
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while True:
+        text = stat.read_text()
+        name, state = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2]
+        if name == comm and state == "S":
+            return
+        time.sleep(0.001)
+
+
+def time_pipe_copy(mib: int, argv: list[str]) -> float:
+    """MB/s of a plain pipe copy of ``mib`` MiB into another process that runs ``argv``
+    (``cat`` into /dev/null, or ``dd bs=…`` reading it into one buffer of that size): the
+    reader is started and blocked in ``read`` first, then the bytes are written with one
+    blocking ``write`` and the timing ends when the reader exits. Its start-up is not timed
+    (starting it from this process, which holds the content, costs several ms)."""
     data = os.urandom(1 << 20) * mib
-    t0 = time.perf_counter()
-    p = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     assert p.stdin is not None
-    p.stdin.write(data)
+    _wait_blocked(p, Path(argv[0]).name)
+    time.sleep(SETTLE)
+    t0 = time.perf_counter()
+    os.write(p.stdin.fileno(), data)
     p.stdin.close()
-    p.wait()
+    if p.wait() != 0:
+        raise RuntimeError(f"{argv} failed")
     return len(data) / (time.perf_counter() - t0) / 1e6
 
 
@@ -328,6 +419,15 @@ def main() -> None:
           lambda e: time_pipelined_raw(e, args.calls) / 1e3)
     bench(f"initialize {args.mib} MiB over pipes", "MB/s", True,
           lambda e: trio.run(time_initialize, e, args.mib))
+    bench(f"initialize {args.mib} MiB over pipes, raw controller", "MB/s", True,
+          lambda e: time_initialize_raw(e, args.mib))
+    copies: dict[str, tuple[float, float, float]] = {}
+    if args.only in f"initialize {args.mib} MiB over pipes":
+        for what, argv in (("cat > /dev/null", ["cat"]),
+                           (f"dd bs={args.mib}M (into one {args.mib} MiB buffer)",
+                            ["dd", f"bs={args.mib}M", "iflag=fullblock", "of=/dev/null"])):
+            copies[what] = stats([time_pipe_copy(args.mib, argv) for _ in range(args.reps)])
+            print(f"  measured plain pipe copy, {what}", file=sys.stderr)
     bench(f"initialize {args.mib} MiB, shared memory", "MB/s", True,
           lambda e: trio.run(time_initialize_shm, e, args.mib))
     bench("idle session RSS (VmRSS)", "MiB", False, lambda e: trio.run(idle_rss, e))
@@ -353,6 +453,10 @@ def main() -> None:
         hello = objs[0][1]
         bench("llvm-jitlink hello.o, output read to EOF", "ms", False,
               lambda e: time_jitlink(e, hello, read_output=True) * 1e3)
+        bulk_label = f"llvm-jitlink {args.mib} MiB .data object end to end"
+        if args.only in bulk_label:
+            bulk = build_bulk_program(tmp, args.mib)
+            bench(bulk_label, "ms", False, lambda e: time_jitlink(e, bulk) * 1e3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if server is not None:
@@ -373,16 +477,17 @@ def main() -> None:
         geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         print(f"| llvm-jitlink end to end, geomean | | | | {geo:.2f}× |")
     found = {label: res for label, _, res, _ in rows}
-    init = next((r for label, r in found.items() if label.endswith("over pipes")), None)
-    shared = next((r for label, r in found.items() if label.endswith("shared memory")), None)
-    if init is not None:
-        cat = stats([time_pipe_copy(args.mib) for _ in range(args.reps)])
-        print(f"| plain pipe copy of {args.mib} MiB (cat) | MB/s | {cat[1]:.3g} "
-              f"({cat[0]:.3g}–{cat[2]:.3g}) | | ours/pipe "
-              f"{init['orc-executor'][1] / cat[1]:.2f}× |")
-        if shared is not None:
-            print(f"| shared memory / pipes, ours | | | | "
-                  f"{shared['orc-executor'][1] / init['orc-executor'][1]:.2f}× |")
+    init = found.get(f"initialize {args.mib} MiB over pipes")
+    raw = found.get(f"initialize {args.mib} MiB over pipes, raw controller")
+    shared = found.get(f"initialize {args.mib} MiB, shared memory")
+    for what, copy in copies.items():
+        vs = f"raw initialize/copy {raw['orc-executor'][1] / copy[1]:.2f}×" if raw else ""
+        print(f"| plain pipe copy of {args.mib} MiB, {what} | MB/s | {copy[1]:.3g} "
+              f"({copy[0]:.3g}–{copy[2]:.3g}) | | {vs} |")
+    if init is not None and shared is not None:
+        print(f"| shared memory / pipes, ours | | | | "
+              f"{shared['orc-executor'][1] / init['orc-executor'][1]:.2f}× |")
+
 
 if __name__ == "__main__":
     main()
