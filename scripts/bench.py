@@ -380,6 +380,12 @@ def main() -> None:
     ap.add_argument("--warm", action="store_true",
                     help="run an `orc-executor serve` and measure the warm start")
     args = ap.parse_args()
+    # Under PYTHONDONTWRITEBYTECODE, a package edited since scripts/bootstrap.sh compiled it
+    # would be compiled again at every cold start (~20 ms): measure what an install runs.
+    import compileall
+
+    import orc_executor
+    compileall.compile_dir(str(Path(orc_executor.__file__).parent), quiet=1)
     if args.quick:
         args.reps, args.calls, args.mib = 3, 1000, 8
     exes = {"orc-executor": args.ours, "llvm-jitlink-executor": REFERENCE}
