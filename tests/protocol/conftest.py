@@ -13,10 +13,11 @@ from .harness import TESTLIB_SOURCE
 
 @pytest.fixture(scope="session")
 def testlib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Path of the compiled test library (skips when no C compiler is available)."""
+    """Path of the compiled test library (fails when no C compiler is installed:
+    scripts/bootstrap.sh installs gcc)."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
-        pytest.skip("no C compiler to build the native test library")
+        pytest.fail("no C compiler to build the native test library (run scripts/bootstrap.sh)")
     d = tmp_path_factory.mktemp("testlib")
     src = d / "testlib.c"
     src.write_text(TESTLIB_SOURCE)

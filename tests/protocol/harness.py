@@ -337,7 +337,7 @@ async def orc_executor(*extra_args: str) -> AsyncIterator[Executor]:
 async def reference_executor() -> AsyncIterator[Executor]:
     """The stock ``llvm-jitlink-executor`` 22 over two pipes (``filedescs=IN,OUT``)."""
     if not REFERENCE_EXECUTOR.exists():
-        pytest.skip(f"{REFERENCE_EXECUTOR} is not installed")
+        pytest.fail(f"{REFERENCE_EXECUTOR} is not installed (scripts/bootstrap.sh installs it)")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         ctl = await Controller.launch(
             [str(REFERENCE_EXECUTOR)], stdout=out.fileno(), stderr=err.fileno()

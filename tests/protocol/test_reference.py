@@ -35,7 +35,6 @@ from .harness import (
     MM_RELEASE,
     MM_RESERVE,
     OPEN_SIG,
-    REFERENCE_EXECUTOR,
     RELEASE_SIG,
     RESERVE_SIG,
     RESOLVE_SIG,
@@ -50,10 +49,6 @@ from .harness import (
     mem_write_sig,
     orc_executor,
     reference_executor,
-)
-
-pytestmark = pytest.mark.skipif(
-    not REFERENCE_EXECUTOR.exists(), reason=f"{REFERENCE_EXECUTOR} is not installed"
 )
 
 PAGE = 4096
