@@ -82,6 +82,8 @@ class WrapperSpec:
             return self._fail(str(e))
         except NativeCallError as e:
             return self._fail(f"{self.name}: {e}")
+        except OutOfBandError:
+            raise  # the handler's own out-of-band failure (a bad address): not internal
         except Exception as e:
             log.exception("wrapper function %s failed", self.name)
             return self._fail(f"{self.name}: internal error: {type(e).__name__}: {e}")

@@ -6,6 +6,7 @@ package only see Python ints (ExecutorAddr), bytes and exceptions.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -66,10 +67,16 @@ def mem_write(addr: int, data: bytes | bytearray | memoryview) -> None:
 
 
 def mem_read(addr: int, size: int) -> bytes:
-    """Read ``size`` bytes at ``addr``; raises :class:`MemoryAccessError` if not readable."""
+    """Read ``size`` bytes at ``addr``; raises :class:`MemoryAccessError` if not readable,
+    or (``ENOMEM``) if no buffer of ``size`` bytes can be allocated for the copy."""
     if size <= 0:
         return b""
-    buf = ffi.new("char[]", size)
+    try:
+        buf = ffi.new("char[]", size)
+    except MemoryError:
+        e = errno.ENOMEM
+        msg = f"cannot read {size} bytes at {addr:#x}: {os.strerror(e)}"
+        raise MemoryAccessError(e, msg) from None
     err = lib.orc_mem_read(addr, buf, size)
     if err:
         raise MemoryAccessError(err, f"cannot read {size} bytes at {addr:#x}: {os.strerror(err)}")
