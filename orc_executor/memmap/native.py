@@ -74,10 +74,9 @@ def mem_read(addr: int, size: int) -> bytes:
     try:
         buf = ffi.new("char[]", size)
     except MemoryError:
-        e = errno.ENOMEM
-        msg = f"cannot read {size} bytes at {addr:#x}: {os.strerror(e)}"
-        raise MemoryAccessError(e, msg) from None
-    err = lib.orc_mem_read(addr, buf, size)
+        err = errno.ENOMEM
+    else:
+        err = lib.orc_mem_read(addr, buf, size)
     if err:
         raise MemoryAccessError(err, f"cannot read {size} bytes at {addr:#x}: {os.strerror(err)}")
     return bytes(ffi.buffer(buf, size))
