@@ -423,19 +423,19 @@ def main() -> None:
           lambda e: time_roundtrip_raw(e, args.calls) * 1e6)
     bench("pipelined small calls, raw controller (64 in flight)", "k calls/s", True,
           lambda e: time_pipelined_raw(e, args.calls) / 1e3)
-    bench(f"initialize {args.mib} MiB over pipes", "MB/s", True,
-          lambda e: trio.run(time_initialize, e, args.mib))
-    bench(f"initialize {args.mib} MiB over pipes, raw controller", "MB/s", True,
-          lambda e: time_initialize_raw(e, args.mib))
+    pipes_label = f"initialize {args.mib} MiB over pipes"
+    raw_label = f"{pipes_label}, raw controller"
+    shared_label = f"initialize {args.mib} MiB, shared memory"
+    bench(pipes_label, "MB/s", True, lambda e: trio.run(time_initialize, e, args.mib))
+    bench(raw_label, "MB/s", True, lambda e: time_initialize_raw(e, args.mib))
     copies: dict[str, tuple[float, float, float]] = {}
-    if args.only in f"initialize {args.mib} MiB over pipes":
+    if args.only in pipes_label:
         for what, argv in (("cat > /dev/null", ["cat"]),
                            (f"dd bs={args.mib}M (into one {args.mib} MiB buffer)",
                             ["dd", f"bs={args.mib}M", "iflag=fullblock", "of=/dev/null"])):
             copies[what] = stats([time_pipe_copy(args.mib, argv) for _ in range(args.reps)])
             print(f"  measured plain pipe copy, {what}", file=sys.stderr)
-    bench(f"initialize {args.mib} MiB, shared memory", "MB/s", True,
-          lambda e: trio.run(time_initialize_shm, e, args.mib))
+    bench(shared_label, "MB/s", True, lambda e: trio.run(time_initialize_shm, e, args.mib))
     bench("idle session RSS (VmRSS)", "MiB", False, lambda e: trio.run(idle_rss, e))
 
     tmp = Path(tempfile.mkdtemp(prefix="orc-bench-"))
@@ -483,9 +483,7 @@ def main() -> None:
         geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         print(f"| llvm-jitlink end to end, geomean | | | | {geo:.2f}× |")
     found = {label: res for label, _, res, _ in rows}
-    init = found.get(f"initialize {args.mib} MiB over pipes")
-    raw = found.get(f"initialize {args.mib} MiB over pipes, raw controller")
-    shared = found.get(f"initialize {args.mib} MiB, shared memory")
+    init, raw, shared = (found.get(label) for label in (pipes_label, raw_label, shared_label))
     for what, copy in copies.items():
         vs = f"raw initialize/copy {raw['orc-executor'][1] / copy[1]:.2f}×" if raw else ""
         print(f"| plain pipe copy of {args.mib} MiB, {what} | MB/s | {copy[1]:.3g} "
