@@ -4,6 +4,7 @@ a function by executor address (one of ours, or native code)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from ..memmap.memmap import MemoryMap
 from ..memmap.native import NativeCallError, call_wrapper, lib
@@ -31,6 +32,16 @@ class ExecutorContext:
         if addr == 0:
             return False
         return self.memmap.is_executable(addr) or bool(lib.orc_addr_in_image(addr))
+
+    def cannot_block(self, calls: Iterable[WrapperFunctionCall]) -> bool:
+        """True if every call (alloc actions, say) is empty or targets one of the executor's
+        own non-blocking wrapper functions, so running them cannot block or run native code."""
+        for c in calls:
+            if c.fn:
+                spec = self.registry.lookup(c.fn)
+                if spec is None or spec.blocking:
+                    return False
+        return True
 
     def call(self, fn: int, args: bytes | bytearray | memoryview) -> bytes:
         """Call the wrapper function at ``fn`` with SPS ``args``; return the result bytes.

@@ -39,7 +39,10 @@ class WrapperSpec:
     """One executor-side wrapper function.
 
     ``handler`` receives the decoded arguments and returns the Python value of ``sig.ret``
-    (or raises :class:`WrapperError`). ``blocking`` handlers run on a worker thread.
+    (or raises :class:`WrapperError`). ``blocking`` handlers run on a worker thread, unless
+    ``inline_when`` is set and returns True for the decoded arguments of a call: that call
+    cannot block (say, an initialize whose alloc actions are all the executor's own
+    non-blocking wrappers) and runs on the event loop, without the hop to a thread.
     ``stream``, when set, makes a :class:`~orc_executor.transport.framing.PayloadSink` that
     decodes a large argument payload (its length in bytes is the parameter) while it arrives;
     the session then calls :meth:`invoke_streamed` with the sink's :class:`StreamedArgs`.
@@ -50,6 +53,7 @@ class WrapperSpec:
     handler: Callable[..., Any]
     blocking: bool = False
     stream: Callable[[int], PayloadSink] | None = None
+    inline_when: Callable[..., bool] | None = None
 
     def invoke(self, payload: bytes | bytearray | memoryview) -> bytes:
         """Decode ``payload``, run the handler, encode the result (SPS bytes).
@@ -61,6 +65,17 @@ class WrapperSpec:
             args = self.sig.decode_args(payload)
         except SPSDecodeError as e:
             return self._fail(f"{self.name}: could not deserialize arguments: {e}")
+        return self._run(args)
+
+    def invoke_if_inline(self, payload: bytes | bytearray | memoryview) -> bytes | None:
+        """As :meth:`invoke` when the call cannot block (see ``inline_when``; undecodable
+        arguments fail without running anything); ``None`` when it must go to a thread."""
+        try:
+            args = self.sig.decode_args(payload)
+        except SPSDecodeError as e:
+            return self._fail(f"{self.name}: could not deserialize arguments: {e}")
+        if self.inline_when is None or not self.inline_when(*args):
+            return None
         return self._run(args)
 
     def invoke_streamed(self, streamed: StreamedArgs) -> bytes:

@@ -420,6 +420,18 @@ class MemoryMap:
                 first = err
         return first
 
+    def dealloc_actions(self, keys: Iterable[int]) -> list[WrapperFunctionCall]:
+        """The dealloc actions that :meth:`deinitialize` of ``keys`` would run (none for a key
+        that is not an initialized region)."""
+        calls: list[WrapperFunctionCall] = []
+        with self._lock:
+            for key in keys:
+                slab = self.slab_containing(key)
+                region = slab.regions.get(key) if slab is not None else None
+                if region is not None:
+                    calls.extend(region.dealloc)
+        return calls
+
     def deinitialize(
         self, keys: Iterable[int], run_action: ActionRunner, what: str = "deinitialize"
     ) -> None:

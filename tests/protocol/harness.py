@@ -120,6 +120,7 @@ TESTLIB_SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     union { char *ValuePtr; char Value[8]; } Data;
@@ -190,6 +191,13 @@ CWFR oob_action(const char *data, size_t size) {
     r.Size = 0;
     r.Data.ValuePtr = strdup("oob_action failed");
     return r;
+}
+
+/* An alloc action that takes 0.3 s (as native code may: it must not stall the session). */
+CWFR slow_action(const char *data, size_t size) {
+    (void)data; (void)size;
+    usleep(300000);
+    return small_result("\0", 1);
 }
 
 CWFR empty_action(const char *data, size_t size) {

@@ -4,6 +4,7 @@ calls made by native code through ``__llvm_orc_SimpleRemoteEPC_dispatch_fn``."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ LIB_SYMBOLS = [
     "failing_action",
     "oob_action",
     "empty_action",
+    "slow_action",
     "echo_wrapper",
     "dispatch_main",
     "dispatch_fn_addr",
@@ -233,6 +235,36 @@ async def test_native_alloc_actions_order(testlib: Path) -> None:
         # Release runs what is left, in reverse.
         assert await ex.call(MM_RELEASE, RELEASE_SIG, inst, [base]) is None
         assert await read_string(ex, s["action_log"]) == "A;B;D;E;e;d;c;a;"
+
+
+async def test_native_alloc_actions_run_off_the_event_loop(testlib: Path) -> None:
+    """An initialize or deinitialize whose alloc actions are native code runs on a worker
+    thread (those whose actions are all the executor's own non-blocking wrappers are answered
+    on the event loop): while a slow native action runs, other calls are answered."""
+    async with orc_executor() as ex:
+        s = await load_testlib(ex, testlib)
+        slow, inst = s["slow_action"], ex.sym(MM_INSTANCE)
+        base = await reserve(ex, PAGE)
+        req = FinalizeRequest([SegFinalizeRequest(RW, base, 8, b"")],
+                              [AllocActionCallPair(call(slow, ""), call(slow, ""))])
+
+        async def answers(slow_call: Awaitable[object]) -> list[object]:
+            """``slow_call``'s result and a quick read sent 50 ms after it, as answered."""
+            answered: list[object] = []
+
+            async def quick() -> None:
+                await trio.sleep(0.05)
+                answered.append(("quick", await read_i32(ex, s["last_argc"])))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(quick)
+                answered.append(await slow_call)
+            return answered
+
+        assert await answers(ex.call(MM_INITIALIZE, INITIALIZE_SIG, inst, req)) == [
+            ("quick", -1), base]
+        assert await answers(ex.call(MM_DEINITIALIZE, RELEASE_SIG, inst, [base])) == [
+            ("quick", -1), None]
 
 
 async def test_failing_native_finalize_action_unwinds(testlib: Path) -> None:

@@ -56,8 +56,11 @@ class SharedMemoryMapperService(Service):
 
     def wrappers(self) -> Iterable[WrapperSpec]:
         yield WrapperSpec(PREFIX + "Reserve", RESERVE, self.reserve)
-        yield WrapperSpec(PREFIX + "Initialize", INITIALIZE, self.initialize, True)
-        yield WrapperSpec(PREFIX + "Deinitialize", DEINITIALIZE, self.deinitialize, True)
+        # Both run inline when their alloc actions cannot block (no content to copy here).
+        yield WrapperSpec(PREFIX + "Initialize", INITIALIZE, self.initialize, True,
+                          inline_when=self._initialize_inline)
+        yield WrapperSpec(PREFIX + "Deinitialize", DEINITIALIZE, self.deinitialize, True,
+                          inline_when=self._deinitialize_inline)
         yield WrapperSpec(PREFIX + "Release", DEINITIALIZE, self.release, True)
 
     def reserve(self, _inst: int, size: int) -> tuple[int, str]:
@@ -79,6 +82,14 @@ class SharedMemoryMapperService(Service):
         # MemoryMapError becomes the Expected / Error failure (WrapperSpec.invoke).
         return self.ctx.memmap.initialize(segs, req.actions, self.ctx.run_action,
                                           copy_content=False)
+
+    def _initialize_inline(
+        self, _inst: int, _reservation: int, req: SharedMemoryFinalizeRequest
+    ) -> bool:
+        return self.ctx.cannot_block(p.finalize for p in req.actions)
+
+    def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
+        return self.ctx.cannot_block(self.ctx.memmap.dealloc_actions(keys))
 
     def deinitialize(self, _inst: int, keys: list[int]) -> None:
         self.ctx.memmap.deinitialize(keys, self.ctx.run_action)

@@ -1,0 +1,93 @@
+"""Which calls of the blocking memory wrappers run on the event loop (``WrapperSpec.inline_when``):
+only those that cannot block — alloc actions that are all the executor's own non-blocking
+wrappers, and for an initialize at most ``INLINE_MAX_BYTES`` of segments."""
+
+from __future__ import annotations
+
+import pytest
+
+from orc_executor.executor.bootstrap import build_context
+from orc_executor.executor.context import ExecutorContext
+from orc_executor.executor.registry import WrapperSpec
+from orc_executor.executor.services import memory_manager as mm
+from orc_executor.executor.services import shared_memory as shm
+from orc_executor.memmap.memmap import PAGE_SIZE
+from orc_executor.sps.orc import (
+    AllocActionCallPair,
+    FinalizeRequest,
+    SegFinalizeRequest,
+    SharedMemoryFinalizeRequest,
+    SharedMemorySegFinalizeRequest,
+    WrapperFunctionCall,
+)
+
+RW = 3
+NONE = WrapperFunctionCall(0, b"")
+#: An address that is no wrapper of ours: native code, which may block.
+NATIVE = 0x1234_5000
+
+
+@pytest.fixture
+def ctx() -> ExecutorContext:
+    return build_context()
+
+
+def spec(ctx: ExecutorContext, name: str) -> WrapperSpec:
+    found = ctx.registry.lookup(ctx.registry.addr_of[name])
+    assert found is not None and found.blocking and found.inline_when is not None
+    return found
+
+
+def action(ctx: ExecutorContext, fn: str | int) -> WrapperFunctionCall:
+    return WrapperFunctionCall(ctx.registry.addr_of[fn] if isinstance(fn, str) else fn, b"")
+
+
+def test_initialize_inline_only_when_it_cannot_block(ctx: ExecutorContext) -> None:
+    init = spec(ctx, mm.PREFIX + "initialize_wrapper")
+    inst = ctx.registry.addr_of[mm.PREFIX + "Instance"]
+    base = ctx.memmap.reserve(4 << 20)
+    eh = action(ctx, "llvm_orc_registerEHFrameAllocAction")
+    run_main = action(ctx, "__llvm_orc_bootstrap_run_as_main_wrapper")  # ours, but blocking
+
+    def req(size: int, *finalize: WrapperFunctionCall) -> FinalizeRequest:
+        return FinalizeRequest([SegFinalizeRequest(RW, base, size, b"")],
+                               [AllocActionCallPair(f, NONE) for f in finalize])
+
+    assert init.inline_when is not None
+    assert init.inline_when(inst, req(PAGE_SIZE))
+    assert init.inline_when(inst, req(PAGE_SIZE, eh, NONE))
+    assert init.inline_when(inst, req(mm.INLINE_MAX_BYTES, eh))
+    assert not init.inline_when(inst, req(mm.INLINE_MAX_BYTES + 1))
+    assert not init.inline_when(inst, req(PAGE_SIZE, eh, action(ctx, NATIVE)))
+    assert not init.inline_when(inst, req(PAGE_SIZE, run_main))
+
+
+def test_deinitialize_inline_only_when_its_dealloc_actions_cannot_block(
+        ctx: ExecutorContext) -> None:
+    deinit = spec(ctx, mm.PREFIX + "deinitialize_wrapper")
+    inst = ctx.registry.addr_of[mm.PREFIX + "Instance"]
+    base = ctx.memmap.reserve(2 * PAGE_SIZE)
+    eh = action(ctx, "llvm_orc_deregisterEHFrameAllocAction")
+    for addr, dealloc in ((base, eh), (base + PAGE_SIZE, action(ctx, NATIVE))):
+        segs = [SegFinalizeRequest(RW, addr, 8, b"")]
+        ctx.memmap.initialize(segs, [AllocActionCallPair(NONE, dealloc)], lambda _c: None)
+    assert deinit.inline_when is not None
+    assert deinit.inline_when(inst, [base])
+    assert deinit.inline_when(inst, [0x10])  # not a region: fails without running anything
+    assert not deinit.inline_when(inst, [base + PAGE_SIZE])
+    assert not deinit.inline_when(inst, [base, base + PAGE_SIZE])
+
+
+def test_shared_memory_initialize_inline_whatever_its_size(ctx: ExecutorContext) -> None:
+    init = spec(ctx, shm.PREFIX + "Initialize")
+    inst = ctx.registry.addr_of[shm.PREFIX + "Instance"]
+
+    def req(*finalize: WrapperFunctionCall) -> SharedMemoryFinalizeRequest:
+        return SharedMemoryFinalizeRequest(
+            [SharedMemorySegFinalizeRequest(RW, 0x10000, 1 << 30)],
+            [AllocActionCallPair(f, NONE) for f in finalize])
+
+    assert init.inline_when is not None
+    assert init.inline_when(inst, 0x10000, req(action(ctx, "llvm_orc_registerEHFrameAllocAction")))
+    assert not init.inline_when(inst, 0x10000, req(action(ctx, NATIVE)))
+    assert spec(ctx, shm.PREFIX + "Deinitialize").inline_when is not None
