@@ -6,10 +6,12 @@ Not a test: prints a markdown table of medians (with min/max) and ratios ours/re
   .venv/bin/python scripts/bench.py [--reps 5] [--calls 10000] [--mib 64] [--quick]
 
 Figures: start→Setup latency; no-op wrapper round trip (empty ``mem_write_uint8s``);
-pipelined small-call throughput; bulk ``initialize`` of N MiB over pipes and through shared
-memory, with two plain pipe copies of the same bytes for scale (``cat`` into /dev/null: a
-cache-resident buffer; ``dd bs=N M``: one N MiB buffer, the work a slab's content costs);
-llvm-jitlink end-to-end wall time on C programs and on an object with N MiB of ``.data``.
+pipelined small-call throughput; initialize + deinitialize of one page; bulk ``initialize``
+of N MiB over pipes and through shared memory, with two plain pipe copies of the same bytes
+for scale (``cat`` into /dev/null: a cache-resident buffer; ``dd bs=N M``: one N MiB buffer,
+the work a slab's content costs);
+llvm-jitlink end-to-end wall time on C programs and on an object with N MiB of ``.data``
+(over pipes and with ``-use-memmgr=shared``, and in llvm-jitlink's own process for the floor).
 """
 
 from __future__ import annotations
@@ -232,6 +234,23 @@ def time_pipelined_raw(exe: str, calls: int, inflight: int = 64) -> float:
         c.close()
 
 
+async def time_small_initialize(exe: str, calls: int) -> float:
+    """Seconds per initialize + deinitialize of one page of content with no alloc actions
+    (the memory-manager calls of a small link graph), each pair on a fresh reservation."""
+    async with await Controller.launch([exe]) as c:
+        inst = c.symbol(mm.PREFIX + "Instance")
+        total = 0.0
+        for _ in range(calls):
+            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 1 << 16)
+            req = FinalizeRequest([SegFinalizeRequest(3, base, 4096, b"x" * 4096)], [])
+            t0 = time.perf_counter()
+            key = await c.call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, inst, req)
+            await c.call(mm.PREFIX + "deinitialize_wrapper", mm.RELEASE, inst, [key])
+            total += time.perf_counter() - t0
+            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+    return total / calls
+
+
 async def time_initialize(exe: str, mib: int) -> float:
     """MB/s of one initialize carrying ``mib`` MiB of content."""
     size = mib << 20
@@ -353,14 +372,17 @@ def time_pipe_copy(mib: int, argv: list[str]) -> float:
     return len(data) / (time.perf_counter() - t0) / 1e6
 
 
-def time_jitlink(exe: str, obj: Path, *, read_output: bool = False) -> float:
+def time_jitlink(exe: str | None, obj: Path, *options: str, read_output: bool = False
+                 ) -> float:
     """Seconds until llvm-jitlink exits (output to /dev/null) or, with ``read_output``, until
     its stdout and stderr pipes reach EOF (every process holding them, the executor's
-    included, has exited: what a shell pipeline or a test harness waits for)."""
+    included, has exited: what a shell pipeline or a test harness waits for). ``exe=None``
+    runs the program in llvm-jitlink's own process (no executor: the floor)."""
     t0 = time.perf_counter()
     out = subprocess.PIPE if read_output else subprocess.DEVNULL
+    executor = [f"-oop-executor={exe}"] if exe is not None else []
     subprocess.run(
-        [str(LLVM / "llvm-jitlink"), f"-oop-executor={exe}", str(obj)],
+        [str(LLVM / "llvm-jitlink"), *executor, *options, str(obj)],
         stdout=out,
         stderr=out if read_output else None,
         check=False,
@@ -423,12 +445,16 @@ def main() -> None:
           lambda e: time_roundtrip_raw(e, args.calls) * 1e6)
     bench("pipelined small calls, raw controller (64 in flight)", "k calls/s", True,
           lambda e: time_pipelined_raw(e, args.calls) / 1e3)
+    small = args.calls // 10
+    bench(f"initialize + deinitialize of one page ({small} pairs)", "µs", False,
+          lambda e: trio.run(time_small_initialize, e, small) * 1e6)
     pipes_label = f"initialize {args.mib} MiB over pipes"
     raw_label = f"{pipes_label}, raw controller"
     shared_label = f"initialize {args.mib} MiB, shared memory"
     bench(pipes_label, "MB/s", True, lambda e: trio.run(time_initialize, e, args.mib))
     bench(raw_label, "MB/s", True, lambda e: time_initialize_raw(e, args.mib))
     copies: dict[str, tuple[float, float, float]] = {}
+    floor: tuple[float, float, float] | None = None
     if args.only in pipes_label:
         for what, argv in (("cat > /dev/null", ["cat"]),
                            (f"dd bs={args.mib}M (into one {args.mib} MiB buffer)",
@@ -460,9 +486,14 @@ def main() -> None:
         bench("llvm-jitlink hello.o, output read to EOF", "ms", False,
               lambda e: time_jitlink(e, hello, read_output=True) * 1e3)
         bulk_label = f"llvm-jitlink {args.mib} MiB .data object end to end"
-        if args.only in bulk_label:
+        bulk_shared_label = f"{bulk_label}, -use-memmgr=shared"
+        if args.only in bulk_label or args.only in bulk_shared_label:
             bulk = build_bulk_program(tmp, args.mib)
             bench(bulk_label, "ms", False, lambda e: time_jitlink(e, bulk) * 1e3)
+            bench(bulk_shared_label, "ms", False,
+                  lambda e: time_jitlink(e, bulk, "-use-memmgr=shared") * 1e3)
+            # The same program in llvm-jitlink's own process: what no executor can go below.
+            floor = stats([time_jitlink(None, bulk) * 1e3 for _ in range(args.reps)])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if server is not None:
@@ -491,6 +522,16 @@ def main() -> None:
     if init is not None and shared is not None:
         print(f"| shared memory / pipes, ours | | | | "
               f"{shared['orc-executor'][1] / init['orc-executor'][1]:.2f}× |")
+    bulk_pipes, bulk_shared = found.get(bulk_label), found.get(bulk_shared_label)
+    if floor is not None and bulk_pipes is not None and bulk_shared is not None:
+        print(f"| {bulk_label}, in llvm-jitlink's own process (no executor) | ms | "
+              f"{floor[1]:.3g} ({floor[0]:.3g}–{floor[2]:.3g}) | | |")
+        # Each executor's cost above that floor, pipes over shared memory: how much faster
+        # the shared-memory mapper moves the content end to end.
+        over = {name: (bulk_pipes[name][1] - floor[1]) / (bulk_shared[name][1] - floor[1])
+                for name in exes}
+        print(f"| shared memory / pipes end to end, time above the floor | | "
+              f"{over['orc-executor']:.2f}× | {over['llvm-jitlink-executor']:.2f}× | |")
 
 
 if __name__ == "__main__":
