@@ -29,7 +29,6 @@ from .transport.spec import (
     FdPair,
     Listen,
     SocketFd,
-    UnixAddress,
 )
 
 log = logging.getLogger(__name__)
@@ -291,7 +290,7 @@ class Worker:
     async def start(cls, zygote: Zygote | None = None, *, listen_fd: int | None = None,
                     options: ServeOptions | None = None, background: bool = False) -> Worker:
         """Fork one from ``zygote`` (else start a fresh interpreter). With ``listen_fd`` it
-        accepts its session on that listening socket itself, with ``options``, and with
+        receives its session on that warm socket itself, with ``options``, and with
         ``background`` gets ready at the lowest CPU priority; without, the session is handed
         over (:meth:`hand_over`). Raises :class:`OSError` if it cannot be started."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -556,11 +555,11 @@ def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> in
 class WarmServer:
     """``orc-executor serve``: keeps ``warm`` session processes ready on a unix socket.
 
-    The ready processes (:mod:`orc_executor.worker`, accept mode) accept launched
-    ``orc-executor filedescs=...`` executors on the warm socket themselves and receive their
-    pipes and stdio in one ``SCM_RIGHTS`` hop; this server is not on that path. A worker that
-    took a session passes the launcher's connection here (before acknowledging it to the
-    launcher); the server starts a replacement (when the session ends or after
+    The ready processes (:mod:`orc_executor.worker`, accept mode) receive launched
+    ``orc-executor filedescs=...`` executors on the warm socket (unix datagrams) themselves,
+    their pipes and stdio in one ``SCM_RIGHTS`` hop; this server is not on that path. A
+    worker that took a session passes the launcher's reply socket here (before acknowledging
+    the session to the launcher); the server starts a replacement (when the session ends or after
     :attr:`REFILL_DELAY` if other workers are ready, else at once), and when the worker has
     exited writes its exit status to the launcher (4 bytes, little-endian signed; negative =
     killed by that signal, as reported by the zygote; a worker that exits normally has sent
@@ -592,9 +591,7 @@ class WarmServer:
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        opened = await streams.open_listener(UnixAddress(self.path), socket_mode=0o600)
-        listener = socket.socket(fileno=opened.detach())
-        listener.setblocking(False)  # (shared with the workers, who poll it)
+        listener = streams.bind_unix_datagram(self.path)  # (shared with the workers)
         self._listener = listener
         log.info("warm server on %s (%d ready processes)", self.path, self.warm)
         try:
@@ -736,16 +733,16 @@ class WarmServer:
         self._fill()
 
     def _refuse_waiting(self) -> None:
-        """No worker could start: turn away the launchers waiting on the socket (they start
-        cold) rather than let them wait for one."""
+        """No worker could start: turn away the launchers waiting on the socket (their fds
+        are closed, so they start cold) rather than let them wait for one."""
         if self._idle or self._listener is None or self._closing:
             return
         while True:
             try:
-                sock, _ = self._listener.accept()
+                _msg, ancdata, _flags, _addr = self._listener.recvmsg(1, ANCILLARY_SPACE)
             except OSError:
                 return
-            sock.close()
+            close_fds(fds_received(ancdata))
 
 
 def _shutdown_write(sock: socket.socket) -> None:

@@ -4,11 +4,12 @@ launcher, ``orc_executor/memmap/launcher.c``), kept tiny for a fast start.
 When a controller launches us with pipes (``filedescs=IN,OUT``, ``IN OUT``, ``pipe:adopt=``,
 ``socket:adopt=``, ``fd=``) and a warm server (``orc-executor serve``) is running for this
 user, the pipes and stdin/stdout/stderr are handed to one of its pre-started session
-processes over a unix socket (``SCM_RIGHTS``; the process accepts the connection itself and
-acknowledges the session with one byte), and this process only waits for the session's
-exit status and exits with it. Otherwise (no server, or any other command line) the full CLI
-runs in this process (the cold path). Only stdlib modules that the interpreter has already
-loaded at start-up are imported before that decision.
+processes in one datagram on a unix socket (``SCM_RIGHTS``; the process receives it itself
+and acknowledges the session with one byte on the reply socket the datagram carries), and
+this process only waits for the session's exit status and exits with it. Otherwise (no
+server, or any other command line) the full CLI runs in this process (the cold path). Only
+stdlib modules that the interpreter has already loaded at start-up are imported before that
+decision.
 """
 
 from __future__ import annotations
@@ -64,26 +65,26 @@ def try_warm(args: list[str]) -> int | None:
 
     from .transport.fdpass import fds_ancillary
 
-    try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(path)
-    except OSError:
-        return None
     version = _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION"))
     header = (
         f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
         f'"llvm_version": {version}}}'
     ).encode()
-    handed = [fds[0], fds[1], 0, 1, 2]
+    # One datagram: the reply socket's other end first, then the fds (see the worker).
+    sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.sendmsg([header], fds_ancillary(handed))
-        # One byte 'A': a session process took the session. Without it (connection closed:
-        # nothing could take it, the server is stopping, the header was refused) nothing was
-        # started, and the cold path runs with our fds intact.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as launch:
+            launch.sendmsg([header], fds_ancillary([theirs.fileno(), fds[0], fds[1], 0, 1, 2]),
+                           0, path)
+        theirs.close()
+        # One byte 'A': a session process took the session. Without it (the reply socket
+        # closed: nothing could take it, the server is stopping, the header was refused)
+        # nothing was started, and the cold path runs with our fds intact.
         ack = sock.recv(1)
     except OSError:
         ack = b""
     if ack != b"A":
+        theirs.close()
         sock.close()
         return None
     # The session process owns the pipes now: drop ours so EOF reaches the controller

@@ -9,17 +9,21 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   queues ``O<json>`` on the control socket: ``{"options": {...}, "background": bool}``, the
   session's :class:`~orc_executor.daemon.ServeOptions` and whether the worker gets ready at
   the lowest priority (other workers are ready; see :func:`_prepare`). Ready
-  workers accept launched ``orc-executor filedescs=...`` executors (the native launcher or
+  workers receive launched ``orc-executor filedescs=...`` executors (the native launcher or
   :func:`orc_executor.launch.try_warm`) on the warm socket themselves, so the launch reaches
-  the session process in one ``SCM_RIGHTS`` hop. The launcher sends a JSON header
-  (``{"kind": "fdpair", "stdio": true, "controller_pid": N, "llvm_version": V}``) with fds
-  ``in, out, stdin, stdout, stderr``. The worker passes the accepted connection to the daemon
-  (``S`` with the fd), then acknowledges with one byte ``A``: only then does the launcher close
-  its copies (without the ``A`` it starts the session cold itself). The daemon writes the
-  exit status to that connection when the worker has exited (4 bytes, little-endian signed;
-  negative = killed by that signal); the worker itself sends it first as it exits normally
-  (:func:`_report_exit_status`), and the launcher takes the first 4 bytes. EOF on the
-  control socket while idle: exit 0.
+  the session process in one ``SCM_RIGHTS`` hop. The warm socket is a unix *datagram*
+  socket, and a launch is one datagram: a JSON header (``{"kind": "fdpair", "stdio": true,
+  "controller_pid": N, "llvm_version": V}``) with fds ``reply, in, out, stdin, stdout,
+  stderr``, where ``reply`` is one end of a socketpair the launcher keeps the other end of.
+  (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
+  CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
+  ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
+  the daemon (``S`` with the fd), then acknowledges with one byte ``A`` on it: only then
+  does the launcher close its copies (without the ``A`` it starts the session cold itself).
+  The daemon writes the exit status to the reply socket when the worker has exited (4
+  bytes, little-endian signed; negative = killed by that signal); the worker itself sends
+  it first as it exits normally (:func:`_report_exit_status`), and the launcher takes the
+  first 4 bytes. EOF on the control socket while idle: exit 0.
 * **handover** (the ``--listen`` daemon): the daemon sends a JSON header with the fds of one
   session: ``{"kind": "socket", ...}`` with one connected socket, or ``{"kind": "fdpair",
   "stdio": true, ...}`` with ``in, out, stdin, stdout, stderr``; the other header fields are
@@ -43,6 +47,7 @@ import gc
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -62,8 +67,6 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: Seconds an accepted launcher may take to send its header before the worker drops it.
-HEADER_TIMEOUT = 5.0
 
 #: Nice value of the thread that rehearses a session before the worker reports ready (and of
 #: a background worker getting ready where ``SCHED_IDLE`` is refused): a worker refilling the
@@ -305,11 +308,12 @@ async def _serve_accepted(control: socket.socket, listener: socket.socket, opts:
 
 async def _take_session(control: socket.socket, listener: socket.socket
                         ) -> tuple[dict[str, Any], list[int]] | None:
-    """Accept launchers until one hands over a valid session, pass its connection to the
+    """Receive launches until one hands over a valid session, pass its reply socket to the
     daemon and acknowledge it; ``None`` when the daemon ends the worker first."""
     import trio
 
     taken: tuple[dict[str, Any], list[int]] | None = None
+    launches = _exclusive_readiness(listener)
     async with trio.open_nursery() as nursery:
 
         async def until_daemon_closes() -> None:
@@ -327,25 +331,21 @@ async def _take_session(control: socket.socket, listener: socket.socket
 
         nursery.start_soon(until_daemon_closes)
         while taken is None:
-            await trio.lowlevel.wait_readable(listener)
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                continue  # another worker took it, or the launcher gave up
-            except OSError as e:
-                log.error("warm socket: %s", e)
-                break
-            with conn:
-                got = await _receive_launch(conn)
-                if got is None:
-                    continue
-                header, fds = got
-                # The daemon takes the connection (to write the exit status) before the
-                # launcher lets go of its fds: a refused or failed hand-off leaves the launcher
-                # able to start the session cold.
+            if launches is None:
+                await trio.lowlevel.wait_readable(listener)
+            else:
+                await trio.lowlevel.wait_readable(launches.fileno())
+            got = _receive_launch(listener)
+            if got is None:
+                continue  # nothing there (another worker took it), or refused
+            header, reply, fds = got
+            with reply:
+                # The daemon takes the reply socket (to write the exit status) before the
+                # launcher lets go of its fds: a refused or failed hand-off leaves the
+                # launcher able to start the session cold.
                 try:
-                    control.sendmsg([b"S"], fds_ancillary([conn.fileno()]))
-                    conn.send(b"A")
+                    control.sendmsg([b"S"], fds_ancillary([reply.fileno()]))
+                    reply.send(b"A")
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
                     close_fds(fds)
@@ -354,11 +354,29 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 # Our own copy, for the exit status as this process exits (the daemon writes
                 # it too, which covers a process killed by a signal).
                 try:
-                    _report_exit_status(os.dup(conn.fileno()))
+                    _report_exit_status(os.dup(reply.fileno()))
                 except OSError:
                     pass  # the daemon's copy still gets it
         nursery.cancel_scope.cancel()
+    if launches is not None:
+        launches.close()
     return taken
+
+
+def _exclusive_readiness(listener: socket.socket) -> select.epoll | None:
+    """An epoll instance that reports ``listener`` readable, registered ``EPOLLEXCLUSIVE``: a
+    launch wakes one of the pool's waiting workers, not all of them. ``None`` where the kernel
+    refuses it (then every waiting worker wakes, and all but one find nothing to receive)."""
+    try:
+        ep = select.epoll()
+    except (OSError, AttributeError):
+        return None
+    try:
+        ep.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    except (OSError, AttributeError, ValueError):
+        ep.close()
+        return None
+    return ep
 
 
 def _report_exit_status(fd: int) -> None:
@@ -373,39 +391,48 @@ def _report_exit_status(fd: int) -> None:
         os.close(fd)
 
 
-async def _receive_launch(conn: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
-    """The header and fds a launcher sends; ``None`` (fds closed, reason logged) for another
-    user's process, a malformed or unusable header, or silence for :data:`HEADER_TIMEOUT`."""
-    import trio
-
-    if peer_uid(conn) != os.getuid():
-        log.warning("warm handover refused: peer is another user")
-        return None
-    conn.setblocking(False)
-    msg = b""
-    fds: list[int] = []
-    with trio.move_on_after(HEADER_TIMEOUT):
-        while True:
-            await trio.lowlevel.wait_readable(conn)
-            try:
-                msg, ancdata, _flags, _addr = conn.recvmsg(4096, ANCILLARY_SPACE)
-            except BlockingIOError:
-                continue
-            except OSError:
-                msg = b""
-            fds = fds_received(ancdata) if msg else []
-            break
+def _receive_launch(listener: socket.socket
+                    ) -> tuple[dict[str, Any], socket.socket, list[int]] | None:
+    """One launch from the warm socket, if one is waiting: its header, reply socket and the
+    fds it hands over. ``None`` when there is none, and for a launch refused (its fds closed,
+    so the launcher starts cold; the reason logged): from another user's process, truncated,
+    without a reply socket, or with a malformed or unusable header."""
     try:
-        header = json.loads(msg.decode()) if msg else None
-    except ValueError:
-        header = None
-    problem = _launch_problem(header, fds)
+        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        log.error("warm socket: %s", e)
+        return None
+    fds = fds_received(ancdata)
+    if not fds:
+        log.warning("warm handover refused: no reply socket")
+        return None
+    try:
+        reply = socket.socket(fileno=fds[0])
+    except OSError:
+        log.warning("warm handover refused: the reply fd is not a socket")
+        close_fds(fds)
+        return None
+    fds = fds[1:]
+    header: object = None
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        problem: str | None = "truncated launch message"
+    elif reply.family != socket.AF_UNIX or peer_uid(reply) != os.getuid():
+        problem = "peer is another user"
+    else:
+        try:
+            header = json.loads(msg.decode())
+        except ValueError:
+            header = None
+        problem = _launch_problem(header, fds)
     if problem is not None:
         log.warning("warm handover refused: %s", problem)
         close_fds(fds)
+        reply.close()
         return None
     assert isinstance(header, dict)
-    return header, fds
+    return header, reply, fds
 
 
 def _launch_problem(header: object, fds: list[int]) -> str | None:

@@ -9,18 +9,21 @@
  *   - if the command line is a pipe-style launch (`filedescs=IN,OUT`, `pipe:adopt=IN,OUT`,
  *     `socket:adopt=FD`, `fd=FD`, `IN OUT`) and `orc-executor serve` is listening on the warm
  *     socket (`$ORC_EXECUTOR_WARM_SOCKET`, else `$XDG_RUNTIME_DIR/orc-executor/warm.sock`, else
- *     `/tmp/orc-executor-UID/warm.sock`), it hands the protocol fds and stdin/stdout/stderr to
- *     one of the server's ready session processes, which accepts the connection itself
- *     (SCM_RIGHTS, with a JSON header naming the controller's pid and
- *     `$ORC_EXECUTOR_LLVM_VERSION`); once that process acknowledges the session (one byte
- *     `A`) it closes its copies, waits for the session's exit status (4 bytes, little-endian,
+ *     `/tmp/orc-executor-UID/warm.sock`, a unix datagram socket), it hands the protocol fds
+ *     and stdin/stdout/stderr to one of the server's ready session processes in one datagram
+ *     (SCM_RIGHTS: first one end of a socketpair for the reply, then the fds; the data is a
+ *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`), which a
+ *     ready process receives itself; once that process acknowledges the session on the reply
+ *     socket (one byte `A`) it closes its copies, waits for the session's exit status (4 bytes, little-endian,
  *     signed: negative = killed by that signal; written by the server) and ends the same way;
  *   - otherwise (no server, no acknowledgement, `ORC_EXECUTOR_COLD` set, any other command
  *     line) it execs the Python entry point in this same process (same pid, same fds): the
  *     interpreter next to this file (`python3`/`python` in the same directory, as in a venv's bin/), or
  *     `$ORC_EXECUTOR_PYTHON`, or `python3` on PATH, with `-m orc_executor.launch --cold`.
  *
- * The wire format of the handover is the one `orc_executor.worker` (accept mode) reads.
+ * The wire format of the handover is the one `orc_executor.worker` (accept mode) reads. One
+ * datagram (not a connection, then the fds) so that no ready process wakes before the launch
+ * is complete: woken by a connect, they preempted this launcher before its sendmsg.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -127,7 +130,7 @@ static int try_warm(int argc, char **argv) {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_un addr;
     char header[512];
-    int sock, handed[5];
+    int sock, pair[2], reply, handed[6];
     struct msghdr msg;
     struct iovec iov;
     union {
@@ -142,33 +145,35 @@ static int try_warm(int argc, char **argv) {
     if (getenv("ORC_EXECUTOR_COLD") && *getenv("ORC_EXECUTOR_COLD")) return -1;
     if (!pipe_fds(argc, argv, fds)) return -1;
     if (!warm_socket_path(path, sizeof path)) return -1;
-    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (sock < 0) return -1;
-    memset(&addr, 0, sizeof addr);
-    addr.sun_family = AF_UNIX;
-    memcpy(addr.sun_path, path, strlen(path));
-    if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        close(sock);
-        return -1;
-    }
     snprintf(header, sizeof header,
              "{\"kind\": \"fdpair\", \"stdio\": true, \"controller_pid\": %d, \"llvm_version\": ",
              (int)getppid());
-    if (!json_str(header, sizeof header - 2, getenv("ORC_EXECUTOR_LLVM_VERSION"))) {
-        close(sock);
+    if (!json_str(header, sizeof header - 2, getenv("ORC_EXECUTOR_LLVM_VERSION"))) return -1;
+    strcat(header, "}");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return -1;
+    reply = pair[0];
+    sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) {
+        close(pair[0]);
+        close(pair[1]);
         return -1;
     }
-    strcat(header, "}");
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    memcpy(addr.sun_path, path, strlen(path));
 
-    handed[0] = fds[0];
-    handed[1] = fds[1];
-    handed[2] = 0;
-    handed[3] = 1;
-    handed[4] = 2;
+    handed[0] = pair[1];
+    handed[1] = fds[0];
+    handed[2] = fds[1];
+    handed[3] = 0;
+    handed[4] = 1;
+    handed[5] = 2;
     iov.iov_base = header;
     iov.iov_len = strlen(header);
     memset(&msg, 0, sizeof msg);
     memset(&ctrl, 0, sizeof ctrl);
+    msg.msg_name = &addr;
+    msg.msg_namelen = sizeof addr;
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctrl.buf;
@@ -178,19 +183,23 @@ static int try_warm(int argc, char **argv) {
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof handed);
     memcpy(CMSG_DATA(cm), handed, sizeof handed);
-    if (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) {
+    if (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) { /* no server there: a stale socket file */
         close(sock);
+        close(pair[0]);
+        close(pair[1]);
         return -1;
     }
+    close(sock);
+    close(pair[1]); /* the session process's end now: EOF here if it goes away unanswered */
     /* Wait for the session process to acknowledge the session (one byte 'A'). Anything else
-       (the connection closed: no process could take it, the server is stopping, the header
+       (the reply socket closed: no process could take it, the server is stopping, the header
        was refused) means nothing was started, and the cold path runs with our fds intact. */
     for (;;) {
         unsigned char ack;
-        ssize_t n = recv(sock, &ack, 1, 0);
+        ssize_t n = recv(reply, &ack, 1, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n == 1 && ack == 'A') break;
-        close(sock);
+        close(reply);
         return -1;
     }
     /* The session process owns the pipes now: drop ours so EOF reaches the controller
@@ -199,12 +208,12 @@ static int try_warm(int argc, char **argv) {
     if (fds[1] != fds[0]) close(fds[1]);
 
     while (got < sizeof status) {
-        ssize_t n = recv(sock, status + got, sizeof status - got, 0);
+        ssize_t n = recv(reply, status + got, sizeof status - got, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
         got += (size_t)n;
     }
-    close(sock);
+    close(reply);
     if (got < sizeof status) {
         static const char msg_gone[] = "orc-executor: the warm server went away during the session\n";
         if (write(2, msg_gone, sizeof msg_gone - 1) < 0) { /* nothing more to report */ }

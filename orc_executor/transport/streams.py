@@ -11,6 +11,8 @@ import logging
 import os
 import socket as _socket
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 
@@ -63,20 +65,42 @@ async def open_listener(address: Address, *, socket_mode: int = 0o600) -> trio.s
         await sock.bind(sockaddr)
     else:
         sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        path = address.path
-        try:
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)
-        except FileNotFoundError:
-            pass
-        old = os.umask(0o777 & ~socket_mode)
-        try:
-            await sock.bind(path)
-        finally:
-            os.umask(old)
-        os.chmod(path, socket_mode)
+        with _unix_socket_file(address.path, socket_mode):
+            await sock.bind(address.path)
     sock.listen(128)
     return sock
+
+
+def bind_unix_datagram(path: str, *, socket_mode: int = 0o600) -> _socket.socket:
+    """A non-blocking unix datagram socket bound at ``path`` (created with ``socket_mode``
+    permissions; a stale socket file is replaced): the warm socket, where each launch is one
+    datagram carrying its fds (see :mod:`orc_executor.worker`)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    try:
+        with _unix_socket_file(path, socket_mode):
+            sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+@contextmanager
+def _unix_socket_file(path: str, socket_mode: int) -> Iterator[None]:
+    """Around a ``bind`` to ``path``: a stale socket file there is removed first, and the new
+    one is created with ``socket_mode`` permissions."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o777 & ~socket_mode)
+    try:
+        yield
+    finally:
+        os.umask(old)
+    os.chmod(path, socket_mode)
 
 
 def listener_address(sock: trio.socket.SocketType) -> str:

@@ -1,4 +1,4 @@
-"""The warm handover's edge cases: ready session processes accept launchers on the warm
+"""The warm handover's edge cases: ready session processes receive launches on the warm
 socket themselves; the launcher lets go of its fds only after a session process acknowledged
 the session, and otherwise starts cold. Concurrent launchers, a dying worker, a session
 killed by a signal, server shutdown and a killed server."""
@@ -24,7 +24,7 @@ from orc_executor.controller import Controller
 from orc_executor.executor.services import memory_manager as mm
 from orc_executor.executor.services import run as run_service
 from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest
-from orc_executor.transport.fdpass import ANCILLARY_SPACE, fds_received
+from orc_executor.transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
 from tests.e2e.jitrun import compile_c
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
@@ -246,22 +246,20 @@ def test_one_hop_from_launcher_to_session_process(objs: dict[str, Path], server:
 @pytest.mark.parametrize("launcher", ["native", "python"])
 def test_no_acknowledgement_means_cold_start(objs: dict[str, Path], tmp_path: Path,
                                              launcher: str) -> None:
-    """Something accepts on the warm socket, takes the fds and closes without the ``A``: the
-    launcher still has its fds and runs the session cold, in its own process."""
+    """Something receives the launch on the warm socket, takes the fds and closes them
+    without the ``A``: the launcher still has its fds and runs the session cold, in its own
+    process."""
     path = tmp_path / "fake.sock"
-    listener = socket.socket(socket.AF_UNIX)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(path))
-    listener.listen()
     seen: list[int] = []
 
     def fake_server() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            _msg, anc, _flags, _addr = conn.recvmsg(4096, ANCILLARY_SPACE)
-            fds = fds_received(anc)
-            seen.append(len(fds))
-            for fd in fds:
-                os.close(fd)
+        _msg, anc, _flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE)
+        fds = fds_received(anc)
+        seen.append(len(fds))
+        for fd in fds:
+            os.close(fd)
 
     t = threading.Thread(target=fake_server)
     t.start()
@@ -272,9 +270,40 @@ def test_no_acknowledgement_means_cold_start(objs: dict[str, Path], tmp_path: Pa
     finally:
         t.join(timeout=10)
         listener.close()
-    assert seen == [5]
+    assert seen == [6]  # the reply socket, in, out, stdin, stdout, stderr
     _pid, parent = _check_echo(r, ["5"])
     assert parent == r.pid  # in the process llvm-jitlink started
+
+
+def test_malformed_launches_are_refused_and_the_pool_stays_ready(objs: dict[str, Path],
+                                                                 server: Server) -> None:
+    """Datagrams on the warm socket that are no launch (no fds, a reply fd that is not a
+    socket, a reply socket of no one, a truncated message, an unusable header) are turned
+    away with their fds closed; the ready processes stay ready and serve the next launch."""
+    a, b = socket.socketpair()
+    lonely = socket.socket(socket.AF_UNIX)  # connected to no one
+    r, w = os.pipe()
+    bad = [
+        (b"{}", []),  # no reply socket at all
+        (b"{}", [r]),  # the reply fd is a pipe
+        (b'{"kind": "fdpair", "stdio": false}', [lonely.fileno(), r, w]),
+        (b"x" * 10000, [b.fileno(), r, w]),  # truncated
+        (b"not json", [b.fileno(), r, w]),
+        (b'{"kind": "fdpair", "stdio": true}', [b.fileno(), r, w]),  # stdio without its fds
+    ]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as launch:
+        for data, fds in bad:
+            launch.sendmsg([data], fds_ancillary(fds), 0, str(server.sock))
+    b.close()
+    lonely.close()
+    os.close(r)
+    os.close(w)
+    a.settimeout(10)
+    assert a.recv(1) == b""  # every copy of b was closed, unanswered
+    a.close()
+    server.wait_idle(2)
+    _pid, parent = _check_echo(_jitlink(EXE, objs["echo"], ["7"], server.env), ["7"])
+    assert parent == server.zygote()
 
 
 def test_refused_header_goes_cold_like_a_cold_start(objs: dict[str, Path],
