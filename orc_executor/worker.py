@@ -206,21 +206,29 @@ def _readable(sock: socket.socket) -> bool:
 
 @contextmanager
 def _calls_inline() -> Iterator[None]:
-    """Run ``trio.to_thread.run_sync`` calls inline while rehearsing, so the rehearsal leaves
-    no threads in trio's cache (they would inherit its nice value, or be copied into forked
-    workers by the zygote)."""
+    """Run ``trio.to_thread.run_sync`` calls (and the session's early start of a worker
+    thread, ``trio.lowlevel.start_thread_soon``) inline while rehearsing, so the rehearsal
+    leaves no threads in trio's cache (they would inherit its nice value, or, in the zygote,
+    be missing from the forked workers that inherit the cache's records of them)."""
+    import outcome
     import trio
 
-    real = trio.to_thread.run_sync
+    real, real_soon = trio.to_thread.run_sync, trio.lowlevel.start_thread_soon
 
     async def inline(fn: Callable[..., Any], *args: Any, **_kw: Any) -> Any:
         return fn(*args)
 
+    def inline_soon(fn: Callable[[], Any], deliver: Callable[[Any], object],
+                    **_kw: Any) -> None:
+        deliver(outcome.capture(fn))
+
     trio.to_thread.run_sync = inline  # type: ignore[assignment]
+    trio.lowlevel.start_thread_soon = inline_soon  # type: ignore[assignment]
     try:
         yield
     finally:
         trio.to_thread.run_sync = real
+        trio.lowlevel.start_thread_soon = real_soon
 
 
 def rehearse_session(listener: socket.socket | None = None) -> None:
