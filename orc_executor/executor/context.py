@@ -43,6 +43,11 @@ class ExecutorContext:
                     return False
         return True
 
+    def deinitialize_cannot_block(self, keys: Iterable[int]) -> bool:
+        """True if deinitializing the regions ``keys`` runs only dealloc actions that cannot
+        block (:meth:`cannot_block`)."""
+        return self.cannot_block(self.memmap.dealloc_actions(keys))
+
     def call(self, fn: int, args: bytes | bytearray | memoryview) -> bytes:
         """Call the wrapper function at ``fn`` with SPS ``args``; return the result bytes.
 

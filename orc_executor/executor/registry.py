@@ -67,16 +67,29 @@ class WrapperSpec:
             return self._fail(f"{self.name}: could not deserialize arguments: {e}")
         return self._run(args)
 
-    def invoke_if_inline(self, payload: bytes | bytearray | memoryview) -> bytes | None:
-        """As :meth:`invoke` when the call cannot block (see ``inline_when``; undecodable
-        arguments fail without running anything); ``None`` when it must go to a thread."""
+    def invoke_if_inline(
+        self, payload: bytes | bytearray | memoryview, streamed: StreamedArgs | None = None
+    ) -> bytes | None:
+        """As :meth:`invoke` (or :meth:`invoke_streamed`, given ``streamed``) when the call
+        may run on the event loop: the wrapper is not ``blocking``, or ``inline_when`` accepts
+        the decoded arguments (undecodable ones fail without running anything). ``None``, with
+        nothing run, when the call must go to a worker thread."""
+        if streamed is not None:
+            if self.blocking and streamed.args is not None and not self._inline(streamed.args):
+                return None
+            return self.invoke_streamed(streamed)
+        if not self.blocking:
+            return self.invoke(payload)
+        if self.inline_when is None:
+            return None
         try:
             args = self.sig.decode_args(payload)
         except SPSDecodeError as e:
             return self._fail(f"{self.name}: could not deserialize arguments: {e}")
-        if self.inline_when is None or not self.inline_when(*args):
-            return None
-        return self._run(args)
+        return self._run(args) if self._inline(args) else None
+
+    def _inline(self, args: tuple[Any, ...]) -> bool:
+        return self.inline_when is not None and bool(self.inline_when(*args))
 
     def invoke_streamed(self, streamed: StreamedArgs) -> bytes:
         """As :meth:`invoke`, with arguments a :attr:`stream` sink decoded; releases the

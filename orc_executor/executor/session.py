@@ -36,7 +36,7 @@ from ..transport.framing import (
 )
 from .bootstrap import setup_info
 from .context import ExecutorContext
-from .registry import OutOfBandError, WrapperSpec
+from .registry import OutOfBandError
 
 log = logging.getLogger(__name__)
 
@@ -292,12 +292,16 @@ class Session:
             if streamed is not None:
                 log.debug("call seq=%d: %d content bytes received straight into the slab",
                           msg.seq, streamed.placed)
-        result = self._call_inline(spec, msg.payload, streamed) if spec is not None else None
-        if result is not None:
-            assert spec is not None
-            self._send_nowait(Opcode.RESULT, msg.seq, 0, result)
-            self._after_call(spec.name)
-            return
+        if spec is not None:
+            try:
+                result = spec.invoke_if_inline(msg.payload, streamed)
+            except OutOfBandError as e:
+                log.warning("%s: %s", spec.name, e)
+                result = b""
+            if result is not None:
+                self._send_nowait(Opcode.RESULT, msg.seq, 0, result)
+                self._after_call(spec.name)
+                return
         if spec is None and not self.ctx.is_native_function(msg.tag):
             log.warning("CallWrapper seq %d: unknown tag %#x (no wrapper function there)",
                         msg.seq, msg.tag)
@@ -308,29 +312,6 @@ class Session:
         # started must keep the reader from blocking in poll(2) (see _quiet).
         self._inflight += 1
         nursery.start_soon(self._serve_blocking, msg.seq, msg.tag, msg.payload, name, streamed)
-
-    @staticmethod
-    def _call_inline(
-        spec: WrapperSpec, payload: bytes | bytearray | memoryview, streamed: StreamedArgs | None
-    ) -> bytes | None:
-        """The result of a call run here, on the event loop: a wrapper that cannot block, or
-        a blocking one whose arguments show that this call cannot (``spec.inline_when``).
-        ``None`` when the call must go to a worker thread."""
-        try:
-            if not spec.blocking:
-                if streamed is not None:
-                    return spec.invoke_streamed(streamed)
-                return spec.invoke(payload)
-            if spec.inline_when is None:
-                return None
-            if streamed is None:
-                return spec.invoke_if_inline(payload)
-            if streamed.args is not None and not spec.inline_when(*streamed.args):
-                return None
-            return spec.invoke_streamed(streamed)
-        except OutOfBandError as e:
-            log.warning("%s: %s", spec.name, e)
-            return b""
 
     def _handle_result(self, msg: Message) -> None:
         with self._out_lock:

@@ -107,7 +107,7 @@ class MemoryManagerService(Service):
                 and self.ctx.cannot_block(p.finalize for p in req.actions))
 
     def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
-        return self.ctx.cannot_block(self.ctx.memmap.dealloc_actions(keys))
+        return self.ctx.deinitialize_cannot_block(keys)
 
     def stream(self, length: int) -> FinalizeRequestSink:
         """A sink decoding ``(instance, FinalizeRequest)`` of ``length`` bytes as it arrives,

@@ -89,7 +89,7 @@ class SharedMemoryMapperService(Service):
         return self.ctx.cannot_block(p.finalize for p in req.actions)
 
     def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
-        return self.ctx.cannot_block(self.ctx.memmap.dealloc_actions(keys))
+        return self.ctx.deinitialize_cannot_block(keys)
 
     def deinitialize(self, _inst: int, keys: list[int]) -> None:
         self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
