@@ -343,7 +343,11 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 await trio.lowlevel.wait_readable(listener)
             else:
                 await trio.lowlevel.wait_readable(launches.fileno())
-            got = _receive_launch(listener)
+            try:
+                got = _receive_launch(listener)
+            except OSError as e:
+                log.error("warm socket: %s", e)
+                break
             if got is None:
                 continue  # nothing there (another worker took it), or refused
             header, reply, fds = got
@@ -404,13 +408,11 @@ def _receive_launch(listener: socket.socket
     """One launch from the warm socket, if one is waiting: its header, reply socket and the
     fds it hands over. ``None`` when there is none, and for a launch refused (its fds closed,
     so the launcher starts cold; the reason logged): from another user's process, truncated,
-    without a reply socket, or with a malformed or unusable header."""
+    without a reply socket, or with a malformed or unusable header. Raises :class:`OSError`
+    when the warm socket itself fails."""
     try:
         msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE)
     except (BlockingIOError, InterruptedError):
-        return None
-    except OSError as e:
-        log.error("warm socket: %s", e)
         return None
     fds = fds_received(ancdata)
     if not fds:
