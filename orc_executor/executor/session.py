@@ -10,7 +10,6 @@ frames that are ready together.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ from ..transport.framing import (
     PayloadSink,
     encode_header,
 )
+from ..transport.streams import enlarge_pipe, raw_fds
 from .bootstrap import setup_info
 from .context import ExecutorContext
 from .registry import OutOfBandError
@@ -128,7 +128,9 @@ class Session:
         self._queued = 0
         self._batch: list[bytes] | None = None
         self._reads_without_wait = 0
-        self._in_fd, self._out_fd = _raw_fds(stream)
+        self._in_fd, self._out_fd = raw_fds(stream)
+        if self._in_fd is not None and self._in_fd != self._out_fd:
+            enlarge_pipe(self._in_fd)
         #: Pipe sessions wait for the next call in poll(2) while quiet (see _receive).
         self._poller: select.poll | None = None
         if self._in_fd is not None and idle_close is None:
@@ -518,26 +520,6 @@ class Session:
         if end.calls_in_flight:
             return
         self.ctx.registry.shutdown()
-
-
-def _raw_fds(stream: trio.abc.Stream) -> tuple[int | None, int | None]:
-    """The non-blocking fds under ``stream`` (read, write) for the fast paths, if known."""
-    if isinstance(stream, trio.SocketStream):
-        fd = stream.socket.fileno()
-        return fd, fd
-    if isinstance(stream, trio.StapledStream):
-        send, recv = stream.send_stream, stream.receive_stream
-        if isinstance(send, trio.lowlevel.FdStream) and isinstance(recv, trio.lowlevel.FdStream):
-            in_fd = recv.fileno()
-            try:
-                fcntl.fcntl(in_fd, F_SETPIPE_SZ, 1 << 20)  # fewer wake-ups for bulk content
-            except OSError:
-                pass
-            return in_fd, send.fileno()
-    return None, None
-
-
-F_SETPIPE_SZ = 1031
 
 
 def _nothing() -> None:

@@ -7,6 +7,7 @@ sees EOF even when another thread of its own is blocked reading (PROTOCOL.md §1
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket as _socket
@@ -125,3 +126,31 @@ def socket_stream(sock: trio.socket.SocketType) -> trio.SocketStream:
     if sock.family in (_socket.AF_INET, _socket.AF_INET6):
         stream.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
     return stream
+
+
+def raw_fds(stream: trio.abc.Stream) -> tuple[int | None, int | None]:
+    """The non-blocking fds under ``stream`` as ``(read_fd, write_fd)``, for fast paths that
+    call ``os.read`` / ``os.write`` on them and wait for readiness only when they would block:
+    a socket's fd twice, or the two fds of a :class:`trio.StapledStream` of
+    :class:`trio.lowlevel.FdStream` (pipes). ``(None, None)`` for any other stream."""
+    if isinstance(stream, trio.SocketStream):
+        fd = stream.socket.fileno()
+        return fd, fd
+    if isinstance(stream, trio.StapledStream):
+        send, recv = stream.send_stream, stream.receive_stream
+        if isinstance(send, trio.lowlevel.FdStream) and isinstance(recv, trio.lowlevel.FdStream):
+            return recv.fileno(), send.fileno()
+    return None, None
+
+
+F_SETPIPE_SZ = 1031
+
+
+def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Ask for a pipe buffer of ``size`` bytes on ``fd`` (``F_SETPIPE_SZ``; fewer wake-ups for
+    bulk content). Best effort: not a pipe, or over ``/proc/sys/fs/pipe-max-size``, is
+    ignored."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    except OSError:
+        pass

@@ -342,6 +342,19 @@ async def orc_executor(*extra_args: str) -> AsyncIterator[Executor]:
 
 
 @asynccontextmanager
+async def orc_executor_pipes(*extra_args: str) -> AsyncIterator[Executor]:
+    """``python -m orc_executor ... filedescs=IN,OUT`` over two pipes, as LLVM's tools launch
+    it (the controller's pipe fast paths: direct writes, reads, poll(2) for Results)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        ctl = await Controller.launch(
+            [sys.executable, "-m", "orc_executor", *extra_args],
+            env=_clean_env(), stdout=out.fileno(), stderr=err.fileno(),
+        )
+        async with _running(ctl, out, err) as ex:
+            yield ex
+
+
+@asynccontextmanager
 async def reference_executor() -> AsyncIterator[Executor]:
     """The stock ``llvm-jitlink-executor`` 22 over two pipes (``filedescs=IN,OUT``)."""
     if not REFERENCE_EXECUTOR.exists():
