@@ -158,13 +158,31 @@ def _exe_path(exe: str) -> str:
     return exe.removesuffix(" (deleted)")
 
 
+def versioned_path(exe: str) -> tuple[int, str] | None:
+    """The LLVM version an executable's path names: ``(version, evidence)`` for Debian's
+    ``/usr/lib/llvm-N/bin/…`` and versioned tool names (``llvm-jitlink-N``, ``lli-N``), else
+    ``None``. Needs no read of ``/proc/PID/maps`` (~0.15 ms for a fresh LLVM process)."""
+    path = _exe_path(exe)
+    m = _LLVM_DIR_RE.search(path)
+    if m:
+        return int(m.group(1)), f"exe {path}"
+    m = _TOOL_RE.match(os.path.basename(path))
+    if m and m.group(1):
+        return int(m.group(1)), f"exe {path}"
+    return None
+
+
 def llvm_version_of(exe: str, maps: str) -> tuple[int | None, str] | None:
     """Whether a process is an LLVM tool, and which version: ``(version or None, evidence)``.
 
-    The libLLVM mapped into the process wins (robust against renamed binaries), then the
-    executable's path (``/usr/lib/llvm-N/bin/…``, ``llvm-jitlink-N``). An ``llvm-jitlink`` or
-    ``lli`` without a version (e.g. a static upstream build) yields ``(None, …)``.
+    A version in the executable's path wins (:func:`versioned_path`), then the libLLVM mapped
+    into the process (``maps``: the text of ``/proc/PID/maps``; this catches renamed
+    binaries). An ``llvm-jitlink`` or ``lli`` without a version and without a libLLVM (e.g. a
+    static upstream build) yields ``(None, …)``; any other process ``None``.
     """
+    found = versioned_path(exe)
+    if found is not None:
+        return found
     m = _LIBLLVM_RE.search(maps)
     if m:
         start = maps.rfind("/", 0, m.end())
@@ -172,12 +190,8 @@ def llvm_version_of(exe: str, maps: str) -> tuple[int | None, str] | None:
         lib_name = maps[start + 1 : line_end if line_end >= 0 else len(maps)].strip()
         return int(m.group(1)), f"maps {lib_name}"
     path = _exe_path(exe)
-    m = _LLVM_DIR_RE.search(path)
-    if m:
-        return int(m.group(1)), f"exe {path}"
-    m = _TOOL_RE.match(os.path.basename(path))
-    if m:
-        return (int(m.group(1)) if m.group(1) else None), f"exe {path}"
+    if _TOOL_RE.match(os.path.basename(path)):
+        return None, f"exe {path}"
     return None
 
 
@@ -209,11 +223,13 @@ def detect_profile(
             exe = reader.exe(pid)
         except OSError as e:
             return "modern", f"cannot read the executable of pid {pid}: {e.strerror or e}"
-        try:
-            maps = reader.maps(pid)
-        except OSError:
-            maps = ""
-        found = llvm_version_of(exe, maps)
+        found: tuple[int | None, str] | None = versioned_path(exe)
+        if found is None:
+            try:
+                maps = reader.maps(pid)
+            except OSError:
+                maps = ""
+            found = llvm_version_of(exe, maps)
         if found is not None:
             version, evidence = found
             profile = profile_for_detected(version)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -383,10 +384,23 @@ def test_detection_through_wrappers(tmp_path: Path, objects: dict[str, list[str]
               extra_env={"ORC_EXECUTOR_LOG": "debug"})
     assert (out.rc, out.stdout) == (prog.expected.rc, prog.expected.stdout), out.stderr
     assert "profile 14: pid " in out.stderr
-    assert "is LLVM 14 (maps libLLVM-14.so.1)" in out.stderr
+    assert "is LLVM 14 (exe /usr/lib/llvm-14/bin/llvm-jitlink)" in out.stderr
     ll = run(lli_cmd(14, str(sh), LL_DIR / "hello.ll"), extra_env={"ORC_EXECUTOR_LOG": "debug"})
     assert (ll.rc, ll.stdout) == (7, "hello from lli!\n"), ll.stderr
     assert "profile 14: pid " in ll.stderr
+
+
+def test_detection_of_a_renamed_controller(tmp_path: Path,
+                                           objects: dict[str, list[str]]) -> None:
+    """A copy of llvm-jitlink 14 under another name: no version in its path, so the libLLVM
+    mapped into it decides, and the 14 controller gets the 14 profile it needs."""
+    renamed = tmp_path / "my-jit"
+    shutil.copy(llvm(14, "llvm-jitlink"), renamed)
+    prog = C_PROGRAMS["args"]
+    cmd = jitlink_cmd(14, f"-oop-executor={ORC}", objects["args"], prog.args)
+    out = run([str(renamed), *cmd[1:]], extra_env={"ORC_EXECUTOR_LOG": "debug"})
+    assert (out.rc, out.stdout) == (prog.expected.rc, prog.expected.stdout), out.stderr
+    assert "is LLVM 14 (maps libLLVM-14.so.1)" in out.stderr
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -396,7 +410,8 @@ def test_detection_logs_each_version(version: int, objects: dict[str, list[str]]
     assert out.rc == 3
     profile = "14" if version == 14 else "modern"
     assert f"profile {profile}: pid " in out.stderr
-    assert f"is LLVM {version} (maps libLLVM" in out.stderr
+    # Debian's path names the version: the controller's /proc/PID/maps is not read.
+    assert f"is LLVM {version} (exe /usr/lib/llvm-{version}/bin/llvm-jitlink)" in out.stderr
 
 
 def test_explicit_version_overrides_detection(objects: dict[str, list[str]]) -> None:

@@ -326,6 +326,7 @@ class FakeProc:
     def __init__(self, procs: dict[int, tuple[str, str | None, int]]) -> None:
         self.procs = procs
         self.reads: list[int] = []
+        self.maps_reads: list[int] = []
 
     def _get(self, pid: int) -> tuple[str, str | None, int]:
         self.reads.append(pid)
@@ -341,6 +342,7 @@ class FakeProc:
         return self._get(pid)[0]
 
     def maps(self, pid: int) -> str:
+        self.maps_reads.append(pid)
         maps = self._get(pid)[1]
         if maps is None:
             raise PermissionError(13, "Permission denied")
@@ -390,7 +392,7 @@ def test_select_profile_logs_why(caplog: pytest.LogCaptureFixture) -> None:
         select_profile(None, proc=proc, start_pid=10)
         select_profile("22")
     text = caplog.text
-    assert "profile 14: pid 10 is LLVM 14 (maps libLLVM-14.so.1)" in text
+    assert "profile 14: pid 10 is LLVM 14 (exe /usr/lib/llvm-14/bin/llvm-jitlink)" in text
     assert "profile modern: requested LLVM version '22'" in text
 
 
@@ -420,6 +422,11 @@ def test_cli_rejects_bad_versions_cleanly() -> None:
         ("/opt/tools/my-jit", _maps("/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1"), 14),
         ("/opt/tools/my-jit", _maps("/opt/llvm/lib/libLLVM.so.19.1"), 19),
         ("/opt/tools/my-jit", _maps("/opt/llvm/lib/libLLVM-17.so"), 17),
+        # A version in the executable's path wins over the maps (no read of them needed).
+        ("/usr/lib/llvm-19/bin/lli", _maps("/opt/llvm/lib/libLLVM.so.22.1"), 19),
+        ("/usr/local/bin/llvm-jitlink-14", _maps("/opt/llvm/lib/libLLVM.so.22.1"), 14),
+        # An unversioned tool name: the maps decide.
+        ("/usr/bin/llvm-jitlink", _maps("/usr/lib/llvm-22/lib/libLLVM.so.22.1"), 22),
         # Without libLLVM in the maps: the executable's path.
         ("/usr/lib/llvm-14/bin/llvm-jitlink", "", 14),
         ("/usr/local/bin/lli-19", "", 19),
@@ -430,6 +437,19 @@ def test_cli_rejects_bad_versions_cleanly() -> None:
 def test_llvm_version_of(exe: str, maps: str, version: int | None) -> None:
     found = llvm_version_of(exe, maps)
     assert found is not None and found[0] == version
+
+
+def test_detection_reads_maps_only_when_the_path_names_no_version() -> None:
+    """Reading a fresh LLVM process's ``/proc/PID/maps`` costs ~0.15 ms before Setup: the
+    path of Debian's tools names the version, so their maps are not read."""
+    proc = FakeProc({10: (*BASH, 11), 11: (*JITLINK22, 1)})
+    why = "pid 11 is LLVM 22 (exe /usr/lib/llvm-22/bin/llvm-jitlink)"
+    assert detect_profile(proc, start_pid=10) == ("modern", why)
+    assert proc.maps_reads == [10]  # the shell's (not an LLVM path), not the controller's
+    renamed = FakeProc({10: ("/opt/tools/my-jit", JITLINK14[1], 1)})
+    why = "pid 10 is LLVM 14 (maps libLLVM-14.so.1)"
+    assert detect_profile(renamed, start_pid=10) == ("14", why)
+    assert renamed.maps_reads == [10]
 
 
 @pytest.mark.parametrize("exe", ["/usr/bin/bash", "/usr/bin/python3.11", "/usr/bin/make",
