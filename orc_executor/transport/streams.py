@@ -143,14 +143,11 @@ def raw_fds(stream: trio.abc.Stream) -> tuple[int | None, int | None]:
     return None, None
 
 
-F_SETPIPE_SZ = 1031
-
-
 def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
     """Ask for a pipe buffer of ``size`` bytes on ``fd`` (``F_SETPIPE_SZ``; fewer wake-ups for
     bulk content). Best effort: not a pipe, or over ``/proc/sys/fs/pipe-max-size``, is
     ignored."""
     try:
-        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except OSError:
         pass
