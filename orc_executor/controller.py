@@ -14,7 +14,6 @@ Used by the protocol tests and benchmarks; mirrors the controller half of
 from __future__ import annotations
 
 import os
-import select
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -25,7 +24,7 @@ from .executor.bootstrap import SetupInfo
 from .sps import SPSDecodeError, WrapperSignature
 from .sps.orc import SPSSetupMessage, SPSSetupMessage14
 from .transport.framing import FrameDecoder, Message, Opcode, encode_header
-from .transport.streams import raw_fds
+from .transport.streams import FdReader, raw_fds
 
 #: Handler for executor→controller calls: (tag, argument bytes) → result bytes.
 Handler = Callable[[int, bytes], Awaitable[bytes]]
@@ -83,11 +82,14 @@ class Controller:
         self.eof = trio.Event()
         in_fd, out_fd = raw_fds(stream)
         #: The pipe fds for the fast paths (``None`` for sockets and other streams).
-        self._in_fd, self._out_fd = (in_fd, out_fd) if in_fd != out_fd else (None, None)
-        self._poller: select.poll | None = None
-        if self._in_fd is not None:
-            self._poller = select.poll()
-            self._poller.register(self._in_fd, select.POLLIN)
+        self._out_fd = out_fd if in_fd != out_fd else None
+        #: Reads the pipe; waits for Results in poll(2) while nothing else can run.
+        self._fd_reader: FdReader | None = None
+        if in_fd is not None and in_fd != out_fd:
+            self._fd_reader = FdReader(
+                in_fd, quiet=self._awaiting_only_results, poll_ms=RESULT_POLL_MS,
+                checkpoint_every=1,
+            )
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -198,20 +200,16 @@ class Controller:
             self.eof.set()
 
     async def _receive(self, want: int) -> bytes | bytearray:
-        """Up to ``want`` bytes from the executor (``b""`` at EOF); see the class docstring."""
-        fd = self._in_fd
-        if fd is None:
+        """Up to ``want`` bytes from the executor (``b""`` at EOF); see the class docstring.
+        Checkpoints before every read, so the tasks the last Results woke send their next
+        calls before the reader decides to wait."""
+        reader = self._fd_reader
+        if reader is None:
             return await self.stream.receive_some(want)
-        # Let the tasks the last Results woke send their next calls before deciding to wait.
-        await trio.lowlevel.checkpoint()
-        while True:
-            try:
-                return os.read(fd, want)
-            except BlockingIOError:
-                if (self._pending and self._poller is not None and _nothing_else_runnable()
-                        and self._poller.poll(RESULT_POLL_MS)):
-                    continue
-                await trio.lowlevel.wait_readable(fd)
+        return await reader.read(want)
+
+    def _awaiting_only_results(self) -> bool:
+        return bool(self._pending) and _nothing_else_runnable()
 
     async def _on_message(self, msg: Message) -> None:
         if msg.opcode == Opcode.SETUP:
@@ -275,8 +273,10 @@ class Controller:
 
     async def close(self) -> None:
         """Close our end (EOF for the executor) and wait for the executor to exit."""
-        self._in_fd = self._out_fd = None  # their numbers may be reused once closed
-        self._poller = None
+        self._out_fd = None  # the fd numbers may be reused once closed
+        if self._fd_reader is not None:
+            self._fd_reader.forget()
+            self._fd_reader = None
         try:
             await self.stream.aclose()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

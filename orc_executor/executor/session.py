@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import select
 import socket
 import threading
 import time
@@ -33,7 +32,7 @@ from ..transport.framing import (
     PayloadSink,
     encode_header,
 )
-from ..transport.streams import enlarge_pipe, raw_fds
+from ..transport.streams import FdReader, enlarge_pipe, raw_fds
 from .bootstrap import setup_info
 from .context import ExecutorContext
 from .registry import OutOfBandError
@@ -127,15 +126,19 @@ class Session:
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._queued = 0
         self._batch: list[bytes] | None = None
-        self._reads_without_wait = 0
-        self._in_fd, self._out_fd = raw_fds(stream)
-        if self._in_fd is not None and self._in_fd != self._out_fd:
-            enlarge_pipe(self._in_fd)
-        #: Pipe sessions wait for the next call in poll(2) while quiet (see _receive).
-        self._poller: select.poll | None = None
-        if self._in_fd is not None and idle_close is None:
-            self._poller = select.poll()
-            self._poller.register(self._in_fd, select.POLLIN)
+        in_fd, self._out_fd = raw_fds(stream)
+        if in_fd is not None and in_fd != self._out_fd:
+            enlarge_pipe(in_fd)
+        #: Reads the raw fd; waits for the next call in poll(2) while quiet (no idle close:
+        #: its deadline needs trio's wait).
+        self._fd_reader: FdReader | None = None
+        if in_fd is not None:
+            self._fd_reader = FdReader(
+                in_fd,
+                quiet=self._quiet if idle_close is None else None,
+                poll_ms=IDLE_POLL_MS,
+                checkpoint_every=16,
+            )
         sock = getattr(stream, "socket", None)
         self._quickack: Any = (
             sock if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) else None
@@ -358,41 +361,18 @@ class Session:
         return None
 
     async def _receive(self, want: int) -> bytes | bytearray:
-        """Up to ``want`` bytes from the controller (``b""`` at EOF).
-
-        On the raw fd: a non-blocking ``read`` first, and only when it would block a wait for
-        readiness, so a call that is already waiting costs one system call and no trip
-        through the scheduler. A forced checkpoint every 16 reads that did not wait keeps
-        the other tasks (results of worker threads, the writer) running under a flood.
-        """
-        fd = self._in_fd
-        if fd is None:
+        """Up to ``want`` bytes from the controller (``b""`` at EOF): through the
+        :class:`FdReader` on the raw fd (a forced checkpoint every 16 reads that did not wait
+        keeps results of worker threads and the writer moving under a flood)."""
+        reader = self._fd_reader
+        if reader is None:
             return await self.stream.receive_some(want)
-        self._reads_without_wait += 1
-        if self._reads_without_wait >= 16:
-            self._reads_without_wait = 0
-            await trio.lowlevel.checkpoint()
-        while True:
-            try:
-                return os.read(fd, want)
-            except BlockingIOError:
-                self._reads_without_wait = 0
-                if self._poller is not None and self._quiet() and self._poller.poll(IDLE_POLL_MS):
-                    continue
-                await trio.lowlevel.wait_readable(fd)
+        return await reader.read(want)
 
     def _quiet(self) -> bool:
         """Nothing but the controller can give this session work: no call scheduled or in
         flight, no executor→controller call waiting, nothing queued for the writer."""
         return not self._inflight and not self._out_pending and not self._queued
-
-    async def _read_into(self, view: memoryview) -> int:
-        assert self._in_fd is not None
-        while True:
-            try:
-                return os.readv(self._in_fd, [view])
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._in_fd)
 
     def _maybe_arm_idle_close(self) -> None:
         scope = self._read_scope
@@ -410,11 +390,11 @@ class Session:
                     return SessionEnd(True, "controller disconnected")
                 return SessionEnd(False, "Unexpected end-of-file inside a message")
             self.decoder.feed(data)
-            if self._in_fd is not None:
+            if (reader := self._fd_reader) is not None:
                 # A large payload is pending: read the rest straight into its buffer.
                 while (view := self.decoder.payload_view()) is not None and len(view) > 1 << 16:
                     try:
-                        n = await self._read_into(view)
+                        n = await reader.readinto(view)
                     except OSError as e:
                         return SessionEnd(False, f"read failed: {e}")
                     if n == 0:

@@ -1,0 +1,189 @@
+"""``transport.streams.FdReader``, the read loop shared by the session and the package
+controller, on real pipes: reads before any wait, poll(2) only while ``quiet()``, trio's
+wait otherwise, a forced checkpoint every N reads that did not wait, bulk reads straight
+into a buffer, EOF, a close while waiting, and ``forget``."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from orc_executor.transport import streams
+from orc_executor.transport.streams import FdReader
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class Counts:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.checkpoints = 0
+        self.trio_waits = 0
+        checkpoint, wait_readable = trio.lowlevel.checkpoint, trio.lowlevel.wait_readable
+
+        async def counting_checkpoint() -> None:
+            self.checkpoints += 1
+            await checkpoint()
+
+        async def counting_wait(fd: int) -> None:
+            self.trio_waits += 1
+            await wait_readable(fd)
+
+        monkeypatch.setattr(streams.trio.lowlevel, "checkpoint", counting_checkpoint)
+        monkeypatch.setattr(streams.trio.lowlevel, "wait_readable", counting_wait)
+
+
+def write_later(fd: int, data: bytes, delay: float) -> threading.Thread:
+    def run() -> None:
+        time.sleep(delay)
+        os.write(fd, data)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+async def test_waiting_bytes_are_read_without_a_wait(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    reader = FdReader(r, quiet=lambda: True, checkpoint_every=4)
+    for i in range(10):
+        os.write(w, bytes([i]) * 3)
+        assert await reader.read(100) == bytes([i]) * 3
+    assert counts.trio_waits == 0
+    assert counts.checkpoints == 10 // 4  # a forced checkpoint every 4 reads that did not wait
+
+
+async def test_checkpoint_every_one_checkpoints_before_every_read(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    reader = FdReader(r, checkpoint_every=1)
+    for _ in range(5):
+        os.write(w, b"x")
+        assert await reader.read(1) == b"x"
+    assert counts.checkpoints == 5
+
+
+async def test_quiet_waits_in_poll_not_in_trio(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    asked = 0
+
+    def quiet() -> bool:
+        nonlocal asked
+        asked += 1
+        return True
+
+    reader = FdReader(r, quiet=quiet, poll_ms=50)
+    t = write_later(w, b"late", 0.005)  # well within one 50 ms poll
+    assert await reader.read(100) == b"late"
+    t.join()
+    assert asked >= 1
+    assert counts.trio_waits == 0
+
+
+async def test_a_poll_that_times_out_hands_the_wait_to_trio(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    reader = FdReader(r, quiet=lambda: True, poll_ms=1)
+    t = write_later(w, b"later", 0.2)
+    assert await reader.read(100) == b"later"
+    t.join()
+    assert counts.trio_waits >= 1
+
+
+async def test_not_quiet_waits_in_trio_and_other_tasks_run(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    reader = FdReader(r, quiet=lambda: False, poll_ms=1000)
+    ran = trio.Event()
+
+    async def other() -> None:
+        ran.set()
+        os.write(w, b"from another task")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        with trio.fail_after(5):
+            assert await reader.read(100) == b"from another task"
+    assert ran.is_set()
+    assert counts.trio_waits == 1
+
+
+async def test_readinto_fills_the_buffer_and_eof_reads_empty(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    reader = FdReader(r)
+    payload = os.urandom(200_000)  # more than a pipe buffer: several reads and waits
+    buf = bytearray(len(payload))
+    view = memoryview(buf)
+
+    async def produce() -> None:
+        await trio.to_thread.run_sync(os.write, w, payload)
+        os.close(w)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce)
+        filled = 0
+        while filled < len(buf):
+            n = await reader.readinto(view[filled:])
+            assert n > 0
+            filled += n
+    assert buf == payload
+    assert await reader.read(10) == b""
+    assert await reader.readinto(view) == 0
+
+
+async def test_closing_the_fd_ends_a_wait(pipe: tuple[int, int]) -> None:
+    r, _w = pipe
+    reader = FdReader(r, quiet=lambda: False)
+
+    async def close_soon() -> None:
+        await trio.sleep(0.01)
+        trio.lowlevel.notify_closing(r)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_soon)
+        with pytest.raises(trio.ClosedResourceError), trio.fail_after(5):
+            await reader.read(10)
+
+
+async def test_forget_stops_the_poll(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    asked = 0
+
+    def quiet() -> bool:
+        nonlocal asked
+        asked += 1
+        return True
+
+    reader = FdReader(r, quiet=quiet)
+    reader.forget()
+    t = write_later(w, b"x", 0.01)
+    with trio.fail_after(5):
+        assert await reader.read(1) == b"x"
+    t.join()
+    assert asked == 0
