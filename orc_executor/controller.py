@@ -33,6 +33,10 @@ Handler = Callable[[int, bytes], Awaitable[bytes]]
 #: in poll(2) for up to this long (milliseconds) before handing the wait to trio.
 RESULT_POLL_MS = 1
 
+#: Calls answered in the caller's own task return without yielding to trio's scheduler;
+#: every this many of them, they checkpoint.
+CHECKPOINT_EVERY = 16
+
 
 class ControllerError(Exception):
     """The executor disconnected, sent something invalid, or a call failed."""
@@ -63,7 +67,9 @@ class Controller:
     ``write`` and Results are read with ``read`` before any wait for readiness; while calls are
     outstanding and no other task is runnable (nor a deadline due within 2 ms), the reader
     waits for them in ``poll(2)`` for up to :data:`RESULT_POLL_MS` instead of a trip through
-    trio's scheduler. Other I/O of the same trio run may then wait up to that long.
+    trio's scheduler. Other I/O of the same trio run may then wait up to that long. The only
+    call outstanding in that state reads its Result in its own task, without the switch to
+    the reader task and back.
     """
 
     def __init__(self, stream: trio.abc.Stream, *, max_message_size: int = 1 << 31) -> None:
@@ -80,6 +86,8 @@ class Controller:
         self._send_lock = trio.Lock()
         self._closed_reason: str | None = None
         self.eof = trio.Event()
+        self._reader_scope: trio.CancelScope | None = None
+        self._calls_without_yield = 0
         in_fd, out_fd = raw_fds(stream)
         #: The pipe fds for the fast paths (``None`` for sockets and other streams).
         self._out_fd = out_fd if in_fd != out_fd else None
@@ -183,13 +191,14 @@ class Controller:
 
     async def _reader(self) -> None:
         try:
-            while True:
-                data = await self._receive(1 << 20)
-                if not data:
-                    break
-                self.decoder.feed(data)
-                while (msg := self.decoder.next_message()) is not None:
-                    await self._on_message(msg)
+            with trio.CancelScope() as self._reader_scope:
+                while True:
+                    data = await self._receive(1 << 20)
+                    if not data:
+                        break
+                    self.decoder.feed(data)
+                    while (msg := self.decoder.next_message()) is not None:
+                        self._on_message(msg)
         except Exception as e:  # transport failure or framing error: end the session
             self._closed_reason = f"{type(e).__name__}: {e}"
         finally:
@@ -211,7 +220,36 @@ class Controller:
     def _awaiting_only_results(self) -> bool:
         return bool(self._pending) and _nothing_else_runnable()
 
-    async def _on_message(self, msg: Message) -> None:
+    def _read_own_result(self, event: trio.Event) -> None:
+        """Read and handle what the executor sends until ``event`` (the caller's Result) is
+        set, in this task: each read waits in poll(2) for at most :data:`RESULT_POLL_MS`;
+        nothing arriving, EOF (the reader task sees it too) or a read error hands the wait
+        back to the reader task. A malformed message or a Hangup ends the session as it
+        would in the reader task. The reader task is then parked in a wait for readiness or
+        at a checkpoint; every read and decode is synchronous, so bytes stay in order."""
+        reader = self._fd_reader
+        assert reader is not None
+        while not event.is_set():
+            try:
+                data = reader.read_polled(1 << 20)
+            except OSError:
+                return
+            if not data:
+                return  # nothing yet, or EOF (sticky: the reader task sees it too)
+            self.decoder.feed(data)
+            try:
+                while (msg := self.decoder.next_message()) is not None:
+                    self._on_message(msg)
+            except Exception as e:
+                self._fail(e)
+                return
+
+    def _fail(self, e: Exception) -> None:
+        self._closed_reason = self._closed_reason or f"{type(e).__name__}: {e}"
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
+
+    def _on_message(self, msg: Message) -> None:
         if msg.opcode == Opcode.SETUP:
             if msg.seq != 0 or msg.tag != 0:
                 raise ControllerError("Setup packet SeqNo or TagAddr not zero")
@@ -246,14 +284,33 @@ class Controller:
             raise ControllerError(f'Symbol "{name}" not found in bootstrap symbols map') from None
 
     async def call_raw(self, tag: int, payload: bytes = b"") -> bytes:
-        """CallWrapper(tag, payload); wait for and return the Result payload."""
+        """CallWrapper(tag, payload); wait for and return the Result payload (bytes).
+
+        Raises :class:`ControllerError` if the executor disconnects or the session fails
+        first. Over pipes, the only call outstanding while nothing else of the trio run can
+        run reads its own Result (see the class docstring) and then returns without yielding
+        to the scheduler, except once every :data:`CHECKPOINT_EVERY` such calls; a pending
+        cancellation is always honoured before the call is sent.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         seq = self._next_seq
         self._next_seq += 1
         event = trio.Event()
         box: list[bytes] = []
         self._pending[seq] = (event, box)
         await self.send(Opcode.CALL_WRAPPER, seq, tag, payload)
+        if self._fd_reader is not None and len(self._pending) == 1 and _nothing_else_runnable():
+            self._read_own_result(event)
+            if event.is_set():
+                self._calls_without_yield += 1
+                if self._calls_without_yield >= CHECKPOINT_EVERY:
+                    self._calls_without_yield = 0
+                    await trio.lowlevel.checkpoint()
+                return self._result(box)
         await event.wait()
+        return self._result(box)
+
+    def _result(self, box: list[bytes]) -> bytes:
         if not box:
             raise ControllerError(self._closed_reason or "disconnected")
         return box[0]

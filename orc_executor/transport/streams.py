@@ -207,6 +207,19 @@ class FdReader:
                     continue
                 await trio.lowlevel.wait_readable(fd)
 
+    def read_polled(self, want: int) -> bytes | None:
+        """Up to ``want`` bytes without trio, for an answer that is expected within
+        microseconds: one ``poll(2)`` of up to ``poll_ms``, then one ``read(2)``. ``None`` if
+        nothing arrived (or the reader was made with ``quiet=None``, or forgotten); ``b""``
+        at EOF. Raises :class:`OSError` from ``read(2)``."""
+        poller = self._poller
+        if poller is None or not poller.poll(self._poll_ms):
+            return None
+        try:
+            return os.read(self.fd, want)
+        except BlockingIOError:
+            return None
+
     async def readinto(self, view: memoryview) -> int:
         """Read straight into ``view`` (bulk payloads; no intermediate bytes object): the
         number of bytes read, ``0`` at EOF. Waits through trio only."""

@@ -1,14 +1,17 @@
 """The package controller's pipe fast paths (direct writes, reads before any wait, poll(2)
-for Results while nothing else can run), against orc-executor and the stock LLVM 22
-``llvm-jitlink-executor`` over pipes: frames stay whole when a write comes out partial,
-other tasks and deadlines of the same trio run keep running while a call is outstanding,
-and a closed controller refuses to send."""
+for Results while nothing else can run, a lone call reading its own Result), against
+orc-executor and the stock LLVM 22 ``llvm-jitlink-executor`` over pipes: frames stay whole
+when a write comes out partial, other tasks and deadlines of the same trio run keep running
+while a call is outstanding or while lone calls are answered in the caller's task,
+cancellation is honoured, a malformed frame or EOF read by the caller ends the session
+with a clear error, and a closed controller refuses to send."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import signal
+import threading
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -16,7 +19,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from orc_executor.controller import _nothing_else_runnable
+from orc_executor.controller import Controller, ControllerError, _nothing_else_runnable
+from orc_executor.sps import UInt8
+from orc_executor.sps.orc import SPSSetupMessage
+from orc_executor.transport import streams
+from orc_executor.transport.framing import Opcode, encode_header
 
 from .harness import (
     BOOT,
@@ -29,6 +36,7 @@ from .harness import (
     RW,
     Executor,
     initialize,
+    mem_write_sig,
     orc_executor_pipes,
     read_buffers,
     reference_executor,
@@ -117,3 +125,145 @@ async def test_send_after_close_is_refused() -> None:
         with pytest.raises(trio.ClosedResourceError):
             await ex.ctl.send(1, 0, 0, b"")
     assert ex.process.returncode == 0
+
+
+def _write8(ex: Executor) -> tuple[int, bytes]:
+    return ex.sym(BOOT + "mem_write_uint8s_wrapper"), mem_write_sig(UInt8).encode_args([])
+
+
+@pytest.mark.parametrize("which", LAUNCHERS)
+async def test_a_lone_call_reads_its_own_result(
+    which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One call at a time with nothing else to run: the caller reads its Result itself, so
+    the reader task gets none of those bytes (it stays parked in its wait for readiness)."""
+    reader_reads: list[int] = []
+    read = streams.FdReader.read
+
+    async def counting_read(self: streams.FdReader, want: int) -> bytes:
+        data = await read(self, want)
+        reader_reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(streams.FdReader, "read", counting_read)
+    async with LAUNCHERS[which]() as ex:
+        tag, payload = _write8(ex)
+        before = len(reader_reads)  # the Setup (and at most a first call's Result)
+        for _ in range(500):
+            assert await ex.ctl.call_raw(tag, payload) == b""
+        assert len(reader_reads) - before < 25, reader_reads  # ~0; a few under load
+    assert ex.process.returncode == 0
+
+
+@pytest.mark.parametrize("which", LAUNCHERS)
+async def test_lone_calls_let_other_tasks_run_and_honour_cancellation(which: str) -> None:
+    """A loop of lone calls answered in the caller's task yields every 16 calls: a task
+    waiting for I/O (a byte every 2 ms from a thread) keeps waking up for it, and a deadline
+    ends the loop."""
+    async with LAUNCHERS[which]() as ex:
+        tag, payload = _write8(ex)
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        stop = threading.Event()
+
+        def drip() -> None:
+            while not stop.wait(0.002):
+                os.write(w, b".")
+
+        wakeups = 0
+
+        async def receive() -> None:
+            nonlocal wakeups
+            while True:
+                await trio.lowlevel.wait_readable(r)
+                os.read(r, 100)
+                wakeups += 1
+
+        calls = 0
+        thread = threading.Thread(target=drip)
+        thread.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                with trio.move_on_after(0.3) as scope:
+                    while True:
+                        await ex.ctl.call_raw(tag, payload)
+                        calls += 1
+                nursery.cancel_scope.cancel()
+        finally:
+            stop.set()
+            thread.join()
+            os.close(r)
+            os.close(w)
+        assert scope.cancelled_caught
+        assert calls > 100, calls
+        assert wakeups >= 50, wakeups  # ~100-150 in 0.3 s; starved, ~2
+        assert await ex.ctl.call_raw(tag, payload) == b""  # the session is still good
+    assert ex.process.returncode == 0
+
+
+class _FakeExecutor:
+    """Our own end of two pipes posing as an executor, for malformed input: the controller
+    reads what the test writes to ``out`` (a Setup first)."""
+
+    def __init__(self) -> None:
+        to_r, to_w = os.pipe()
+        from_r, self.out = os.pipe()
+        self._fds = [to_r, from_r, self.out]
+        self.ctl = Controller(trio.StapledStream(
+            trio.lowlevel.FdStream(to_w), trio.lowlevel.FdStream(from_r)))
+        setup = SPSSetupMessage.encode(("x86_64-unknown-linux-gnu", 4096, {}, {}))
+        os.write(self.out, encode_header(Opcode.SETUP, 0, 0, len(setup)) + setup)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+async def test_a_malformed_frame_read_by_the_caller_ends_the_session() -> None:
+    fake = _FakeExecutor()
+    try:
+        async with fake.ctl as c:
+            # Waiting before the call: the caller reads it in its own task.
+            os.write(fake.out, encode_header(99, 0, 0, 0))  # no such opcode
+            with trio.fail_after(5), pytest.raises(ControllerError, match="99"):
+                await c.call_raw(0x1000)
+            with trio.fail_after(5):
+                await c.eof.wait()  # the reader task ended too
+    finally:
+        fake.close()
+
+
+async def test_a_hangup_read_by_the_caller_ends_the_session() -> None:
+    fake = _FakeExecutor()
+    try:
+        async with fake.ctl as c:
+            os.write(fake.out, encode_header(Opcode.HANGUP, 0, 0, 0))
+            with trio.fail_after(5), pytest.raises(ControllerError, match="hung up"):
+                await c.call_raw(0x1000)
+            with trio.fail_after(5):
+                await c.eof.wait()
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("which", LAUNCHERS)
+async def test_an_executor_killed_during_a_lone_call_fails_the_call(
+    which: str, testlib: Path
+) -> None:
+    async with LAUNCHERS[which]() as ex:
+        h = await ex.call(DYLIB_OPEN, OPEN_SIG, ex.sym(DYLIB_INSTANCE), str(testlib), 0)
+        (slow,) = await ex.call(DYLIB_RESOLVE, RESOLVE_SIG, h, [("slow_action", True)])
+
+        async def kill_soon() -> None:
+            await trio.sleep(0.05)
+            ex.process.kill()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_soon)
+            with trio.fail_after(5), pytest.raises(ControllerError, match="disconnected"):
+                await ex.ctl.call_raw(slow.address)
+    assert ex.process.returncode == -signal.SIGKILL

@@ -187,3 +187,26 @@ async def test_forget_stops_the_poll(pipe: tuple[int, int]) -> None:
         assert await reader.read(1) == b"x"
     t.join()
     assert asked == 0
+
+
+def test_read_polled_waits_in_poll_for_at_most_poll_ms(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    reader = FdReader(r, quiet=lambda: True, poll_ms=20)
+    t0 = time.perf_counter()
+    assert reader.read_polled(10) is None  # nothing arrived
+    assert 0.015 < time.perf_counter() - t0 < 1
+    t = write_later(w, b"soon", 0.002)
+    assert reader.read_polled(10) == b"soon"
+    t.join()
+    os.close(w)
+    assert reader.read_polled(10) == b""  # EOF
+
+
+def test_read_polled_without_a_poller_does_not_wait(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, b"x")
+    assert FdReader(r).read_polled(10) is None  # made with quiet=None
+    reader = FdReader(r, quiet=lambda: True)
+    reader.forget()
+    assert reader.read_polled(10) is None
+    assert FdReader(r, quiet=lambda: True).read_polled(10) == b"x"
