@@ -48,6 +48,12 @@ class ExecutorContext:
         block (:meth:`cannot_block`)."""
         return self.cannot_block(self.memmap.dealloc_actions(keys))
 
+    def release_cannot_block(self, bases: Iterable[int], max_unmap: int) -> bool:
+        """True if releasing the slabs ``bases`` runs only dealloc actions that cannot block
+        (:meth:`cannot_block`) and unmaps at most ``max_unmap`` bytes."""
+        actions, size = self.memmap.release_cost(bases)
+        return size <= max_unmap and self.cannot_block(actions)
+
     def call(self, fn: int, args: bytes | bytearray | memoryview) -> bytes:
         """Call the wrapper function at ``fn`` with SPS ``args``; return the result bytes.
 

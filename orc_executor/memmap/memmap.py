@@ -432,6 +432,21 @@ class MemoryMap:
                     calls.extend(region.dealloc)
         return calls
 
+    def release_cost(self, bases: Iterable[int]) -> tuple[list[WrapperFunctionCall], int]:
+        """What :meth:`release` of ``bases`` would do: the dealloc actions of the regions
+        still initialized in those slabs, and the bytes it would unmap (bases that are not
+        reserved slabs count for nothing)."""
+        calls: list[WrapperFunctionCall] = []
+        size = 0
+        with self._lock:
+            for base in bases:
+                slab = self._slabs.get(base)
+                if slab is not None:
+                    size += slab.mapped_size
+                    for region in slab.regions.values():
+                        calls.extend(region.dealloc)
+        return calls, size
+
     def deinitialize(
         self, keys: Iterable[int], run_action: ActionRunner, what: str = "deinitialize"
     ) -> None:

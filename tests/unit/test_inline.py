@@ -1,6 +1,7 @@
 """Which calls of the blocking memory wrappers run on the event loop (``WrapperSpec.inline_when``):
 only those that cannot block — alloc actions that are all the executor's own non-blocking
-wrappers, and for an initialize at most ``INLINE_MAX_BYTES`` of segments."""
+wrappers, and for an initialize at most ``INLINE_MAX_BYTES`` of segments, for a release at
+most that many bytes to unmap."""
 
 from __future__ import annotations
 
@@ -91,3 +92,39 @@ def test_shared_memory_initialize_inline_whatever_its_size(ctx: ExecutorContext)
     assert init.inline_when(inst, 0x10000, req(action(ctx, "llvm_orc_registerEHFrameAllocAction")))
     assert not init.inline_when(inst, 0x10000, req(action(ctx, NATIVE)))
     assert spec(ctx, shm.PREFIX + "Deinitialize").inline_when is not None
+
+
+@pytest.mark.parametrize("name", [mm.PREFIX + "release_wrapper", mm.PREFIX + "deallocate_wrapper",
+                                  mm.CI_PREFIX + "releaseMultiple"])
+def test_release_inline_only_when_small_and_its_dealloc_actions_cannot_block(
+        ctx: ExecutorContext, name: str) -> None:
+    release = spec(ctx, name)
+    inst = ctx.registry.addr_of[mm.PREFIX + "Instance"]
+    small, other = ctx.memmap.reserve(2 * PAGE_SIZE), ctx.memmap.reserve(PAGE_SIZE)
+    large = ctx.memmap.reserve(mm.INLINE_MAX_BYTES + PAGE_SIZE)
+    exact = ctx.memmap.reserve(mm.INLINE_MAX_BYTES)
+    eh = action(ctx, "llvm_orc_deregisterEHFrameAllocAction")
+    for addr, dealloc in ((small, eh), (other, action(ctx, NATIVE))):
+        segs = [SegFinalizeRequest(RW, addr, 8, b"")]
+        ctx.memmap.initialize(segs, [AllocActionCallPair(NONE, dealloc)], lambda _c: None)
+    assert release.inline_when is not None
+    assert release.inline_when(inst, [small])
+    assert release.inline_when(inst, [exact])
+    assert release.inline_when(inst, [0x10])  # not a slab: fails without running anything
+    assert not release.inline_when(inst, [other])  # a native dealloc action may block
+    assert not release.inline_when(inst, [large])  # a large munmap
+    assert not release.inline_when(inst, [small, exact])  # together over the bound
+
+
+def test_shared_memory_release_inline_only_when_small(ctx: ExecutorContext) -> None:
+    release = spec(ctx, shm.PREFIX + "Release")
+    inst = ctx.registry.addr_of[shm.PREFIX + "Instance"]
+    service = shm.SharedMemoryMapperService(ctx)  # shares ctx.memmap with the registered one
+    small, _ = service.reserve(inst, PAGE_SIZE)
+    large, _ = service.reserve(inst, mm.INLINE_MAX_BYTES + PAGE_SIZE)
+    try:
+        assert release.inline_when is not None
+        assert release.inline_when(inst, [small])
+        assert not release.inline_when(inst, [large])
+    finally:
+        service.release(inst, [small, large])

@@ -39,8 +39,9 @@ RELEASE = signature(Error, Addr, SequenceOf(Addr))
 _Entry = tuple[str, WrapperSignature, Callable[..., Any], bool]
 
 #: An initialize whose segments total at most this many bytes (copy, zero-fill and page
-#: faults: ~0.1 ms) and whose alloc actions cannot block runs on the event loop, without the
-#: hop to a worker thread (:attr:`WrapperSpec.inline_when`).
+#: faults: ~0.1 ms) and whose alloc actions cannot block, or a release that unmaps at most
+#: this many bytes and whose dealloc actions cannot block, runs on the event loop, without
+#: the hop to a worker thread (:attr:`WrapperSpec.inline_when`).
 INLINE_MAX_BYTES = 1 << 20
 
 
@@ -95,11 +96,14 @@ class MemoryManagerService(Service):
     ) -> WrapperSpec:
         """The wrapper of ``fn``: (Addr, FinalizeRequest) signatures stream their content
         and run inline when small with actions that cannot block; ``deinitialize`` runs
-        inline when the dealloc actions it would run cannot block."""
+        inline when the dealloc actions it would run cannot block, ``release`` /
+        ``deallocate`` when besides that it unmaps at most :data:`INLINE_MAX_BYTES`."""
         if sig is INITIALIZE or sig is FINALIZE:
             return WrapperSpec(name, sig, fn, blocking, self.stream, self._initialize_inline)
         if fn == self.deinitialize:
             return WrapperSpec(name, sig, fn, blocking, inline_when=self._deinitialize_inline)
+        if fn == self.release or fn == self.deallocate:
+            return WrapperSpec(name, sig, fn, blocking, inline_when=self._release_inline)
         return WrapperSpec(name, sig, fn, blocking)
 
     def _initialize_inline(self, _inst: int, req: FinalizeRequest) -> bool:
@@ -108,6 +112,9 @@ class MemoryManagerService(Service):
 
     def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
         return self.ctx.deinitialize_cannot_block(keys)
+
+    def _release_inline(self, _inst: int, bases: list[int]) -> bool:
+        return self.ctx.release_cannot_block(bases, INLINE_MAX_BYTES)
 
     def stream(self, length: int) -> FinalizeRequestSink:
         """A sink decoding ``(instance, FinalizeRequest)`` of ``length`` bytes as it arrives,

@@ -34,6 +34,7 @@ from ...sps.orc import (
 )
 from ..context import ExecutorContext
 from ..registry import Service, WrapperError, WrapperSpec
+from .memory_manager import INLINE_MAX_BYTES
 
 PREFIX = "__llvm_orc_ExecutorSharedMemoryMapperService_"
 
@@ -56,12 +57,14 @@ class SharedMemoryMapperService(Service):
 
     def wrappers(self) -> Iterable[WrapperSpec]:
         yield WrapperSpec(PREFIX + "Reserve", RESERVE, self.reserve)
-        # Both run inline when their alloc actions cannot block (no content to copy here).
+        # Both run inline when their alloc actions cannot block (no content to copy here);
+        # a release also when it unmaps at most INLINE_MAX_BYTES.
         yield WrapperSpec(PREFIX + "Initialize", INITIALIZE, self.initialize, True,
                           inline_when=self._initialize_inline)
         yield WrapperSpec(PREFIX + "Deinitialize", DEINITIALIZE, self.deinitialize, True,
                           inline_when=self._deinitialize_inline)
-        yield WrapperSpec(PREFIX + "Release", DEINITIALIZE, self.release, True)
+        yield WrapperSpec(PREFIX + "Release", DEINITIALIZE, self.release, True,
+                          inline_when=self._release_inline)
 
     def reserve(self, _inst: int, size: int) -> tuple[int, str]:
         if size <= 0:
@@ -90,6 +93,9 @@ class SharedMemoryMapperService(Service):
 
     def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
         return self.ctx.deinitialize_cannot_block(keys)
+
+    def _release_inline(self, _inst: int, bases: list[int]) -> bool:
+        return self.ctx.release_cannot_block(bases, INLINE_MAX_BYTES)
 
     def deinitialize(self, _inst: int, keys: list[int]) -> None:
         self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
