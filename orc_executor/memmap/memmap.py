@@ -52,6 +52,10 @@ class MemoryMapError(Exception):
     """A memory-map request that cannot be honoured; the message is sent to the controller."""
 
 
+#: The protection of a fresh reservation (``mmap`` ``PROT_*`` bits).
+_RW = lib.PROT_READ | lib.PROT_WRITE
+
+
 def _page_floor(a: int) -> int:
     return a & ~(PAGE_SIZE - 1)
 
@@ -96,6 +100,10 @@ class Slab:
     claims: list[Claim] = field(default_factory=list)
     #: Released while claims were outstanding: unmapped when the last claim goes.
     unmap_deferred: bool = False
+    #: Every page still has the read/write protection of the reservation (no initialize
+    #: changed one yet), so making pages read/write needs no ``mprotect``. ``False`` for
+    #: adopted (shared-memory) ranges.
+    writable: bool = True
 
     @property
     def end(self) -> int:
@@ -183,7 +191,8 @@ class MemoryMap:
 
     def adopt(self, base: int, size: int, shared_name: str | None = None) -> None:
         """Track an already-mapped range (e.g. a shared-memory reservation) as a slab."""
-        self._add_slab(Slab(base, size, _page_ceil(size), shared_name=shared_name))
+        self._add_slab(Slab(base, size, _page_ceil(size), shared_name=shared_name,
+                            writable=False))
 
     def _add_slab(self, slab: Slab) -> None:
         with self._lock:
@@ -259,7 +268,7 @@ class MemoryMap:
             )
             if any(plo < _page_ceil(e) and _page_floor(b) < phi for b, e in taken):
                 return None
-            if lib.orc_protect(plo, phi - plo, lib.PROT_READ | lib.PROT_WRITE):
+            if not slab.writable and lib.orc_protect(plo, phi - plo, _RW):
                 return None
             claim = Claim(self, slab, lo, hi, length)
             slab.claims.append(claim)
@@ -362,8 +371,8 @@ class MemoryMap:
             slab.regions[key] = region
         try:
             if copy_content:
-                self._copy_segments(nonempty, placed)
-            self._protect_segments(nonempty)
+                self._copy_segments(slab, nonempty, placed)
+            self._protect_segments(slab, nonempty)
             self._run_finalize(region, actions, run_action)
         except BaseException:
             with self._lock:
@@ -372,15 +381,20 @@ class MemoryMap:
         region.live = True
         return key
 
-    def _copy_segments(self, segs: list[SegFinalizeRequest], placed: set[int]) -> None:
+    def _copy_segments(
+        self, slab: Slab, segs: list[SegFinalizeRequest], placed: set[int]
+    ) -> None:
         """Copy each segment's content to its address (unless it was written there in place:
-        ``id`` of the content in ``placed``) and zero-fill the rest of the segment."""
-        rw = lib.PROT_READ | lib.PROT_WRITE
-        for s in segs:
-            lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
-            e = lib.orc_protect(lo, hi - lo, rw)
-            if e:
-                raise MemoryMapError(f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}")
+        ``id`` of the content in ``placed``) and zero-fill the rest of the segment. The
+        pages are made writable first, unless they all still are (:attr:`Slab.writable`)."""
+        if not slab.writable:
+            for s in segs:
+                lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
+                e = lib.orc_protect(lo, hi - lo, _RW)
+                if e:
+                    raise MemoryMapError(
+                        f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}"
+                    )
         for s in segs:
             n = len(s.content)
             dst = ffi.cast("char *", s.addr)
@@ -389,10 +403,22 @@ class MemoryMap:
             if s.size > n:
                 lib.memset(dst + n, 0, s.size - n)
 
-    def _protect_segments(self, segs: list[SegFinalizeRequest]) -> None:
-        for s in segs:
-            lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
-            e = lib.orc_protect(lo, hi - lo, native_prot(s.prot))
+    def _protect_segments(self, slab: Slab, segs: list[SegFinalizeRequest]) -> None:
+        """Apply each segment's final protection to its pages, in order (a page shared by
+        two segments ends with the later one's). A read/write segment of a slab whose pages
+        all still are read/write is skipped, unless it shares a page with a segment of this
+        request that changes protection."""
+        pages = [(_page_floor(s.addr), _page_ceil(s.addr + s.size), native_prot(s.prot))
+                 for s in segs]
+        was_writable = slab.writable
+        changed = [(lo, hi) for lo, hi, prot in pages if prot != _RW]
+        for lo, hi, prot in pages:
+            if prot == _RW:
+                if was_writable and not any(lo < ch and cl < hi for cl, ch in changed):
+                    continue
+            else:
+                slab.writable = False
+            e = lib.orc_protect(lo, hi - lo, prot)
             if e:
                 raise MemoryMapError(f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}")
 

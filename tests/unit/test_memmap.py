@@ -360,6 +360,82 @@ def test_deinitialize_then_reinitialize_same_range(mm: MemoryMap) -> None:
     assert rec.fns == [1, 11, 2]
 
 
+class CountingLib:
+    """``memmap.lib`` with ``orc_protect`` calls recorded as ``(addr, size, prot)``."""
+
+    def __init__(self) -> None:
+        self.protects: list[tuple[int, int, int]] = []
+
+    def orc_protect(self, addr: int, size: int, prot: int) -> int:
+        self.protects.append((addr, size, prot))
+        return int(lib.orc_protect(addr, size, prot))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(lib, name)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> CountingLib:
+    from orc_executor.memmap import memmap
+
+    counter = CountingLib()
+    monkeypatch.setattr(memmap, "lib", counter)
+    return counter
+
+
+def test_read_write_segments_of_a_fresh_slab_need_no_mprotect(
+    mm: MemoryMap, counting: CountingLib
+) -> None:
+    base = mm.reserve(4 * PAGE_SIZE)
+    mm.initialize([seg(RW, base, PAGE_SIZE, b"data"), seg(RW, base + PAGE_SIZE, 8)], [],
+                  Recorder())
+    assert counting.protects == []  # the reservation is read/write already
+    assert mem_read(base, 5) == b"data\x00"
+    assert page_perms(base) == "rw-"
+    claim = mm.place(base + 2 * PAGE_SIZE, PAGE_SIZE, 4)  # in-place content: no mprotect
+    assert claim is not None and counting.protects == []
+    claim.release()
+
+
+def test_read_write_segments_after_a_protection_change_are_protected(
+    mm: MemoryMap, counting: CountingLib
+) -> None:
+    base = mm.reserve(4 * PAGE_SIZE)
+    rwx = lib.PROT_READ | lib.PROT_WRITE
+    # Text and data in one request: the text page changes, the data page is left as is.
+    mm.initialize([seg(RX, base, PAGE_SIZE, b"\xc3"), seg(RW, base + PAGE_SIZE, 8, b"d")], [],
+                  Recorder())
+    assert [(a, p) for a, _, p in counting.protects] == [(base, lib.PROT_READ | lib.PROT_EXEC)]
+    assert (page_perms(base), page_perms(base + PAGE_SIZE)) == ("r-x", "rw-")
+    # From now on the slab is not known to be all read/write: copies and RW segments protect.
+    counting.protects.clear()
+    mm.initialize([seg(RW, base + 2 * PAGE_SIZE, 8, b"e")], [], Recorder())
+    assert [(a, p) for a, _, p in counting.protects] == [(base + 2 * PAGE_SIZE, rwx)] * 2
+    assert page_perms(base + 2 * PAGE_SIZE) == "rw-"
+
+
+def test_a_read_write_segment_sharing_a_page_with_text_still_wins_that_page(
+    mm: MemoryMap, counting: CountingLib
+) -> None:
+    base = mm.reserve(2 * PAGE_SIZE)
+    # Segments are applied in order; the later RW segment shares the text's page.
+    mm.initialize([seg(RX, base, 64, b"\xc3"), seg(RW, base + 64, 64, b"d")], [], Recorder())
+    assert page_perms(base) == "rw-"
+    assert len(counting.protects) == 2
+
+
+def test_shared_memory_segments_are_always_protected(
+    mm: MemoryMap, counting: CountingLib
+) -> None:
+    p = lib.orc_reserve(PAGE_SIZE)
+    addr = int(ffi.cast("uintptr_t", p))
+    lib.orc_protect(addr, PAGE_SIZE, 0)  # adopted ranges may start PROT_NONE
+    mm.adopt(addr, PAGE_SIZE)
+    mm.initialize([seg(RW, addr, PAGE_SIZE)], [], Recorder(), copy_content=False)
+    assert page_perms(addr) == "rw-"
+    assert len(counting.protects) == 1
+
+
 # ---- errors --------------------------------------------------------------------------------------
 
 
