@@ -47,6 +47,17 @@ class Counts:
         monkeypatch.setattr(streams.trio.lowlevel, "wait_readable", counting_wait)
 
 
+class Quiet:
+    """A ``quiet`` predicate that always says quiet and counts how often it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return True
+
+
 def write_later(fd: int, data: bytes, delay: float) -> threading.Thread:
     def run() -> None:
         time.sleep(delay)
@@ -82,36 +93,24 @@ async def test_checkpoint_every_one_checkpoints_before_every_read(
     assert counts.checkpoints == 5
 
 
-async def test_quiet_waits_in_poll_not_in_trio(
-    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("poll_ms", "delay", "in_trio"),
+    [(50, 0.005, False),  # arrives well within one poll: no trip through trio
+     (1, 0.2, True)],  # the poll times out first: the wait goes to trio
+)
+async def test_quiet_waits_in_poll_then_in_trio(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, poll_ms: int, delay: float,
+    in_trio: bool,
 ) -> None:
     r, w = pipe
     counts = Counts(monkeypatch)
-    asked = 0
-
-    def quiet() -> bool:
-        nonlocal asked
-        asked += 1
-        return True
-
-    reader = FdReader(r, quiet=quiet, poll_ms=50)
-    t = write_later(w, b"late", 0.005)  # well within one 50 ms poll
+    quiet = Quiet()
+    reader = FdReader(r, quiet=quiet, poll_ms=poll_ms)
+    t = write_later(w, b"late", delay)
     assert await reader.read(100) == b"late"
     t.join()
-    assert asked >= 1
-    assert counts.trio_waits == 0
-
-
-async def test_a_poll_that_times_out_hands_the_wait_to_trio(
-    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    r, w = pipe
-    counts = Counts(monkeypatch)
-    reader = FdReader(r, quiet=lambda: True, poll_ms=1)
-    t = write_later(w, b"later", 0.2)
-    assert await reader.read(100) == b"later"
-    t.join()
-    assert counts.trio_waits >= 1
+    assert quiet.asked >= 1
+    assert (counts.trio_waits > 0) == in_trio
 
 
 async def test_not_quiet_waits_in_trio_and_other_tasks_run(
@@ -173,20 +172,14 @@ async def test_closing_the_fd_ends_a_wait(pipe: tuple[int, int]) -> None:
 
 async def test_forget_stops_the_poll(pipe: tuple[int, int]) -> None:
     r, w = pipe
-    asked = 0
-
-    def quiet() -> bool:
-        nonlocal asked
-        asked += 1
-        return True
-
+    quiet = Quiet()
     reader = FdReader(r, quiet=quiet)
     reader.forget()
     t = write_later(w, b"x", 0.01)
     with trio.fail_after(5):
         assert await reader.read(1) == b"x"
     t.join()
-    assert asked == 0
+    assert quiet.asked == 0
 
 
 def test_read_polled_waits_in_poll_for_at_most_poll_ms(pipe: tuple[int, int]) -> None:
