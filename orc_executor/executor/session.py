@@ -35,7 +35,7 @@ from ..transport.framing import (
 from ..transport.streams import FdReader, enlarge_pipe, raw_fds
 from .bootstrap import setup_info
 from .context import ExecutorContext
-from .registry import OutOfBandError
+from .registry import OutOfBandError, WrapperSpec
 
 log = logging.getLogger(__name__)
 
@@ -253,12 +253,12 @@ class Session:
 
     async def _serve_blocking(
         self, seq: int, tag: int, payload: bytes | bytearray | memoryview, name: str,
-        streamed: StreamedArgs | None = None,
+        spec: WrapperSpec | None, streamed: StreamedArgs | None = None,
     ) -> None:
         # _inflight was counted when the call was scheduled (_handle_call).
         try:
             result = await trio.to_thread.run_sync(
-                self._call_sync, tag, payload, name, streamed,
+                self._call_sync, tag, payload, name, spec, streamed,
                 abandon_on_cancel=True, limiter=self.limiter,
             )
         finally:
@@ -270,14 +270,16 @@ class Session:
 
     def _call_sync(
         self, tag: int, payload: bytes | bytearray | memoryview, name: str,
-        streamed: StreamedArgs | None = None,
+        spec: WrapperSpec | None, streamed: StreamedArgs | None = None,
     ) -> bytes:
+        """Run one call on a worker thread: wrapper ``spec`` (the registry's entry for
+        ``tag``, looked up once by :meth:`_handle_call`), else native code at ``tag``."""
         try:
+            if spec is None:
+                return self.ctx.call(tag, payload)
             if streamed is not None:
-                spec = self.ctx.registry.lookup(tag)
-                assert spec is not None  # only registered wrappers have sinks
                 return spec.invoke_streamed(streamed)
-            return self.ctx.call(tag, payload)
+            return spec.invoke(payload)
         except OutOfBandError as e:
             log.warning("%s: %s", name, e)
             return b""
@@ -316,7 +318,9 @@ class Session:
         # Counted from now, not from when the task starts: a call scheduled but not yet
         # started must keep the reader from blocking in poll(2) (see _quiet).
         self._inflight += 1
-        nursery.start_soon(self._serve_blocking, msg.seq, msg.tag, msg.payload, name, streamed)
+        nursery.start_soon(
+            self._serve_blocking, msg.seq, msg.tag, msg.payload, name, spec, streamed
+        )
 
     def _handle_result(self, msg: Message) -> None:
         with self._out_lock:
