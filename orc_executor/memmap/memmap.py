@@ -230,18 +230,25 @@ class MemoryMap:
                     # Content is still being written into it: unmap with the last claim.
                     slab.unmap_deferred = True
                     continue
-            e = lib.orc_release(slab.base, slab.mapped_size)
-            if e:
-                errors.append(f"In {what}, munmap of {slab.base:#x} failed: {os.strerror(e)}")
-            if slab.shared_name is not None:
-                # The controller unlinks the name right after mapping it; if it did not (it
-                # died first, or does not follow llvm-jitlink), the object must not outlive
-                # the session in /dev/shm.
-                e = lib.orc_shm_unlink(slab.shared_name.encode())
-                if e and e != errno.ENOENT:
-                    log.warning("shm_unlink(%s): %s", slab.shared_name, os.strerror(e))
+            err = self._unmap(slab)
+            if err:
+                errors.append(f"In {what}, {err}")
         if errors:
             raise MemoryMapError("\n".join(errors))
+
+    @staticmethod
+    def _unmap(slab: Slab) -> str | None:
+        """Unmap a slab no longer tracked (and unlink its shared-memory name); the ``munmap``
+        error message, or ``None``."""
+        e = lib.orc_release(slab.base, slab.mapped_size)
+        if slab.shared_name is not None:
+            # The controller unlinks the name right after mapping it; if it did not (it
+            # died first, or does not follow llvm-jitlink), the object must not outlive
+            # the session in /dev/shm.
+            u = lib.orc_shm_unlink(slab.shared_name.encode())
+            if u and u != errno.ENOENT:
+                log.warning("shm_unlink(%s): %s", slab.shared_name, os.strerror(u))
+        return f"munmap of {slab.base:#x} failed: {os.strerror(e)}" if e else None
 
     # ---- content written in place (streaming initialize) ---------------------------------
 
@@ -280,10 +287,8 @@ class MemoryMap:
                 return
             slab.claims.remove(claim)
             unmap = slab.unmap_deferred and not slab.claims
-        if unmap:
-            e = lib.orc_release(slab.base, slab.mapped_size)
-            if e:
-                log.warning("munmap of %#x failed: %s", slab.base, os.strerror(e))
+        if unmap and (err := self._unmap(slab)):
+            log.warning("%s", err)
 
     # ---- initialize / deinitialize ------------------------------------------------------------
 
