@@ -200,8 +200,6 @@ def _prepare(listener: socket.socket | None, background: bool = False
 
 
 def _readable(sock: socket.socket) -> bool:
-    import select
-
     p = select.poll()
     p.register(sock, select.POLLIN)
     return bool(p.poll(0))
@@ -470,8 +468,6 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-
-
 async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
                       contexts: dict[str, ExecutorContext] | None) -> int:
     if stdio and len(fds) >= 5:
@@ -539,8 +535,6 @@ def _preload() -> None:
 
 def zygote(control_fd: int) -> int:
     """Fork workers on request until the daemon closes ``control_fd`` (see module doc)."""
-    import select
-
     from .daemon import exit_process
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -606,7 +600,7 @@ def _reap(control: socket.socket) -> None:
             return
         if pid == 0:
             return
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
         _send(control, f"X {pid} {code}".encode())
 
 
