@@ -234,8 +234,9 @@ def _calls_inline() -> Iterator[None]:
 
 def rehearse_session(listener: socket.socket | None = None) -> None:
     """Run one complete session in this process against the package's controller over a
-    socketpair: Setup, dylib open and resolve, reserve, initialize a page of code, run it as
-    main (``xor eax, eax; ret``), release. Leaves no session state behind (the next session
+    socketpair: Setup, dylib open and resolve, reserve, initialize a page of code with an
+    EH-frame alloc action pair (an empty section), run it as main (``xor eax, eax; ret``),
+    release. Leaves no session state behind (the next session
     still resets C stdio first). Stops early once ``listener`` has a connection waiting."""
     import trio
 
@@ -271,24 +272,47 @@ async def _rehearsal_calls() -> None:
     from .executor.services import dylib_manager as dm
     from .executor.services import memory_manager as mm
     from .executor.services import run as run_service
-    from .sps.orc import FinalizeRequest, SegFinalizeRequest
+    from .executor.services.eh_frame import EH_SIG
+    from .sps import ErrorValue, WrapperSignature
+    from .sps.orc import (
+        AllocActionCallPair,
+        ExecutorAddrRange,
+        FinalizeRequest,
+        SegFinalizeRequest,
+        WrapperFunctionCall,
+    )
 
     a, b = trio.socket.socketpair()
     opts = ServeOptions(llvm_version="modern")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: serve_stream(streams.socket_stream(a), opts, is_socket=False))
         async with Controller.over(streams.socket_stream(b)) as c:
+
+            async def call(name: str, sig: WrapperSignature, *args: Any) -> Any:
+                value = await c.call(name, sig, *args)
+                if isinstance(value, ErrorValue):  # the warm-up must not fail unnoticed
+                    raise RuntimeError(f"rehearsal: {name}: {value.message}")
+                return value
+
             dylibs = c.symbol(dm.PREFIX + "Instance")
-            handle = await c.call(dm.PREFIX + "open_wrapper", dm.OPEN, dylibs, "", 0)
-            await c.call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle, [("printf", False)])
+            handle = await call(dm.PREFIX + "open_wrapper", dm.OPEN, dylibs, "", 0)
+            await call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle, [("printf", False)])
             mem = c.symbol(mm.PREFIX + "Instance")
-            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, mem, 8192)
-            code = b"\x31\xc0\xc3"  # xor eax, eax; ret
-            req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [])
-            await c.call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, mem, req)
-            await c.call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
-                         base, [b"rehearsal"])
-            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, mem, [base])
+            base = await call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, mem, 8192)
+            # xor eax, eax; ret, and at +16 an empty .eh_frame (its zero terminator), which the
+            # alloc actions register and, at release, deregister: libgcc returns at once for an
+            # empty section, but the session's alloc-action paths are exercised.
+            code = b"\x31\xc0\xc3".ljust(16, b"\xcc") + bytes(4)
+            eh = EH_SIG.encode_args(ExecutorAddrRange(base + 16, base + 20))
+            eh_pair = AllocActionCallPair(
+                WrapperFunctionCall(c.symbol("llvm_orc_registerEHFrameAllocAction"), eh),
+                WrapperFunctionCall(c.symbol("llvm_orc_deregisterEHFrameAllocAction"), eh),
+            )
+            req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [eh_pair])
+            await call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, mem, req)
+            await call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
+                       base, [b"rehearsal"])
+            await call(mm.PREFIX + "release_wrapper", mm.RELEASE, mem, [base])
 
 
 # ---- accept mode (orc-executor serve) ----------------------------------------------------------
