@@ -1,11 +1,13 @@
 """The executor side of one SimpleRemoteEPC session (``SimpleRemoteEPCServer``).
 
 One trio task reads frames; each CallWrapper is answered inline when its handler is cheap and
-cannot block, or on a worker thread when it runs native code (run_as_*, JIT'd wrapper functions,
-initialize with alloc actions). Executor→controller calls made by JIT'd code through the
-dispatch function block only their own thread; their Results are routed back by sequence
-number. One writer task sends whole frames (header and payload in one write), coalescing
-frames that are ready together.
+cannot block, or on a worker thread (trio's thread cache) when it runs native code (run_as_*,
+JIT'd wrapper functions, initialize with alloc actions). Executor→controller calls made by
+JIT'd code through the dispatch function block only their own thread; their Results are routed
+back by sequence number. Frames are written whole (header and payload in one write): directly
+while nothing is queued, else by one writer task that coalesces frames ready together. On a
+pipe, a worker thread writes its own small frame (a Result, or a call into the controller)
+when the pipe takes it whole, so the controller does not wait for the trio thread to wake.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import select
 import socket
+import stat
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +91,33 @@ class _Waiter:
         self.result: bytes | JITDispatchError = JITDispatchError(DISPATCH_DISCONNECTED)
 
 
+class _BlockingCall:
+    """A CallWrapper run on a worker thread; ``frame`` is its Result frame while not yet
+    written (``None`` once the worker thread wrote it)."""
+
+    __slots__ = ("frame", "name", "payload", "seq", "spec", "streamed", "tag")
+
+    def __init__(
+        self, seq: int, tag: int, payload: bytes | bytearray | memoryview, name: str,
+        spec: WrapperSpec | None, streamed: StreamedArgs | None,
+    ) -> None:
+        self.seq = seq
+        self.tag = tag
+        self.payload = payload
+        self.name = name
+        self.spec = spec
+        self.streamed = streamed
+        self.frame: bytes | None = None
+
+
 class Session:
     """Serve one controller over ``stream`` (a :class:`trio.abc.Stream`).
 
     ``max_message_size`` bounds accepted frames (bytes); ``max_concurrent_calls`` bounds the
-    worker threads running calls at once; ``idle_close`` (seconds, TCP only) closes the
-    connection when the controller has released everything and then stays silent that long —
-    the only way to end a session with LLVM 14–22 controllers in TCP mode (PROTOCOL.md §1.8).
+    worker threads running calls at once (later calls wait, in arrival order); ``idle_close``
+    (seconds, TCP only) closes the connection when the controller has released everything
+    and then stays silent that long — the only way to end a session with LLVM 14–22
+    controllers in TCP mode (PROTOCOL.md §1.8).
     """
 
     def __init__(
@@ -108,7 +133,9 @@ class Session:
         self.stream = stream
         self.ctx = ctx
         self.decoder = FrameDecoder(max_message_size, self._route)
-        self.limiter = trio.CapacityLimiter(max_concurrent_calls)
+        self.max_concurrent_calls = max_concurrent_calls
+        self._threads_running = 0
+        self._backlog: deque[_BlockingCall] = deque()
         self.idle_close = idle_close
         self.drain_timeout = drain_timeout
         self._drained: trio.Event | None = None
@@ -127,6 +154,13 @@ class Session:
         self._queued = 0
         self._batch: list[bytes] | None = None
         in_fd, self._out_fd = raw_fds(stream)
+        #: Held for every direct write to ``_out_fd`` (trio thread or worker thread) and while
+        #: ``_queued`` goes up after a partial one, so frames never interleave.
+        self._write_lock = threading.Lock()
+        self._out_closed = False
+        #: Worker threads may write frames of up to PIPE_BUF bytes themselves: on a pipe such
+        #: a non-blocking write is atomic (all of it, or EAGAIN), never partial.
+        self._thread_writes = self._out_fd is not None and _is_fifo(self._out_fd)
         if in_fd is not None and in_fd != self._out_fd:
             enlarge_pipe(in_fd)
         #: Reads the raw fd; waits for the next call in poll(2) while quiet (no idle close:
@@ -162,21 +196,50 @@ class Session:
         if self._queued == 0 and self._out_fd is not None and not self._send_failed:
             # Fast path: the writer is idle, so a direct non-blocking write keeps order and
             # saves a task switch per Result.
-            try:
-                n = os.write(self._out_fd, frame)
-            except BlockingIOError:
-                n = 0
-            except OSError as e:
-                self._on_send_failed(e)
+            with self._write_lock:
+                try:
+                    n = os.write(self._out_fd, frame)
+                except BlockingIOError:
+                    n = 0
+                except OSError as e:
+                    self._on_send_failed(e)
+                    return
+                if n < len(frame):
+                    self._enqueue(frame[n:])  # under the lock: worker threads see _queued
                 return
-            if n == len(frame):
-                return
-            frame = frame[n:]
+        if not self._out_closed:
+            self._enqueue(frame)
+
+    def _enqueue(self, frame: bytes) -> None:
         try:
             self._send_ch.send_nowait(frame)
             self._queued += 1
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def _write_from_thread(self, frame: bytes) -> bool:
+        """Write ``frame`` from a worker thread if the pipe takes it whole now; ``False``
+        (nothing written) when it must go through the trio thread: not a pipe, more than
+        PIPE_BUF bytes, frames queued, the pipe full, or the output closed."""
+        if not self._thread_writes or len(frame) > select.PIPE_BUF:
+            return False
+        with self._write_lock:
+            fd = self._out_fd
+            if fd is None or self._queued or self._send_failed:
+                return False
+            try:
+                os.write(fd, frame)  # all of it or EAGAIN (atomic on a pipe)
+            except BlockingIOError:
+                return False
+            except OSError as e:
+                self._on_send_failed(e)  # dropped, as the trio thread drops it
+            return True
+
+    def _close_output(self) -> None:
+        """No more direct writes (the fd is about to be closed, and its number may be reused)."""
+        with self._write_lock:
+            self._out_fd = None
+            self._out_closed = True
 
     def _on_send_failed(self, e: BaseException) -> None:
         if not self._send_failed:
@@ -217,8 +280,10 @@ class Session:
             seq = self._next_out_seq
             self._next_out_seq += 1
             self._out_pending[seq] = waiter
+        frame = encode_header(Opcode.CALL_WRAPPER, seq, tag, len(data)) + data
         try:
-            self._token.run_sync_soon(self._send_nowait, Opcode.CALL_WRAPPER, seq, tag, data)
+            if not self._write_from_thread(frame):
+                self._token.run_sync_soon(self._send_frame, frame)
         except trio.RunFinishedError:
             with self._out_lock:
                 self._out_pending.pop(seq, None)
@@ -251,22 +316,49 @@ class Session:
             return None
         return spec.stream(length)
 
-    async def _serve_blocking(
-        self, seq: int, tag: int, payload: bytes | bytearray | memoryview, name: str,
-        spec: WrapperSpec | None, streamed: StreamedArgs | None = None,
-    ) -> None:
-        # _inflight was counted when the call was scheduled (_handle_call).
+    def _start_blocking(self, call: _BlockingCall) -> None:
+        """Run ``call`` on a worker thread, or queue it while ``max_concurrent_calls`` run."""
+        if self._threads_running >= self.max_concurrent_calls:
+            self._backlog.append(call)
+            return
+        self._threads_running += 1
+        trio.lowlevel.start_thread_soon(
+            lambda: self._run_blocking(call), lambda _: self._blocking_ran(call)
+        )
+
+    def _run_blocking(self, call: _BlockingCall) -> None:
+        """Worker thread: run the call, then write its Result if the pipe takes it now."""
         try:
-            result = await trio.to_thread.run_sync(
-                self._call_sync, tag, payload, name, spec, streamed,
-                abandon_on_cancel=True, limiter=self.limiter,
-            )
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0 and self._drained is not None:
-                self._drained.set()
-        self._send_nowait(Opcode.RESULT, seq, 0, result)
-        self._after_call(name)
+            result = self._call_sync(call.tag, call.payload, call.name, call.spec, call.streamed)
+        except Exception:  # pragma: no cover - handlers report their own failures
+            log.exception("%s failed", call.name)
+            result = b""
+        frame = encode_header(Opcode.RESULT, call.seq, 0, len(result)) + result
+        if not self._write_from_thread(frame):
+            call.frame = frame
+
+    def _blocking_ran(self, call: _BlockingCall) -> None:
+        """Worker thread: hand the rest of ``call`` to the trio thread."""
+        token = self._token
+        if token is None:
+            return
+        try:
+            token.run_sync_soon(self._finish_blocking, call)
+        except trio.RunFinishedError:
+            pass  # the session's run is over: the call was abandoned
+
+    def _finish_blocking(self, call: _BlockingCall) -> None:
+        """Trio thread: send the Result if the worker thread could not, count the call done,
+        start the next queued call."""
+        self._threads_running -= 1
+        self._inflight -= 1
+        if call.frame is not None:
+            self._send_frame(call.frame)
+        if self._inflight == 0 and self._drained is not None:
+            self._drained.set()
+        self._after_call(call.name)
+        if self._backlog and self._threads_running < self.max_concurrent_calls:
+            self._start_blocking(self._backlog.popleft())
 
     def _call_sync(
         self, tag: int, payload: bytes | bytearray | memoryview, name: str,
@@ -290,7 +382,7 @@ class Session:
             self._close_armed = True
             self._maybe_arm_idle_close()
 
-    def _handle_call(self, nursery: trio.Nursery, msg: Message) -> None:
+    def _handle_call(self, msg: Message) -> None:
         spec = self.ctx.registry.lookup(msg.tag)
         streamed = msg.decoded if isinstance(msg.decoded, StreamedArgs) else None
         if self._debug:
@@ -315,12 +407,10 @@ class Session:
             self._send_nowait(Opcode.RESULT, msg.seq, 0, b"")
             return
         name = spec.name if spec is not None else f"{msg.tag:#x}"
-        # Counted from now, not from when the task starts: a call scheduled but not yet
-        # started must keep the reader from blocking in poll(2) (see _quiet).
+        # Counted until the trio thread has finished it (_finish_blocking): a call in flight
+        # keeps the reader from blocking in poll(2) (see _quiet).
         self._inflight += 1
-        nursery.start_soon(
-            self._serve_blocking, msg.seq, msg.tag, msg.payload, name, spec, streamed
-        )
+        self._start_blocking(_BlockingCall(msg.seq, msg.tag, msg.payload, name, spec, streamed))
 
     def _handle_result(self, msg: Message) -> None:
         with self._out_lock:
@@ -383,7 +473,7 @@ class Session:
         if scope is not None and self.idle_close is not None and self._idle():
             scope.deadline = trio.current_time() + self.idle_close
 
-    async def _reader(self, nursery: trio.Nursery) -> SessionEnd:
+    async def _reader(self) -> SessionEnd:
         while True:
             try:
                 data = await self._read_some()
@@ -406,13 +496,13 @@ class Session:
                     self.decoder.filled(n)
             self._batch = []
             try:
-                end = self._process_messages(nursery)
+                end = self._process_messages()
             finally:
                 self._flush_batch()
             if end is not None:
                 return end
 
-    def _process_messages(self, nursery: trio.Nursery) -> SessionEnd | None:
+    def _process_messages(self) -> SessionEnd | None:
         """Handle every complete buffered message; a :class:`SessionEnd` ends the session."""
         while True:
             try:
@@ -424,7 +514,7 @@ class Session:
             self._close_armed = False
             op = msg.opcode
             if op == Opcode.CALL_WRAPPER:
-                self._handle_call(nursery, msg)
+                self._handle_call(msg)
             elif op == Opcode.RESULT:
                 try:
                     self._handle_result(msg)
@@ -455,11 +545,12 @@ class Session:
             # A worker thread for the session's first blocking call (run_as_main, say), started
             # while the controller reads Setup: trio's thread cache keeps it (idle up to 10 s).
             # Created on that call instead, it delays it ~0.3 ms.
-            trio.lowlevel.start_thread_soon(_nothing, _ignore_outcome)
-            end = await self._reader(nursery)
+            trio.lowlevel.start_thread_soon(_warm_worker_thread, _ignore_outcome)
+            end = await self._reader()
             if self._quiet() and isinstance(self.stream, trio.StapledStream):
                 # Nothing left to send: close our pipe to the controller now, so its reader
                 # sees EOF (and llvm-jitlink exits) without waiting for the teardown below.
+                self._close_output()
                 await self.stream.send_stream.aclose()
             self.decoder.abandon()
             self._fail_outgoing()
@@ -485,6 +576,7 @@ class Session:
             await self._drained.wait()
 
     async def _close_stream(self) -> None:
+        self._close_output()
         stream: Any = self.stream
         sock = getattr(stream, "socket", None)
         if sock is not None:
@@ -506,8 +598,19 @@ class Session:
         self.ctx.registry.shutdown()
 
 
-def _nothing() -> None:
-    pass
+def _warm_worker_thread() -> None:
+    """The first worker thread's start, off the first blocking call's path: libgcc_s's
+    EH-frame entry points looked up (the first initialize with EH frames), and this thread's
+    malloc arena made (the JIT'd program's first allocation in the thread)."""
+    lib.orc_eh_frame_preload()
+    ffi.new("char[]", 4096)
+
+
+def _is_fifo(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _ignore_outcome(_outcome: object) -> None:

@@ -1,0 +1,208 @@
+"""Calls on worker threads, in process: a Session over real pipes (or a socketpair) driven by
+the package's Controller. Results of blocking calls are written by the worker thread itself
+when the pipe takes them whole; ``max_concurrent_calls`` queues the rest in arrival order;
+frames from the trio thread and from worker threads never interleave."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from orc_executor.controller import Controller
+from orc_executor.executor.bootstrap import build_context
+from orc_executor.executor.registry import WrapperSpec
+from orc_executor.executor.session import Session, SessionEnd
+from orc_executor.sps import Bytes, UInt32, UInt64, signature
+from orc_executor.transport.streams import socket_stream
+
+ECHO = signature(Bytes, UInt64, UInt32)  # (tag, size) -> size bytes derived from tag
+
+
+def pattern(tag: int, size: int) -> bytes:
+    return bytes((tag + i) & 0xFF for i in range(size))
+
+
+def fd_stream(read_fd: int, write_fd: int) -> trio.StapledStream[Any, Any]:
+    return trio.StapledStream(trio.lowlevel.FdStream(write_fd), trio.lowlevel.FdStream(read_fd))
+
+
+@asynccontextmanager
+async def in_process_session(
+    specs: list[WrapperSpec], *, transport: str = "pipes", pipe_size: int | None = None,
+    **session_args: Any,
+) -> AsyncIterator[tuple[Session, Controller]]:
+    """A Session with ``specs`` added to its registry, and a Controller connected to it."""
+    ctx = build_context("modern")
+    for spec in specs:
+        ctx.registry.add(spec)
+    ours: trio.abc.Stream
+    theirs: trio.abc.Stream
+    if transport == "pipes":
+        c2e_r, c2e_w = os.pipe()
+        e2c_r, e2c_w = os.pipe()
+        if pipe_size is not None:
+            fcntl.fcntl(e2c_w, fcntl.F_SETPIPE_SZ, pipe_size)
+        ours, theirs = fd_stream(c2e_r, e2c_w), fd_stream(e2c_r, c2e_w)
+    else:
+        a, b = trio.socket.socketpair()
+        ours, theirs = socket_stream(a), socket_stream(b)
+    session = Session(ours, ctx, **session_args)
+    ends: list[SessionEnd] = []
+
+    async def serve() -> None:
+        ends.append(await session.run())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        async with Controller.over(theirs) as ctl:
+            yield session, ctl
+    assert ends and ends[0].clean, ends
+    session.finish(ends[0])
+
+
+def echo_spec(name: str, *, blocking: bool, before: Callable[[int], None] | None = None
+              ) -> WrapperSpec:
+    def handler(tag: int, size: int) -> bytes:
+        if before is not None:
+            before(tag)
+        return pattern(tag, size)
+
+    return WrapperSpec(name, ECHO, handler, blocking)
+
+
+@pytest.mark.parametrize(("transport", "by_worker"), [("pipes", True), ("socketpair", False)])
+async def test_worker_thread_writes_its_result_on_a_pipe(transport: str, by_worker: bool) -> None:
+    async with in_process_session(
+        [echo_spec("test_blocking_echo", blocking=True)], transport=transport
+    ) as (session, ctl):
+        writes: list[tuple[bool, bool]] = []
+        real = session._write_from_thread
+
+        def spy(frame: bytes) -> bool:
+            done = real(frame)
+            writes.append((threading.current_thread() is not threading.main_thread(), done))
+            return done
+
+        session._write_from_thread = spy  # type: ignore[method-assign]
+        for size in (0, 100, 4000):
+            assert await ctl.call("test_blocking_echo", ECHO, 7, size) == pattern(7, size)
+        # Larger than PIPE_BUF: never written by the worker thread (it could be cut short).
+        assert await ctl.call("test_blocking_echo", ECHO, 9, 70000) == pattern(9, 70000)
+    assert writes == [(True, by_worker)] * 3 + [(True, False)]
+    assert session.calls_served == 4
+
+
+async def test_max_concurrent_calls_queue_in_arrival_order() -> None:
+    started: list[int] = []
+    running = [0]
+    peak = [0]
+    lock = threading.Lock()
+    release = {tag: threading.Event() for tag in range(6)}
+
+    def before(tag: int) -> None:
+        with lock:
+            started.append(tag)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release[tag].wait(5)
+        with lock:
+            running[0] -= 1
+
+    async def started_become(want: list[int]) -> None:
+        with trio.fail_after(5):
+            while len(started) < len(want):
+                await trio.sleep(0.002)
+        await trio.sleep(0.02)  # nothing else starts
+        assert started == want
+
+    async with in_process_session(
+        [echo_spec("test_gate", blocking=True, before=before)], max_concurrent_calls=2
+    ) as (session, ctl):
+        results: dict[int, bytes] = {}
+
+        async def one(tag: int) -> None:
+            results[tag] = await ctl.call("test_gate", ECHO, tag, 16)
+
+        async with trio.open_nursery() as nursery:
+            for tag in range(6):
+                nursery.start_soon(one, tag)
+                await trio.sleep(0.01)  # arrival order = tag order
+            await started_become([0, 1])  # two threads; four calls wait
+            assert len(session._backlog) == 4
+            release[1].set()  # a finished call starts the oldest waiting one
+            await started_become([0, 1, 2])
+            release[0].set()
+            await started_become([0, 1, 2, 3])
+            release[3].set()
+            await started_become([0, 1, 2, 3, 4])
+            release[2].set()
+            await started_become([0, 1, 2, 3, 4, 5])
+            release[4].set()
+            release[5].set()
+    assert peak[0] == 2
+    assert results == {tag: pattern(tag, 16) for tag in range(6)}
+    assert session._threads_running == 0 and not session._backlog
+
+
+async def test_frames_never_interleave_with_a_full_pipe() -> None:
+    """Worker threads' Results (some small enough to write themselves) and the trio thread's
+    inline Results (up to 64 KiB: partial writes into a one-page pipe) race for the same pipe;
+    every frame must arrive whole."""
+    rng = random.Random(1234)
+
+    def jitter(_tag: int) -> None:
+        time.sleep(rng.random() * 0.002)
+
+    specs = [
+        echo_spec("test_thread_echo", blocking=True, before=jitter),
+        echo_spec("test_inline_echo", blocking=False),
+    ]
+    async with in_process_session(specs, pipe_size=4096) as (session, ctl):
+        results: dict[int, bytes] = {}
+        wanted: dict[int, bytes] = {}
+
+        async def one(tag: int, name: str, size: int) -> None:
+            results[tag] = await ctl.call(name, ECHO, tag, size)
+
+        async with trio.open_nursery() as nursery:
+            for tag in range(400):
+                name = "test_thread_echo" if tag % 3 == 0 else "test_inline_echo"
+                size = rng.choice([0, 1, 200, 3000, 4060, 5000, 65536])
+                wanted[tag] = pattern(tag, size)
+                nursery.start_soon(one, tag, name, size)
+                if tag % 50 == 0:
+                    await trio.sleep(0)
+    assert results == wanted
+    assert session.calls_served == 400
+
+
+async def test_nothing_is_written_after_the_output_closed() -> None:
+    """A worker thread finishing after the session closed its output writes nothing, not even
+    to a new pipe that got the old fd number."""
+    async with in_process_session([echo_spec("test_echo", blocking=True)]) as (session, ctl):
+        old_fd = session._out_fd
+        assert await ctl.call("test_echo", ECHO, 1, 8) == pattern(1, 8)
+    assert session._out_closed and session._out_fd is None
+    fds = [os.pipe() for _ in range(4)]
+    try:
+        reused = [(r, w) for r, w in fds if w == old_fd]
+        assert reused, "the old fd number was not reused"
+        r, _w = reused[0]
+        assert not session._write_from_thread(b"x" * 40)
+        session._send_frame(b"y" * 40)  # the trio-thread path drops it too
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 100)
+    finally:
+        for r, w in fds:
+            os.close(r)
+            os.close(w)
