@@ -6,10 +6,11 @@ Not a test: prints a markdown table of medians (with min/max) and ratios ours/re
   .venv/bin/python scripts/bench.py [--reps 5] [--calls 10000] [--mib 64] [--quick]
 
 Figures: start→Setup latency; no-op wrapper round trip (empty ``mem_write_uint8s``);
-pipelined small-call throughput; initialize + deinitialize of one page; bulk ``initialize``
-of N MiB over pipes and through shared memory, with two plain pipe copies of the same bytes
-for scale (``cat`` into /dev/null: a cache-resident buffer; ``dd bs=N M``: one N MiB buffer,
-the work a slab's content costs);
+round trip of a call that runs native code on a worker thread (``run_as_void_function`` of
+libc's ``getpid``); pipelined small-call throughput; initialize + deinitialize of one page;
+bulk ``initialize`` of N MiB over pipes and through shared memory, with two plain pipe copies
+of the same bytes for scale (``cat`` into /dev/null: a cache-resident buffer; ``dd bs=N M``:
+one N MiB buffer, the work a slab's content costs);
 llvm-jitlink end-to-end wall time on C programs and on an object with N MiB of ``.data``
 (over pipes and with ``-use-memmgr=shared``, and in llvm-jitlink's own process for the floor).
 """
@@ -34,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orc_executor.controller import Controller, decode_setup  # noqa: E402
+from orc_executor.executor.services import dylib_manager as dm  # noqa: E402
 from orc_executor.executor.services import memory_manager as mm  # noqa: E402
+from orc_executor.executor.services import run as run_service  # noqa: E402
 from orc_executor.executor.services import shared_memory as shm  # noqa: E402
 from orc_executor.sps import (  # noqa: E402
     Addr,
@@ -133,6 +136,26 @@ async def time_roundtrip(exe: str, calls: int) -> float:
     async with await Controller.launch([exe]) as c:
         tag = c.symbol(WRITE8_NAME)
         payload = WRITE8.encode_args([])
+        for _ in range(100):
+            await c.call_raw(tag, payload)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await c.call_raw(tag, payload)
+        return (time.perf_counter() - t0) / calls
+
+
+async def time_native_roundtrip(exe: str, calls: int) -> float:
+    """Seconds per ``run_as_void_function`` of libc's ``getpid``, one call at a time: a
+    call the executor must run on a worker thread (native code may block)."""
+    async with await Controller.launch([exe]) as c:
+        handle = await c.call(dm.PREFIX + "open_wrapper", dm.OPEN,
+                              c.symbol(dm.PREFIX + "Instance"), "", 0)
+        found = await c.call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle,
+                             [("getpid", False)])
+        if isinstance(found, ErrorValue) or not found or not found[0]:
+            raise RuntimeError(f"{exe}: getpid not resolved: {found}")
+        tag = c.symbol(run_service.BOOT + "run_as_void_function_wrapper")
+        payload = run_service.RUN_AS_VOID.encode_args(found[0].address)
         for _ in range(100):
             await c.call_raw(tag, payload)
         t0 = time.perf_counter()
@@ -439,6 +462,8 @@ def main() -> None:
     bench("start → Setup", "ms", False, lambda e: trio.run(time_setup, e) * 1e3)
     bench(f"no-op round trip ({args.calls} calls)", "µs", False,
           lambda e: trio.run(time_roundtrip, e, args.calls) * 1e6)
+    bench(f"native call on a worker thread, round trip ({args.calls // 5} calls)", "µs", False,
+          lambda e: trio.run(time_native_roundtrip, e, args.calls // 5) * 1e6)
     bench("pipelined small calls (64 in flight)", "k calls/s", True,
           lambda e: trio.run(time_pipelined, e, args.calls) / 1e3)
     bench(f"no-op round trip, raw controller ({args.calls} calls)", "µs", False,
