@@ -322,9 +322,14 @@ class Session:
             self._backlog.append(call)
             return
         self._threads_running += 1
-        trio.lowlevel.start_thread_soon(
-            lambda: self._run_blocking(call), lambda _: self._blocking_ran(call)
-        )
+        try:
+            trio.lowlevel.start_thread_soon(
+                lambda: self._run_blocking(call), lambda _: self._blocking_ran(call)
+            )
+        except RuntimeError as e:  # no thread to be had ("can't start new thread")
+            log.error("%s: %s", call.name, e)
+            self._threads_running -= 1
+            self._call_done(call, encode_header(Opcode.RESULT, call.seq, 0, 0))  # out of band
 
     def _run_blocking(self, call: _BlockingCall) -> None:
         """Worker thread: run the call, then write its Result if the pipe takes it now."""
@@ -351,14 +356,17 @@ class Session:
         """Trio thread: send the Result if the worker thread could not, count the call done,
         start the next queued call."""
         self._threads_running -= 1
+        self._call_done(call, call.frame)
+        while self._backlog and self._threads_running < self.max_concurrent_calls:
+            self._start_blocking(self._backlog.popleft())
+
+    def _call_done(self, call: _BlockingCall, frame: bytes | None) -> None:
         self._inflight -= 1
-        if call.frame is not None:
-            self._send_frame(call.frame)
+        if frame is not None:
+            self._send_frame(frame)
         if self._inflight == 0 and self._drained is not None:
             self._drained.set()
         self._after_call(call.name)
-        if self._backlog and self._threads_running < self.max_concurrent_calls:
-            self._start_blocking(self._backlog.popleft())
 
     def _call_sync(
         self, tag: int, payload: bytes | bytearray | memoryview, name: str,
@@ -547,6 +555,9 @@ class Session:
             # Created on that call instead, it delays it ~0.3 ms.
             trio.lowlevel.start_thread_soon(_warm_worker_thread, _ignore_outcome)
             end = await self._reader()
+            # Calls still waiting for a thread never run: only started ones are in flight.
+            self._inflight -= len(self._backlog)
+            self._backlog.clear()
             if self._quiet() and isinstance(self.stream, trio.StapledStream):
                 # Nothing left to send: close our pipe to the controller now, so its reader
                 # sees EOF (and llvm-jitlink exits) without waiting for the teardown below.

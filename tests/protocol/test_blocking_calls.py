@@ -5,6 +5,7 @@ frames from the trio thread and from worker threads never interleave."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import random
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from orc_executor.controller import Controller
+from orc_executor.controller import Controller, ControllerError
 from orc_executor.executor.bootstrap import build_context
 from orc_executor.executor.registry import WrapperSpec
 from orc_executor.executor.session import Session, SessionEnd
@@ -206,3 +207,56 @@ async def test_nothing_is_written_after_the_output_closed() -> None:
         for r, w in fds:
             os.close(r)
             os.close(w)
+
+
+async def test_no_thread_to_be_had_fails_the_call_and_the_session_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with in_process_session([echo_spec("test_echo", blocking=True)]) as (session, ctl):
+        real = trio.lowlevel.start_thread_soon
+
+        def refuse(*_args: Any, **_kw: Any) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(trio.lowlevel, "start_thread_soon", refuse)
+        # An empty Result (out of band): the controller cannot decode it.
+        with pytest.raises(ControllerError, match="deserializing"):
+            await ctl.call("test_echo", ECHO, 3, 8)
+        monkeypatch.setattr(trio.lowlevel, "start_thread_soon", real)
+        assert await ctl.call("test_echo", ECHO, 4, 8) == pattern(4, 8)
+    assert session._threads_running == 0 and session._inflight == 0
+
+
+async def test_calls_still_waiting_for_a_thread_never_run_after_the_session_ends() -> None:
+    started: list[int] = []
+    gate = threading.Event()
+
+    def before(tag: int) -> None:
+        started.append(tag)
+        gate.wait(5)
+
+    async def one(ctl: Controller, tag: int) -> None:
+        with contextlib.suppress(ControllerError):
+            await ctl.call("test_gate", ECHO, tag, 8)
+
+    async with trio.open_nursery() as nursery:
+        async with in_process_session(
+            [echo_spec("test_gate", blocking=True, before=before)],
+            max_concurrent_calls=1, drain_timeout=0.05,
+        ) as (session, ctl):
+            for tag in range(4):
+                nursery.start_soon(one, ctl, tag)
+                await trio.sleep(0.01)
+            with trio.fail_after(5):
+                while len(session._backlog) < 3:
+                    await trio.sleep(0.002)
+            assert started == [0]
+        # The controller hung up: the session ended with one call running, three queued.
+        assert not session._backlog and session._inflight == 1
+        gate.set()
+        with trio.fail_after(5):
+            while session._inflight:
+                await trio.sleep(0.002)
+        await trio.sleep(0.05)
+    assert started == [0]  # the queued calls were dropped, not started late
+    assert session._threads_running == 0
