@@ -132,16 +132,19 @@ async def time_setup(exe: str) -> float:
     return t
 
 
+async def _time_calls(c: Controller, tag: int, payload: bytes, calls: int) -> float:
+    """Seconds per call of ``tag`` with ``payload``, one at a time, after 100 to warm up."""
+    for _ in range(100):
+        await c.call_raw(tag, payload)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        await c.call_raw(tag, payload)
+    return (time.perf_counter() - t0) / calls
+
+
 async def time_roundtrip(exe: str, calls: int) -> float:
     async with await Controller.launch([exe]) as c:
-        tag = c.symbol(WRITE8_NAME)
-        payload = WRITE8.encode_args([])
-        for _ in range(100):
-            await c.call_raw(tag, payload)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            await c.call_raw(tag, payload)
-        return (time.perf_counter() - t0) / calls
+        return await _time_calls(c, c.symbol(WRITE8_NAME), WRITE8.encode_args([]), calls)
 
 
 async def time_native_roundtrip(exe: str, calls: int) -> float:
@@ -155,13 +158,9 @@ async def time_native_roundtrip(exe: str, calls: int) -> float:
         if isinstance(found, ErrorValue) or not found or not found[0]:
             raise RuntimeError(f"{exe}: getpid not resolved: {found}")
         tag = c.symbol(run_service.BOOT + "run_as_void_function_wrapper")
-        payload = run_service.RUN_AS_VOID.encode_args(found[0].address)
-        for _ in range(100):
-            await c.call_raw(tag, payload)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            await c.call_raw(tag, payload)
-        return (time.perf_counter() - t0) / calls
+        return await _time_calls(
+            c, tag, run_service.RUN_AS_VOID.encode_args(found[0].address), calls
+        )
 
 
 async def time_pipelined(exe: str, calls: int, inflight: int = 64) -> float:
