@@ -124,6 +124,31 @@ def test_daemon_serves_sessions_in_turn_and_stops_on_sigterm(
     assert "Traceback" not in err
 
 
+def test_one_worker_thread_per_session_is_enough_for_llvm_jitlink(objs: dict[str, Path]
+                                                                    ) -> None:
+    """``--max-concurrent-calls 1``: run_as_main takes the session's only worker thread, and
+    every other call of llvm-jitlink's sessions is answered without one; the results match
+    llvm-jitlink-executor's."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [EXE, "--listen", f"127.0.0.1:{port}", "--max-concurrent-calls", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    _wait_listening(port, proc)
+    try:
+        for i in range(2):
+            r = _jitlink_connect(port, objs["echo"], f"m{i}", str(i), "7")
+            ref = _jitlink_reference(objs["echo"], f"m{i}", str(i), "7")
+            assert r.returncode == ref.returncode == 7 + i
+            assert r.stderr == ref.stderr == b""
+            assert ref.stdout == f"session m{i} sum={7 + i}\n".encode()
+    finally:
+        rc, err, out = _stop(proc)
+    assert rc == 0, err
+    assert out.decode().splitlines() == [f"session m{i} sum={7 + i}" for i in range(2)]
+    assert "Traceback" not in err
+
+
 def test_load_32_controllers_with_one_crash(
     daemon: tuple[int, subprocess.Popen[bytes]], objs: dict[str, Path]
 ) -> None:
