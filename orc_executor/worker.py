@@ -236,8 +236,8 @@ def rehearse_session(listener: socket.socket | None = None) -> None:
     """Run one complete session in this process against the package's controller over a
     socketpair: Setup, dylib open and resolve, reserve, initialize a page of code with an
     EH-frame alloc action pair (an empty section), run it as main (``xor eax, eax; ret``),
-    release. Leaves no session state behind (the next session
-    still resets C stdio first). Stops early once ``listener`` has a connection waiting."""
+    release. Leaves no session state behind (the next session still resets C stdio first).
+    Stops early once ``listener`` has a connection waiting. Raises if a call fails."""
     import trio
 
     from .executor import session as session_module
