@@ -157,18 +157,25 @@ def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
 class FdReader:
     """Reads one non-blocking fd (pipe or socket) on a SimpleRemoteEPC peer's hot path.
 
-    ``read(2)`` comes first and a wait for readiness only when it would block, so bytes that
-    are already waiting cost one system call and no trip through trio's scheduler. When it
-    would block and ``quiet()`` says that only this fd can bring work, the wait is a
-    ``poll(2)`` of up to ``poll_ms`` milliseconds on the trio thread (a wake-up without the
-    scheduler's epoll round; other tasks of the run wait at most that long); after it, or when
-    not quiet (or ``quiet`` is ``None``), trio's ``wait_readable``. A forced checkpoint every
-    ``checkpoint_every`` reads that did not wait keeps the other tasks running under a flood
-    (``1``: before every read).
+    When ``quiet()`` says that only this fd (or ``wake_fd``) can bring work, the peer is
+    waiting for us and its bytes are not there yet: the read waits first, in a ``poll(2)`` of
+    up to ``poll_ms`` milliseconds on the trio thread (a wake-up without the scheduler's epoll
+    round; other tasks of the run wait at most that long), then reads. Otherwise ``read(2)``
+    comes first and a wait for readiness only when it would block, so bytes that are already
+    waiting cost one system call and no trip through trio's scheduler; that wait, and the
+    wait after a poll that timed out, is trio's ``wait_readable``. A forced checkpoint every
+    ``checkpoint_every`` reads without a trio wait keeps the other tasks running under a
+    flood (``1``: before every read).
 
-    Used by :class:`~orc_executor.executor.session.Session` (quiet: nothing in flight) and by
+    ``wake_fd`` (an eventfd, or any fd that becomes readable) ends the poll early: another
+    thread wrote it because it left work for the trio thread. The reader drains it, calls
+    ``on_wake()`` (on the trio thread) and, if still quiet, polls again.
+
+    Used by :class:`~orc_executor.executor.session.Session` (quiet: nothing queued for the
+    writer and no call waiting for a thread; worker threads wake it) and by
     :class:`~orc_executor.controller.Controller` (quiet: calls outstanding and no other task
-    runnable). The caller owns ``fd``; after it is closed, call :meth:`forget`.
+    runnable). The caller owns ``fd`` and ``wake_fd``; before closing either, call
+    :meth:`forget`.
     """
 
     def __init__(
@@ -178,6 +185,8 @@ class FdReader:
         quiet: Callable[[], bool] | None = None,
         poll_ms: int = 1,
         checkpoint_every: int = 16,
+        wake_fd: int | None = None,
+        on_wake: Callable[[], None] | None = None,
     ) -> None:
         self.fd = fd
         self._quiet: Callable[[], bool] = quiet or _never
@@ -185,9 +194,13 @@ class FdReader:
         self._every = checkpoint_every
         self._reads_without_wait = 0
         self._poller: select.poll | None = None
+        self._wake_fd = wake_fd
+        self._on_wake: Callable[[], None] = on_wake or _nothing
         if quiet is not None:
             self._poller = select.poll()
             self._poller.register(fd, select.POLLIN)
+            if wake_fd is not None:
+                self._poller.register(wake_fd, select.POLLIN)
 
     async def read(self, want: int) -> bytes:
         """Up to ``want`` bytes (``b""`` at EOF). Raises :class:`OSError` from ``read(2)`` and
@@ -197,23 +210,53 @@ class FdReader:
             self._reads_without_wait = 0
             await trio.lowlevel.checkpoint()
         fd = self.fd
+        if not self._wait_quietly():
+            self._reads_without_wait = 0
+            await trio.lowlevel.wait_readable(fd)
         while True:
             try:
                 return os.read(fd, want)
             except BlockingIOError:
                 self._reads_without_wait = 0
-                poller = self._poller
-                if poller is not None and self._quiet() and poller.poll(self._poll_ms):
-                    continue
                 await trio.lowlevel.wait_readable(fd)
+
+    def _wait_quietly(self) -> bool:
+        """While quiet, poll until ``fd`` is readable: ``True`` then, or when not quiet (read
+        first); ``False`` if ``poll_ms`` passed without it (trio must wait)."""
+        poller = self._poller
+        while poller is not None and self._quiet():
+            events = poller.poll(self._poll_ms)
+            if not events:
+                return False
+            if not self._woken(events):
+                return True
+            poller = self._poller  # on_wake may have ended the session's reads
+        return True
+
+    def _woken(self, events: list[tuple[int, int]]) -> bool:
+        """Handle a wake-up among ``events`` (drain ``wake_fd``, call ``on_wake``); whether
+        there was one and ``fd`` is not readable as well."""
+        wake = self._wake_fd
+        if wake is None or all(efd != wake for efd, _ in events):
+            return False
+        try:
+            os.read(wake, 8)
+        except BlockingIOError:
+            pass
+        self._on_wake()
+        return len(events) == 1
 
     def read_polled(self, want: int) -> bytes | None:
         """Up to ``want`` bytes without trio, for an answer that is expected within
         microseconds: one ``poll(2)`` of up to ``poll_ms``, then one ``read(2)``. ``None`` if
-        nothing arrived (or the reader was made with ``quiet=None``, or forgotten); ``b""``
-        at EOF. Raises :class:`OSError` from ``read(2)``."""
+        nothing arrived, a wake-up came first (handled), or the reader was made with
+        ``quiet=None`` or forgotten; ``b""`` at EOF. Raises :class:`OSError` from
+        ``read(2)``."""
         poller = self._poller
-        if poller is None or not poller.poll(self._poll_ms):
+        if poller is None:
+            return None
+        events = poller.poll(self._poll_ms)
+        if not events or self._woken(events):
             return None
         try:
             return os.read(self.fd, want)
@@ -230,9 +273,15 @@ class FdReader:
                 await trio.lowlevel.wait_readable(self.fd)
 
     def forget(self) -> None:
-        """Stop polling ``fd`` (its number may be reused once the caller closed it)."""
+        """Stop polling ``fd`` and ``wake_fd`` (their numbers may be reused once the caller
+        closed them)."""
         self._poller = None
+        self._wake_fd = None
 
 
 def _never() -> bool:
     return False
+
+
+def _nothing() -> None:
+    pass

@@ -1,7 +1,8 @@
 """``transport.streams.FdReader``, the read loop shared by the session and the package
-controller, on real pipes: reads before any wait, poll(2) only while ``quiet()``, trio's
-wait otherwise, a forced checkpoint every N reads that did not wait, bulk reads straight
-into a buffer, EOF, a close while waiting, and ``forget``."""
+controller, on real pipes: while ``quiet()`` a poll(2) and then one read, otherwise the read
+first and trio's wait, a wake-up fd ending the poll (``on_wake`` on the reading thread), a
+forced checkpoint every N reads without a trio wait, bulk reads straight into a buffer, EOF,
+a close while waiting, and ``forget``."""
 
 from __future__ import annotations
 
@@ -203,3 +204,116 @@ def test_read_polled_without_a_poller_does_not_wait(pipe: tuple[int, int]) -> No
     reader.forget()
     assert reader.read_polled(10) is None
     assert FdReader(r, quiet=lambda: True).read_polled(10) == b"x"
+
+
+class Reads:
+    """Counts ``read(2)`` calls on one fd (``os.read`` as the reader module sees it)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fd: int) -> None:
+        self.count = 0
+        real = os.read
+
+        def counting(f: int, n: int) -> bytes:
+            if f == fd:
+                self.count += 1
+            return real(f, n)
+
+        monkeypatch.setattr(streams.os, "read", counting)
+
+
+@pytest.mark.parametrize(("quiet", "reads"), [(True, 1), (False, 2)])
+async def test_a_quiet_read_waits_before_reading(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, quiet: bool, reads: int
+) -> None:
+    """Quiet: the peer waits for us, its bytes are not there yet: poll(2), then one read(2).
+    Not quiet: read(2) first (EAGAIN here), then trio's wait and the read."""
+    r, w = pipe
+    counted = Reads(monkeypatch, r)
+    reader = FdReader(r, quiet=lambda: quiet, poll_ms=2000)
+    t = write_later(w, b"late", 0.01)
+    with trio.fail_after(5):
+        assert await reader.read(100) == b"late"
+    t.join()
+    assert counted.count == reads
+
+
+@pytest.fixture
+def wake() -> Iterator[int]:
+    fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    yield fd
+    os.close(fd)
+
+
+def wake_later(fd: int, delay: float) -> threading.Thread:
+    def run() -> None:
+        time.sleep(delay)
+        os.eventfd_write(fd, 1)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+async def test_a_wake_up_ends_the_poll_runs_on_wake_and_polls_again(
+    pipe: tuple[int, int], wake: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    woken: list[bool] = []
+
+    def on_wake() -> None:
+        woken.append(threading.current_thread() is threading.main_thread())
+        write_later(w, b"after the wake-up", 0.01)  # still quiet: the reader polls again
+
+    reader = FdReader(r, quiet=lambda: True, poll_ms=30_000, wake_fd=wake, on_wake=on_wake)
+    t = wake_later(wake, 0.01)
+    with trio.fail_after(5):
+        assert await reader.read(100) == b"after the wake-up"
+    t.join()
+    assert woken == [True]  # once, on the reading (trio) thread
+    assert counts.trio_waits == 0
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(wake)  # drained
+
+
+async def test_a_wake_up_that_ends_the_quiet_hands_the_wait_to_trio(
+    pipe: tuple[int, int], wake: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    quiet = [True]
+
+    def on_wake() -> None:
+        quiet[0] = False  # e.g. the trio thread queued a frame for the writer task
+
+    reader = FdReader(r, quiet=lambda: quiet[0], poll_ms=30_000, wake_fd=wake, on_wake=on_wake)
+
+    async def writer_task() -> None:
+        while quiet[0]:
+            await trio.sleep(0.005)
+        os.write(w, b"from the writer")
+
+    t = wake_later(wake, 0.01)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer_task)
+        with trio.fail_after(5):
+            assert await reader.read(100) == b"from the writer"
+    t.join()
+    assert counts.trio_waits == 1
+
+
+def test_read_polled_returns_nothing_on_a_wake_up(pipe: tuple[int, int], wake: int) -> None:
+    r, w = pipe
+    woken: list[int] = []
+    reader = FdReader(r, quiet=lambda: True, poll_ms=30_000, wake_fd=wake,
+                      on_wake=lambda: woken.append(1))
+    t = wake_later(wake, 0.01)
+    t0 = time.perf_counter()
+    assert reader.read_polled(10) is None
+    assert time.perf_counter() - t0 < 5
+    t.join()
+    assert woken == [1]
+    os.write(w, b"x")
+    os.eventfd_write(wake, 1)  # both ready: the wake-up is handled and the bytes are read
+    assert reader.read_polled(10) == b"x"
+    assert woken == [1, 1]
