@@ -92,8 +92,8 @@ class _Waiter:
 
 
 class _BlockingCall:
-    """A CallWrapper run on a worker thread; ``frame`` is its Result frame while not yet
-    written (``None`` once the worker thread wrote it)."""
+    """A CallWrapper run on a worker thread; ``frame`` is its Result frame when the worker
+    thread could not write it (``None`` once written)."""
 
     __slots__ = ("frame", "name", "payload", "seq", "spec", "streamed", "tag")
 
@@ -136,6 +136,11 @@ class Session:
         self.max_concurrent_calls = max_concurrent_calls
         self._threads_running = 0
         self._backlog: deque[_BlockingCall] = deque()
+        #: Left by worker threads for the trio thread (deque appends are thread-safe), which
+        #: they wake through ``_wake_fd``: calls they finished, frames they could not write.
+        self._finished: deque[_BlockingCall] = deque()
+        self._outgoing: deque[bytes] = deque()
+        self._wake_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.idle_close = idle_close
         self.drain_timeout = drain_timeout
         self._drained: trio.Event | None = None
@@ -164,7 +169,7 @@ class Session:
         if in_fd is not None and in_fd != self._out_fd:
             enlarge_pipe(in_fd)
         #: Reads the raw fd; waits for the next call in poll(2) while quiet (no idle close:
-        #: its deadline needs trio's wait).
+        #: its deadline needs trio's wait), woken there by worker threads as well.
         self._fd_reader: FdReader | None = None
         if in_fd is not None:
             self._fd_reader = FdReader(
@@ -172,6 +177,8 @@ class Session:
                 quiet=self._quiet if idle_close is None else None,
                 poll_ms=IDLE_POLL_MS,
                 checkpoint_every=16,
+                wake_fd=self._wake_fd,
+                on_wake=self._reap,
             )
         sock = getattr(stream, "socket", None)
         self._quickack: Any = (
@@ -281,13 +288,9 @@ class Session:
             self._next_out_seq += 1
             self._out_pending[seq] = waiter
         frame = encode_header(Opcode.CALL_WRAPPER, seq, tag, len(data)) + data
-        try:
-            if not self._write_from_thread(frame):
-                self._token.run_sync_soon(self._send_frame, frame)
-        except trio.RunFinishedError:
-            with self._out_lock:
-                self._out_pending.pop(seq, None)
-            raise JITDispatchError(DISPATCH_UNAVAILABLE) from None
+        if not self._write_from_thread(frame):
+            self._outgoing.append(frame)
+            self._wake()
         waiter.event.wait()
         if isinstance(waiter.result, JITDispatchError):
             raise waiter.result
@@ -343,22 +346,42 @@ class Session:
             call.frame = frame
 
     def _blocking_ran(self, call: _BlockingCall) -> None:
-        """Worker thread: hand the rest of ``call`` to the trio thread."""
-        token = self._token
-        if token is None:
-            return
-        try:
-            token.run_sync_soon(self._finish_blocking, call)
-        except trio.RunFinishedError:
-            pass  # the session's run is over: the call was abandoned
+        """Worker thread: hand the rest of ``call`` to the trio thread (:meth:`_reap`)."""
+        self._finished.append(call)
+        self._wake()
 
-    def _finish_blocking(self, call: _BlockingCall) -> None:
-        """Trio thread: send the Result if the worker thread could not, count the call done,
-        start the next queued call."""
-        self._threads_running -= 1
-        self._call_done(call, call.frame)
+    def _wake(self) -> None:
+        """Any thread: make the trio thread run :meth:`_reap` soon, wherever it waits (the
+        reader's poll(2) or trio's epoll both watch ``_wake_fd``). Nothing once the session
+        has closed it (an abandoned call finishing late)."""
+        with self._out_lock:
+            fd = self._wake_fd
+            if fd is not None:
+                os.eventfd_write(fd, 1)
+
+    def _reap(self) -> None:
+        """Trio thread: send the frames worker threads could not write, finish the calls
+        they ran (sending a Result they could not write), start the calls that waited for a
+        thread."""
+        while self._outgoing:
+            self._send_frame(self._outgoing.popleft())
+        while self._finished:
+            call = self._finished.popleft()
+            self._threads_running -= 1
+            self._call_done(call, call.frame)
         while self._backlog and self._threads_running < self.max_concurrent_calls:
             self._start_blocking(self._backlog.popleft())
+
+    async def _reaper(self, wake_fd: int) -> None:
+        """Run :meth:`_reap` whenever a worker thread wakes trio's wait (the reader's poll
+        handles the wakes that come while it polls)."""
+        while True:
+            await trio.lowlevel.wait_readable(wake_fd)
+            try:
+                os.eventfd_read(wake_fd)
+            except BlockingIOError:
+                pass  # the reader's poll took this one
+            self._reap()
 
     def _call_done(self, call: _BlockingCall, frame: bytes | None) -> None:
         self._inflight -= 1
@@ -415,8 +438,8 @@ class Session:
             self._send_nowait(Opcode.RESULT, msg.seq, 0, b"")
             return
         name = spec.name if spec is not None else f"{msg.tag:#x}"
-        # Counted until the trio thread has finished it (_finish_blocking): a call in flight
-        # keeps the reader from blocking in poll(2) (see _quiet).
+        # Counted until the trio thread has finished it (_reap); the session's end waits
+        # for it (_drain).
         self._inflight += 1
         self._start_blocking(_BlockingCall(msg.seq, msg.tag, msg.payload, name, spec, streamed))
 
@@ -472,8 +495,14 @@ class Session:
         return await reader.read(want)
 
     def _quiet(self) -> bool:
-        """Nothing but the controller can give this session work: no call scheduled or in
-        flight, no executor→controller call waiting, nothing queued for the writer."""
+        """Nothing but the controller or a worker thread's wake-up can give this session work
+        (the reader may wait in poll(2)): nothing queued for the writer, no call waiting for
+        a thread."""
+        return not self._queued and not self._backlog
+
+    def _nothing_to_send(self) -> bool:
+        """No Result or call will be written anymore: no call in flight, no executor →
+        controller call waiting, nothing queued for the writer."""
         return not self._inflight and not self._out_pending and not self._queued
 
     def _maybe_arm_idle_close(self) -> None:
@@ -546,8 +575,11 @@ class Session:
         _current = self
         t0 = time.monotonic()
         end: SessionEnd
+        wake_fd = self._wake_fd
+        assert wake_fd is not None, "a Session runs once"
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer)
+            nursery.start_soon(self._reaper, wake_fd)
             payload = setup_info(self.ctx).encode()
             self._send_nowait(Opcode.SETUP, 0, 0, payload)
             # A worker thread for the session's first blocking call (run_as_main, say), started
@@ -558,7 +590,8 @@ class Session:
             # Calls still waiting for a thread never run: only started ones are in flight.
             self._inflight -= len(self._backlog)
             self._backlog.clear()
-            if self._quiet() and isinstance(self.stream, trio.StapledStream):
+            self._reap()
+            if self._nothing_to_send() and isinstance(self.stream, trio.StapledStream):
                 # Nothing left to send: close our pipe to the controller now, so its reader
                 # sees EOF (and llvm-jitlink exits) without waiting for the teardown below.
                 self._close_output()
@@ -572,9 +605,18 @@ class Session:
                 log.debug("%d call(s) still running at session end", self._inflight)
             nursery.cancel_scope.cancel()
         self._send_ch.close()
+        self._close_wake_fd()
         await self._close_stream()
         log.debug("session ended after %.3fs: %s", time.monotonic() - t0, end.reason)
         return end
+
+    def _close_wake_fd(self) -> None:
+        if self._fd_reader is not None:
+            self._fd_reader.forget()
+        with self._out_lock:
+            fd, self._wake_fd = self._wake_fd, None
+        if fd is not None:
+            os.close(fd)
 
     async def _drain(self) -> None:
         """Give calls still running (JIT'd code just woken by :meth:`_fail_outgoing`) up to

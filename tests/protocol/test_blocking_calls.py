@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from orc_executor.controller import Controller, ControllerError
+from orc_executor.executor import session as session_module
 from orc_executor.executor.bootstrap import build_context
 from orc_executor.executor.registry import WrapperSpec
 from orc_executor.executor.session import Session, SessionEnd
@@ -255,8 +256,93 @@ async def test_calls_still_waiting_for_a_thread_never_run_after_the_session_ends
         assert not session._backlog and session._inflight == 1
         gate.set()
         with trio.fail_after(5):
-            while session._inflight:
+            while not session._finished:  # the running call returned; no trio thread reaps it
                 await trio.sleep(0.002)
         await trio.sleep(0.05)
     assert started == [0]  # the queued calls were dropped, not started late
-    assert session._threads_running == 0
+
+
+# ---- worker threads wake the reader's poll(2) ---------------------------------------------------
+# The reader of a quiet session waits in poll(2) on the trio thread, also while calls run on
+# worker threads; a worker thread that leaves work for the trio thread (a Result or a call
+# into the controller it could not write, the bookkeeping of a finished call) wakes that poll
+# through the session's eventfd. The session runs in a thread of its own here (its own trio
+# run: a poll parks the whole run), with the poll's timeout raised to 30 s: anything left
+# waiting for the timeout fails these tests' 5 s limits.
+
+LONG_POLL_MS = 30_000
+
+
+@asynccontextmanager
+async def session_in_own_thread(
+    specs: list[WrapperSpec], *, transport: str
+) -> AsyncIterator[tuple[Session, Controller]]:
+    ctx = build_context("modern")
+    for spec in specs:
+        ctx.registry.add(spec)
+    if transport == "pipes":
+        c2e_r, c2e_w = os.pipe()
+        e2c_r, e2c_w = os.pipe()
+        ours: trio.abc.Stream = fd_stream(c2e_r, e2c_w)
+        theirs: trio.abc.Stream = fd_stream(e2c_r, c2e_w)
+    else:
+        a, b = trio.socket.socketpair()
+        ours, theirs = socket_stream(a), socket_stream(b)
+    session = Session(ours, ctx)
+    ends: list[SessionEnd] = []
+    thread = threading.Thread(target=lambda: ends.append(trio.run(session.run)))
+    thread.start()
+    try:
+        async with Controller.over(theirs) as ctl:
+            yield session, ctl
+    finally:
+        await trio.to_thread.run_sync(thread.join, 10)
+    assert ends and ends[0].clean, ends
+    session.finish(ends[0])
+
+
+@pytest.mark.parametrize("transport", ["pipes", "socketpair"])
+async def test_a_result_the_worker_thread_cannot_write_is_sent_at_once(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "IDLE_POLL_MS", LONG_POLL_MS)
+    async with session_in_own_thread(
+        [echo_spec("test_blocking_echo", blocking=True)], transport=transport
+    ) as (session, ctl):
+        for size in (70000, 8, 70000):  # over PIPE_BUF (the trio thread writes it), small
+            with trio.fail_after(5):
+                assert await ctl.call("test_blocking_echo", ECHO, 5, size) == pattern(5, size)
+        # The bookkeeping of each call is done while the reader polls: nothing is in flight.
+        with trio.fail_after(5):
+            while session._inflight or session._threads_running:
+                await trio.sleep(0.002)
+    assert session.calls_served == 3
+
+
+@pytest.mark.parametrize("transport", ["pipes", "socketpair"])
+async def test_a_worker_threads_call_into_the_controller_wakes_the_poll(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JIT'd code's calls into the controller (the dispatch function): on a socketpair the
+    worker thread never writes them itself; 300 KiB never fits a pipe write either."""
+    monkeypatch.setattr(session_module, "IDLE_POLL_MS", LONG_POLL_MS)
+    dispatch_tag = 0x5EED
+    box: list[Session] = []
+
+    def ask_controller(tag: int) -> None:
+        size = 300_000 if tag else 16
+        assert box[0].call_controller(dispatch_tag, pattern(tag, size)) == pattern(tag + 1, size)
+
+    async with session_in_own_thread(
+        [echo_spec("test_asks", blocking=True, before=ask_controller)], transport=transport
+    ) as (session, ctl):
+        box.append(session)
+
+        async def answer(_tag: int, data: bytes) -> bytes:
+            return bytes((b + 1) & 0xFF for b in data)
+
+        ctl.handlers[dispatch_tag] = answer
+        for tag in (0, 1, 2):
+            with trio.fail_after(5):
+                assert await ctl.call("test_asks", ECHO, tag, 8) == pattern(tag, 8)
+    assert session.calls_served == 3
