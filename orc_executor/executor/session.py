@@ -488,11 +488,12 @@ class Session:
     async def _receive(self, want: int) -> bytes | bytearray:
         """Up to ``want`` bytes from the controller (``b""`` at EOF): through the
         :class:`FdReader` on the raw fd (a forced checkpoint every 16 reads that did not wait
-        keeps results of worker threads and the writer moving under a flood)."""
+        keeps the writer moving under a flood). While calls run on worker threads, it waits
+        before reading: the controller waits for their Results."""
         reader = self._fd_reader
         if reader is None:
             return await self.stream.receive_some(want)
-        return await reader.read(want)
+        return await reader.read(want, wait_first=self._threads_running > 0)
 
     def _quiet(self) -> bool:
         """Nothing but the controller or a worker thread's wake-up can give this session work

@@ -157,15 +157,14 @@ def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
 class FdReader:
     """Reads one non-blocking fd (pipe or socket) on a SimpleRemoteEPC peer's hot path.
 
-    When ``quiet()`` says that only this fd (or ``wake_fd``) can bring work, the peer is
-    waiting for us and its bytes are not there yet: the read waits first, in a ``poll(2)`` of
-    up to ``poll_ms`` milliseconds on the trio thread (a wake-up without the scheduler's epoll
-    round; other tasks of the run wait at most that long), then reads. Otherwise ``read(2)``
-    comes first and a wait for readiness only when it would block, so bytes that are already
-    waiting cost one system call and no trip through trio's scheduler; that wait, and the
-    wait after a poll that timed out, is trio's ``wait_readable``. A forced checkpoint every
-    ``checkpoint_every`` reads without a trio wait keeps the other tasks running under a
-    flood (``1``: before every read).
+    ``read(2)`` comes first and a wait for readiness only when it would block, so bytes that
+    are already waiting cost one system call and no trip through trio's scheduler. When it
+    would block and ``quiet()`` says that only this fd (or ``wake_fd``) can bring work, the
+    wait is a ``poll(2)`` of up to ``poll_ms`` milliseconds on the trio thread (a wake-up
+    without the scheduler's epoll round; other tasks of the run wait at most that long);
+    after it, or when not quiet (or ``quiet`` is ``None``), trio's ``wait_readable``. A
+    forced checkpoint every ``checkpoint_every`` reads without a trio wait keeps the other
+    tasks running under a flood (``1``: before every read).
 
     ``wake_fd`` (an eventfd, or any fd that becomes readable) ends the poll early: another
     thread wrote it because it left work for the trio thread. The reader drains it, calls
@@ -202,49 +201,53 @@ class FdReader:
             if wake_fd is not None:
                 self._poller.register(wake_fd, select.POLLIN)
 
-    async def read(self, want: int) -> bytes:
-        """Up to ``want`` bytes (``b""`` at EOF). Raises :class:`OSError` from ``read(2)`` and
+    async def read(self, want: int, *, wait_first: bool = False) -> bytes:
+        """Up to ``want`` bytes (``b""`` at EOF). ``wait_first``: the bytes are not expected
+        yet (the peer waits for a Result another thread is about to write), so while quiet
+        the poll comes before the first read: the trio thread goes to sleep at once, and that
+        thread gets the GIL without a hand-off. Raises :class:`OSError` from ``read(2)`` and
         :class:`trio.ClosedResourceError` if the fd is closed while waiting."""
         self._reads_without_wait += 1
         if self._reads_without_wait >= self._every:
             self._reads_without_wait = 0
             await trio.lowlevel.checkpoint()
         fd = self.fd
-        if not self._wait_quietly():
-            self._reads_without_wait = 0
-            await trio.lowlevel.wait_readable(fd)
+        waited = wait_first and self._wait_quietly()
         while True:
             try:
                 return os.read(fd, want)
             except BlockingIOError:
                 self._reads_without_wait = 0
+                if not waited and self._wait_quietly():
+                    waited = True
+                    continue
                 await trio.lowlevel.wait_readable(fd)
 
     def _wait_quietly(self) -> bool:
-        """While quiet, poll until ``fd`` is readable: ``True`` then, or when not quiet (read
-        first); ``False`` if ``poll_ms`` passed without it (trio must wait)."""
+        """While quiet, poll until ``fd`` is readable: ``True`` then; ``False`` if not quiet
+        or ``poll_ms`` passed without it (trio must wait)."""
         poller = self._poller
         while poller is not None and self._quiet():
             events = poller.poll(self._poll_ms)
             if not events:
                 return False
-            if not self._woken(events):
+            if events[-1][0] != self._wake_fd:  # polled after fd, so listed last
+                return True
+            self._take_wake()
+            if len(events) > 1:
                 return True
             poller = self._poller  # on_wake may have ended the session's reads
-        return True
+        return False
 
-    def _woken(self, events: list[tuple[int, int]]) -> bool:
-        """Handle a wake-up among ``events`` (drain ``wake_fd``, call ``on_wake``); whether
-        there was one and ``fd`` is not readable as well."""
+    def _take_wake(self) -> None:
+        """Drain ``wake_fd`` and call ``on_wake``."""
         wake = self._wake_fd
-        if wake is None or all(efd != wake for efd, _ in events):
-            return False
+        assert wake is not None
         try:
             os.read(wake, 8)
         except BlockingIOError:
             pass
         self._on_wake()
-        return len(events) == 1
 
     def read_polled(self, want: int) -> bytes | None:
         """Up to ``want`` bytes without trio, for an answer that is expected within
@@ -256,8 +259,12 @@ class FdReader:
         if poller is None:
             return None
         events = poller.poll(self._poll_ms)
-        if not events or self._woken(events):
+        if not events:
             return None
+        if events[-1][0] == self._wake_fd:
+            self._take_wake()
+            if len(events) == 1:
+                return None
         try:
             return os.read(self.fd, want)
         except BlockingIOError:

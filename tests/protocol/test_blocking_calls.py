@@ -37,12 +37,12 @@ def fd_stream(read_fd: int, write_fd: int) -> trio.StapledStream[Any, Any]:
     return trio.StapledStream(trio.lowlevel.FdStream(write_fd), trio.lowlevel.FdStream(read_fd))
 
 
-@asynccontextmanager
-async def in_process_session(
-    specs: list[WrapperSpec], *, transport: str = "pipes", pipe_size: int | None = None,
+def session_and_peer(
+    specs: list[WrapperSpec], transport: str, pipe_size: int | None = None,
     **session_args: Any,
-) -> AsyncIterator[tuple[Session, Controller]]:
-    """A Session with ``specs`` added to its registry, and a Controller connected to it."""
+) -> tuple[Session, trio.abc.Stream]:
+    """A Session with ``specs`` added to its registry, over two pipes (the executor's output
+    pipe of ``pipe_size`` bytes, if given) or a socketpair; and the controller's stream."""
     ctx = build_context("modern")
     for spec in specs:
         ctx.registry.add(spec)
@@ -57,7 +57,17 @@ async def in_process_session(
     else:
         a, b = trio.socket.socketpair()
         ours, theirs = socket_stream(a), socket_stream(b)
-    session = Session(ours, ctx, **session_args)
+    return Session(ours, ctx, **session_args), theirs
+
+
+@asynccontextmanager
+async def in_process_session(
+    specs: list[WrapperSpec], *, transport: str = "pipes", pipe_size: int | None = None,
+    **session_args: Any,
+) -> AsyncIterator[tuple[Session, Controller]]:
+    """A Session with ``specs`` added to its registry, and a Controller connected to it, in
+    the test's trio run."""
+    session, theirs = session_and_peer(specs, transport, pipe_size, **session_args)
     ends: list[SessionEnd] = []
 
     async def serve() -> None:
@@ -277,18 +287,9 @@ LONG_POLL_MS = 30_000
 async def session_in_own_thread(
     specs: list[WrapperSpec], *, transport: str
 ) -> AsyncIterator[tuple[Session, Controller]]:
-    ctx = build_context("modern")
-    for spec in specs:
-        ctx.registry.add(spec)
-    if transport == "pipes":
-        c2e_r, c2e_w = os.pipe()
-        e2c_r, e2c_w = os.pipe()
-        ours: trio.abc.Stream = fd_stream(c2e_r, e2c_w)
-        theirs: trio.abc.Stream = fd_stream(e2c_r, c2e_w)
-    else:
-        a, b = trio.socket.socketpair()
-        ours, theirs = socket_stream(a), socket_stream(b)
-    session = Session(ours, ctx)
+    """A Session with ``specs`` added to its registry, running in a thread of its own (its own
+    trio run), and a Controller connected to it."""
+    session, theirs = session_and_peer(specs, transport)
     ends: list[SessionEnd] = []
     thread = threading.Thread(target=lambda: ends.append(trio.run(session.run)))
     thread.start()

@@ -1,8 +1,8 @@
 """``transport.streams.FdReader``, the read loop shared by the session and the package
-controller, on real pipes: while ``quiet()`` a poll(2) and then one read, otherwise the read
-first and trio's wait, a wake-up fd ending the poll (``on_wake`` on the reading thread), a
-forced checkpoint every N reads without a trio wait, bulk reads straight into a buffer, EOF,
-a close while waiting, and ``forget``."""
+controller, on real pipes: reads before any wait (unless told to wait first), poll(2) only
+while ``quiet()``, trio's wait otherwise, a wake-up fd ending the poll (``on_wake`` on the
+reading thread), a forced checkpoint every N reads without a trio wait, bulk reads straight
+into a buffer, EOF, a close while waiting, and ``forget``."""
 
 from __future__ import annotations
 
@@ -221,20 +221,26 @@ class Reads:
         monkeypatch.setattr(streams.os, "read", counting)
 
 
-@pytest.mark.parametrize(("quiet", "reads"), [(True, 1), (False, 2)])
-async def test_a_quiet_read_waits_before_reading(
-    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, quiet: bool, reads: int
+@pytest.mark.parametrize(
+    ("wait_first", "quiet", "reads", "in_trio"),
+    [(True, True, 1, False),  # poll(2), then one read(2)
+     (False, True, 2, False),  # read(2) (EAGAIN), poll(2), read(2)
+     (True, False, 2, True)],  # not quiet: read(2) (EAGAIN), trio's wait, read(2)
+)
+async def test_wait_first_polls_before_reading_while_quiet(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, wait_first: bool, quiet: bool,
+    reads: int, in_trio: bool,
 ) -> None:
-    """Quiet: the peer waits for us, its bytes are not there yet: poll(2), then one read(2).
-    Not quiet: read(2) first (EAGAIN here), then trio's wait and the read."""
     r, w = pipe
+    counts = Counts(monkeypatch)
     counted = Reads(monkeypatch, r)
     reader = FdReader(r, quiet=lambda: quiet, poll_ms=2000)
     t = write_later(w, b"late", 0.01)
     with trio.fail_after(5):
-        assert await reader.read(100) == b"late"
+        assert await reader.read(100, wait_first=wait_first) == b"late"
     t.join()
     assert counted.count == reads
+    assert (counts.trio_waits > 0) == in_trio
 
 
 @pytest.fixture
