@@ -45,7 +45,24 @@ _Entry = tuple[str, WrapperSignature, Callable[..., Any], bool]
 INLINE_MAX_BYTES = 1 << 20
 
 
-class MemoryManagerService(Service):
+class MemoryMapService(Service):
+    """A service over the session's :class:`~orc_executor.memmap.memmap.MemoryMap`
+    (``ctx.memmap``), with the ``inline_when`` predicates its deinitialize and release
+    wrappers share: whether they can run on the event loop."""
+
+    def __init__(self, ctx: ExecutorContext) -> None:
+        self.ctx = ctx
+
+    def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
+        """Every dealloc action the deinitialize of ``keys`` would run cannot block."""
+        return self.ctx.deinitialize_cannot_block(keys)
+
+    def _release_inline(self, _inst: int, bases: list[int]) -> bool:
+        """Besides, the release of ``bases`` unmaps at most :data:`INLINE_MAX_BYTES`."""
+        return self.ctx.release_cannot_block(bases, INLINE_MAX_BYTES)
+
+
+class MemoryManagerService(MemoryMapService):
     """Reserve / initialize / deinitialize / release (and finalize / deallocate) of JIT memory."""
 
     service_name = "memory-manager"
@@ -53,7 +70,7 @@ class MemoryManagerService(Service):
     def __init__(
         self, ctx: ExecutorContext, *, legacy: bool = True, ci: bool = True, v14: bool = False
     ) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.legacy = legacy
         self.ci = ci
         #: LLVM 14: only ``reserve`` / ``finalize`` / ``deallocate`` (no 22 or orc-rt names).
@@ -109,12 +126,6 @@ class MemoryManagerService(Service):
     def _initialize_inline(self, _inst: int, req: FinalizeRequest) -> bool:
         return (sum(s.size for s in req.segments) <= INLINE_MAX_BYTES
                 and self.ctx.cannot_block(p.finalize for p in req.actions))
-
-    def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
-        return self.ctx.deinitialize_cannot_block(keys)
-
-    def _release_inline(self, _inst: int, bases: list[int]) -> bool:
-        return self.ctx.release_cannot_block(bases, INLINE_MAX_BYTES)
 
     def stream(self, length: int) -> FinalizeRequestSink:
         """A sink decoding ``(instance, FinalizeRequest)`` of ``length`` bytes as it arrives,

@@ -33,8 +33,8 @@ from ...sps.orc import (
     SPSSharedMemoryFinalizeRequest,
 )
 from ..context import ExecutorContext
-from ..registry import Service, WrapperError, WrapperSpec
-from .memory_manager import INLINE_MAX_BYTES
+from ..registry import WrapperError, WrapperSpec
+from .memory_manager import MemoryMapService
 
 PREFIX = "__llvm_orc_ExecutorSharedMemoryMapperService_"
 
@@ -43,13 +43,13 @@ INITIALIZE = signature(ExpectedOf(Addr), Addr, Addr, SPSSharedMemoryFinalizeRequ
 DEINITIALIZE = signature(Error, Addr, SequenceOf(Addr))
 
 
-class SharedMemoryMapperService(Service):
+class SharedMemoryMapperService(MemoryMapService):
     """Memory shared with the controller: code bytes never travel over the protocol."""
 
     service_name = "shared-memory"
 
     def __init__(self, ctx: ExecutorContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self._counter = itertools.count(1)
 
     def data_symbols(self) -> Iterable[str]:
@@ -90,12 +90,6 @@ class SharedMemoryMapperService(Service):
         self, _inst: int, _reservation: int, req: SharedMemoryFinalizeRequest
     ) -> bool:
         return self.ctx.cannot_block(p.finalize for p in req.actions)
-
-    def _deinitialize_inline(self, _inst: int, keys: list[int]) -> bool:
-        return self.ctx.deinitialize_cannot_block(keys)
-
-    def _release_inline(self, _inst: int, bases: list[int]) -> bool:
-        return self.ctx.release_cannot_block(bases, INLINE_MAX_BYTES)
 
     def deinitialize(self, _inst: int, keys: list[int]) -> None:
         self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
