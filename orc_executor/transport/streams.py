@@ -212,15 +212,18 @@ class FdReader:
             self._reads_without_wait = 0
             await trio.lowlevel.checkpoint()
         fd = self.fd
-        waited = wait_first and self._wait_quietly()
+        polled = wait_first
+        if wait_first:
+            self._wait_quietly()  # then read: what arrived, or EAGAIN and trio's wait
         while True:
             try:
                 return os.read(fd, want)
             except BlockingIOError:
                 self._reads_without_wait = 0
-                if not waited and self._wait_quietly():
-                    waited = True
-                    continue
+                if not polled:
+                    polled = True
+                    if self._wait_quietly():
+                        continue
                 await trio.lowlevel.wait_readable(fd)
 
     def _wait_quietly(self) -> bool:
@@ -236,7 +239,7 @@ class FdReader:
             self._take_wake()
             if len(events) > 1:
                 return True
-            poller = self._poller  # on_wake may have ended the session's reads
+            poller = self._poller  # None if on_wake called forget()
         return False
 
     def _take_wake(self) -> None:

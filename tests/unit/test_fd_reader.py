@@ -243,6 +243,23 @@ async def test_wait_first_polls_before_reading_while_quiet(
     assert (counts.trio_waits > 0) == in_trio
 
 
+@pytest.mark.parametrize("wait_first", [True, False])
+async def test_one_poll_then_trio(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, wait_first: bool
+) -> None:
+    """However the read starts, a poll that times out hands the wait to trio."""
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    quiet = Quiet()
+    reader = FdReader(r, quiet=quiet, poll_ms=1)
+    t = write_later(w, b"late", 0.2)
+    with trio.fail_after(5):
+        assert await reader.read(100, wait_first=wait_first) == b"late"
+    t.join()
+    assert quiet.asked == 1
+    assert counts.trio_waits == 1
+
+
 @pytest.fixture
 def wake() -> Iterator[int]:
     fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
