@@ -159,7 +159,9 @@ async def test_a_lone_call_reads_its_own_result(
 async def test_lone_calls_let_other_tasks_run_and_honour_cancellation(which: str) -> None:
     """A loop of lone calls answered in the caller's task yields every 16 calls: a task
     waiting for I/O (a byte every 2 ms from a thread) keeps waking up for it, and a deadline
-    ends the loop."""
+    ends the loop. Starved, the task would wake ~2 times; here ~290 (0.6 s); the bound
+    leaves room for the machine stalling a few hundred ms (seen once in CI: 29–37 wake-ups
+    in 0.3 s, both executors in the same run)."""
     async with LAUNCHERS[which]() as ex:
         tag, payload = _write8(ex)
         r, w = os.pipe()
@@ -185,7 +187,7 @@ async def test_lone_calls_let_other_tasks_run_and_honour_cancellation(which: str
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(receive)
-                with trio.move_on_after(0.3) as scope:
+                with trio.move_on_after(0.6) as scope:
                     while True:
                         await ex.ctl.call_raw(tag, payload)
                         calls += 1
@@ -197,7 +199,7 @@ async def test_lone_calls_let_other_tasks_run_and_honour_cancellation(which: str
             os.close(w)
         assert scope.cancelled_caught
         assert calls > 100, calls
-        assert wakeups >= 50, wakeups  # ~100-150 in 0.3 s; starved, ~2
+        assert wakeups >= 30, wakeups
         assert await ex.ctl.call_raw(tag, payload) == b""  # the session is still good
     assert ex.process.returncode == 0
 
