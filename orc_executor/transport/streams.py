@@ -231,26 +231,28 @@ class FdReader:
         or ``poll_ms`` passed without it (trio must wait)."""
         poller = self._poller
         while poller is not None and self._quiet():
-            events = poller.poll(self._poll_ms)
-            if not events:
-                return False
-            if events[-1][0] != self._wake_fd:  # polled after fd, so listed last
-                return True
-            self._take_wake()
-            if len(events) > 1:
-                return True
+            readable = self._poll_once(poller)
+            if readable is not None:
+                return readable
             poller = self._poller  # None if on_wake called forget()
         return False
 
-    def _take_wake(self) -> None:
-        """Drain ``wake_fd`` and call ``on_wake``."""
+    def _poll_once(self, poller: select.poll) -> bool | None:
+        """One ``poll(2)`` of up to ``poll_ms``: ``True`` if ``fd`` is readable, ``False`` if
+        nothing came, ``None`` after a wake-up alone (``wake_fd`` drained, ``on_wake``
+        called)."""
+        events = poller.poll(self._poll_ms)
+        if not events:
+            return False
         wake = self._wake_fd
-        assert wake is not None
+        if wake is None or events[-1][0] != wake:  # polled after fd, so listed last
+            return True
         try:
             os.read(wake, 8)
         except BlockingIOError:
             pass
         self._on_wake()
+        return True if len(events) > 1 else None
 
     def read_polled(self, want: int) -> bytes | None:
         """Up to ``want`` bytes without trio, for an answer that is expected within
@@ -259,15 +261,8 @@ class FdReader:
         ``quiet=None`` or forgotten; ``b""`` at EOF. Raises :class:`OSError` from
         ``read(2)``."""
         poller = self._poller
-        if poller is None:
+        if poller is None or not self._poll_once(poller):
             return None
-        events = poller.poll(self._poll_ms)
-        if not events:
-            return None
-        if events[-1][0] == self._wake_fd:
-            self._take_wake()
-            if len(events) == 1:
-                return None
         try:
             return os.read(self.fd, want)
         except BlockingIOError:
