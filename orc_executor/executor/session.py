@@ -92,8 +92,8 @@ class _Waiter:
 
 
 class _BlockingCall:
-    """A CallWrapper run on a worker thread; ``frame`` is its Result frame when the worker
-    thread could not write it (``None`` once written)."""
+    """A CallWrapper run on a worker thread; ``frame`` is its Result frame while the trio
+    thread has to send it (``None`` once the worker thread wrote it)."""
 
     __slots__ = ("frame", "name", "payload", "seq", "spec", "streamed", "tag")
 
@@ -332,7 +332,8 @@ class Session:
         except RuntimeError as e:  # no thread to be had ("can't start new thread")
             log.error("%s: %s", call.name, e)
             self._threads_running -= 1
-            self._call_done(call, encode_header(Opcode.RESULT, call.seq, 0, 0))  # out of band
+            call.frame = encode_header(Opcode.RESULT, call.seq, 0, 0)  # out of band
+            self._call_done(call)
 
     def _run_blocking(self, call: _BlockingCall) -> None:
         """Worker thread: run the call, then write its Result if the pipe takes it now."""
@@ -368,7 +369,7 @@ class Session:
         while self._finished:
             call = self._finished.popleft()
             self._threads_running -= 1
-            self._call_done(call, call.frame)
+            self._call_done(call)
         while self._backlog and self._threads_running < self.max_concurrent_calls:
             self._start_blocking(self._backlog.popleft())
 
@@ -383,10 +384,11 @@ class Session:
                 pass  # the reader's poll took this one
             self._reap()
 
-    def _call_done(self, call: _BlockingCall, frame: bytes | None) -> None:
+    def _call_done(self, call: _BlockingCall) -> None:
+        """Trio thread: ``call`` is over; send its Result unless the worker thread wrote it."""
         self._inflight -= 1
-        if frame is not None:
-            self._send_frame(frame)
+        if call.frame is not None:
+            self._send_frame(call.frame)
         if self._inflight == 0 and self._drained is not None:
             self._drained.set()
         self._after_call(call.name)
