@@ -94,6 +94,7 @@ async def test_checkpoint_every_one_checkpoints_before_every_read(
     assert counts.checkpoints == 5
 
 
+@pytest.mark.parametrize("wait_first", [False, True])
 @pytest.mark.parametrize(
     ("poll_ms", "delay", "in_trio"),
     [(50, 0.005, False),  # arrives well within one poll: no trip through trio
@@ -101,17 +102,19 @@ async def test_checkpoint_every_one_checkpoints_before_every_read(
 )
 async def test_quiet_waits_in_poll_then_in_trio(
     pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, poll_ms: int, delay: float,
-    in_trio: bool,
+    in_trio: bool, wait_first: bool,
 ) -> None:
+    """However the read starts, one poll: what arrives within it is read, else trio waits."""
     r, w = pipe
     counts = Counts(monkeypatch)
     quiet = Quiet()
     reader = FdReader(r, quiet=quiet, poll_ms=poll_ms)
     t = write_later(w, b"late", delay)
-    assert await reader.read(100) == b"late"
+    with trio.fail_after(5):
+        assert await reader.read(100, wait_first=wait_first) == b"late"
     t.join()
-    assert quiet.asked >= 1
-    assert (counts.trio_waits > 0) == in_trio
+    assert quiet.asked == 1
+    assert counts.trio_waits == (1 if in_trio else 0)
 
 
 async def test_not_quiet_waits_in_trio_and_other_tasks_run(
@@ -241,23 +244,6 @@ async def test_wait_first_polls_before_reading_while_quiet(
     t.join()
     assert counted.count == reads
     assert (counts.trio_waits > 0) == in_trio
-
-
-@pytest.mark.parametrize("wait_first", [True, False])
-async def test_one_poll_then_trio(
-    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, wait_first: bool
-) -> None:
-    """However the read starts, a poll that times out hands the wait to trio."""
-    r, w = pipe
-    counts = Counts(monkeypatch)
-    quiet = Quiet()
-    reader = FdReader(r, quiet=quiet, poll_ms=1)
-    t = write_later(w, b"late", 0.2)
-    with trio.fail_after(5):
-        assert await reader.read(100, wait_first=wait_first) == b"late"
-    t.join()
-    assert quiet.asked == 1
-    assert counts.trio_waits == 1
 
 
 @pytest.fixture
