@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,6 +105,45 @@ def test_lazy_c_objects(executor_path: Path, orc_runtime: Path, objs: dict[str, 
     calls offset() (another lazy object); calls through a stub's address work."""
     args = [str(objs["lazy_main"]), *lazy(objs["lazy_a"], objs["lazy_b"]), "-args", "q"]
     check(executor_path, orc_runtime, args, Outcome(LAZY_C_STDOUT, "", 11))
+
+
+def test_lazy_c_objects_over_tcp(
+    executor_path: Path, orc_runtime: Path, objs: dict[str, Path]
+) -> None:
+    """The same over TCP (``orc-executor listen=`` and ``-oop-executor-connect``): on a socket
+    the worker thread running main never writes its calls into the controller itself; they go
+    through the session's trio thread. Output and exit code as the reference gives over pipes
+    (over TCP llvm-jitlink-executor leaves llvm-jitlink waiting at the end: PROTOCOL.md §1.8,
+    which our idle close ends)."""
+    args = [str(objs["lazy_main"]), *lazy(objs["lazy_a"], objs["lazy_b"]), "-args", "q"]
+    reference = jitlink(REFERENCE, orc_runtime, args)
+    assert reference == Outcome(LAZY_C_STDOUT, "", 11)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(executor_path), "--log-level", "info", f"listen=127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stderr is not None
+        logged = server.stderr.readline()
+        assert "listening on" in logged, logged
+        ctl = subprocess.run(
+            [str(LLVM_JITLINK), f"-oop-executor-connect=127.0.0.1:{port}",
+             f"-orc-runtime={orc_runtime}", *args],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    program_err = "".join(line for line in err.splitlines(keepends=True)
+                          if not line.startswith("orc-executor["))
+    assert server.returncode == 0, err
+    assert (ctl.stdout, ctl.stderr) == ("", "")
+    assert Outcome(out, program_err, ctl.returncode) == reference
 
 
 def test_same_objects_linked_eagerly(
