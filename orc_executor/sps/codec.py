@@ -407,7 +407,8 @@ class WrapperSignature:
         return self.args.encode(args)
 
     def decode_args(self, data: Buffer) -> tuple[Any, ...]:
-        return cast(tuple[Any, ...], self.args.decode(data))
+        args: tuple[Any, ...] = self.args.decode(data)
+        return args
 
     def encode_result(self, value: Any) -> bytes:
         return self.ret.encode(value)
