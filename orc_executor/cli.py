@@ -90,6 +90,11 @@ def _choose_spec(
               help="Socket sessions: close after the controller released all memory and "
               "stayed silent this long (LLVM 14-22 never close TCP sessions themselves); "
               "0 disables.")
+@click.option("--busy-poll", "busy_poll_us", type=click.FloatRange(min=0), default=None,
+              metavar="USEC", envvar="ORC_EXECUTOR_BUSY_POLL",
+              help="Microseconds to wait for the controller's next call without sleeping "
+              "before sleeping in poll(2) (default 20 with two or more CPUs, else 0; 0 "
+              "disables). Env ORC_EXECUTOR_BUSY_POLL.")
 @click.option("--llvm-version", "llvm_version", default=None, metavar="N",
               envvar="ORC_EXECUTOR_LLVM_VERSION",
               help="Speak to an LLVM N controller (14, 19, 22, modern); default: detected from "
@@ -114,6 +119,7 @@ def main(
     max_message_size: int,
     max_concurrent_calls: int,
     idle_close: float,
+    busy_poll_us: float | None,
     llvm_version: str | None,
     log_level: str | None,
     verbose: int,
@@ -159,6 +165,7 @@ def main(
         idle_close=idle_close or None,
         socket_mode=mode,
         llvm_version=llvm_version,
+        busy_poll=None if busy_poll_us is None else busy_poll_us * 1e-6,
     )
     if daemon:
         from .daemon import DaemonOptions, run_daemon

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServeOptions:
-    """Session limits: bytes per message, concurrent calls, idle-close seconds, socket mode."""
+    """Session limits: bytes per message, concurrent calls, idle-close seconds, socket mode,
+    busy-poll seconds."""
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_concurrent_calls: int = 1024
@@ -46,6 +47,9 @@ class ServeOptions:
     llvm_version: str | None = None
     #: The launching controller's pid when it is not our parent (warm handover), for detection.
     controller_pid: int | None = None
+    #: Seconds the reader polls without sleeping for the next call; None: the session's
+    #: default (:func:`~orc_executor.executor.session.default_busy_poll`).
+    busy_poll: float | None = None
 
 
 async def serve_stream(
@@ -67,6 +71,7 @@ async def serve_stream(
         max_message_size=opts.max_message_size,
         max_concurrent_calls=opts.max_concurrent_calls,
         idle_close=opts.idle_close if is_socket else None,
+        busy_poll=opts.busy_poll,
     )
     end = await session.run()
     await trio.to_thread.run_sync(session.finish, end)

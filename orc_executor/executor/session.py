@@ -56,6 +56,29 @@ DISPATCH_DISCONNECTED = "disconnecting"
 #: wait to trio.
 IDLE_POLL_MS = 1
 
+#: Seconds the reader polls without sleeping before its poll(2) sleeps (see
+#: :class:`FdReader`): a controller that answers a Result with its next call within this
+#: long finds the executor awake. Only when two or more CPUs are usable.
+BUSY_POLL = 20e-6
+
+
+def default_busy_poll() -> float:
+    """Seconds: ``$ORC_EXECUTOR_BUSY_POLL`` (microseconds) if set, else :data:`BUSY_POLL`,
+    or ``0.0`` with one usable CPU (polling there would only take the CPU the controller
+    needs to send the next call)."""
+    env = os.environ.get("ORC_EXECUTOR_BUSY_POLL")
+    if env:
+        try:
+            return max(0.0, float(env)) * 1e-6
+        except ValueError:
+            log.warning("ORC_EXECUTOR_BUSY_POLL=%r is not a number of microseconds: ignored",
+                        env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return BUSY_POLL if cpus >= 2 else 0.0
+
 #: Seconds to let calls still running at session end finish (e.g. JIT'd code that was woken
 #: with a ``disconnecting`` error) before abandoning them and exiting.
 DRAIN_TIMEOUT = 2.0
@@ -117,7 +140,9 @@ class Session:
     worker threads running calls at once (later calls wait, in arrival order); ``idle_close``
     (seconds, TCP only) closes the connection when the controller has released everything
     and then stays silent that long — the only way to end a session with LLVM 14–22
-    controllers in TCP mode (PROTOCOL.md §1.8).
+    controllers in TCP mode (PROTOCOL.md §1.8). ``busy_poll``: seconds the reader polls
+    without sleeping while waiting for the next call (``None``: :func:`default_busy_poll`,
+    ``0``: never).
     """
 
     def __init__(
@@ -129,6 +154,7 @@ class Session:
         max_concurrent_calls: int = 1024,
         idle_close: float | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
+        busy_poll: float | None = None,
     ) -> None:
         self.stream = stream
         self.ctx = ctx
@@ -179,6 +205,7 @@ class Session:
                 checkpoint_every=16,
                 wake_fd=self._wake_fd,
                 on_wake=self._reap,
+                busy_poll=default_busy_poll() if busy_poll is None else busy_poll,
             )
         sock = getattr(stream, "socket", None)
         self._quickack: Any = (

@@ -13,6 +13,7 @@ import os
 import select
 import socket as _socket
 import stat
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -166,6 +167,11 @@ class FdReader:
     forced checkpoint every ``checkpoint_every`` reads without a trio wait keeps the other
     tasks running under a flood (``1``: before every read).
 
+    ``busy_poll`` (seconds, ``0`` for none): before that ``poll(2)`` sleeps, polls that do
+    not sleep for up to this long, so bytes the peer sends within that window are read without
+    a sleep and a wake-up (on a VM, waking an idle vCPU costs microseconds). Never while the
+    read is ``wait_first``: another thread then needs the GIL this loop would hold.
+
     ``wake_fd`` (an eventfd, or any fd that becomes readable) ends the poll early: another
     thread wrote it because it left work for the trio thread. The reader drains it, calls
     ``on_wake()`` (on the trio thread) and, if still quiet, polls again.
@@ -186,8 +192,10 @@ class FdReader:
         checkpoint_every: int = 16,
         wake_fd: int | None = None,
         on_wake: Callable[[], None] | None = None,
+        busy_poll: float = 0.0,
     ) -> None:
         self.fd = fd
+        self._busy_poll = busy_poll
         self._quiet: Callable[[], bool] = quiet or _never
         self._poll_ms = poll_ms
         self._every = checkpoint_every
@@ -222,20 +230,30 @@ class FdReader:
                 self._reads_without_wait = 0
                 if not polled:
                     polled = True
-                    if self._wait_quietly():
+                    if self._wait_quietly(busy=True):
                         continue
                 await trio.lowlevel.wait_readable(fd)
 
-    def _wait_quietly(self) -> bool:
+    def _wait_quietly(self, *, busy: bool = False) -> bool:
         """While quiet, poll until ``fd`` is readable: ``True`` then; ``False`` if not quiet
-        or ``poll_ms`` passed without it (trio must wait)."""
+        or ``poll_ms`` passed without it (trio must wait). ``busy``: the first ``busy_poll``
+        seconds of the wait do not sleep."""
         poller = self._poller
+        if busy and self._busy_poll and poller is not None and self._quiet():
+            self._spin(poller)
         while poller is not None and self._quiet():
             readable = self._poll_once(poller)
             if readable is not None:
                 return readable
             poller = self._poller  # None if on_wake called forget()
         return False
+
+    def _spin(self, poller: select.poll) -> None:
+        """``poll(2)`` without sleeping until ``fd`` or ``wake_fd`` is readable, at most
+        ``busy_poll`` seconds (what is ready is then handled by the sleeping poll, at once)."""
+        end = time.perf_counter() + self._busy_poll
+        while not poller.poll(0) and time.perf_counter() < end:
+            pass
 
     def _poll_once(self, poller: select.poll) -> bool | None:
         """One ``poll(2)`` of up to ``poll_ms``: ``True`` if ``fd`` is readable, ``False`` if

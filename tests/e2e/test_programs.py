@@ -121,6 +121,21 @@ def test_pythonunbuffered_does_not_change_c_stdio_buffering(
     assert ours.triple == ref.triple, f"{ref.describe()}\n---\n{ours.describe()}"
 
 
+@pytest.mark.parametrize("usec", ["0", "2000"])
+@pytest.mark.parametrize("name", ["threads", "qsort_asc", "stdin_echo", "bigdata"])
+def test_busy_poll_setting_does_not_change_the_outcome(
+    name: str, usec: str, executor_path: Path, cold_env: dict[str, str]
+) -> None:
+    """Busy polling off, and 2 ms of it (every wait for the next call starts awake): the
+    program's output and status are the reference's, as with the default."""
+    base = CASES_BY_NAME[name]
+    case = replace(base, name=f"{name}_busy_poll_{usec}",
+                   env={**base.env, "ORC_EXECUTOR_BUSY_POLL": usec})
+    ref, ours = compare_with_reference(case, executor_path, extra_env=cold_env)
+    check_expectations(case, ref, "reference")
+    assert_same_outcome(case, ref, ours)
+
+
 def test_stdin_is_left_to_the_program(executor_path: Path, cold_env: dict[str, str]) -> None:
     """Nothing in the executor reads or buffers stdin before the program does (the big-input
     variant is the ``stdin_big`` case)."""

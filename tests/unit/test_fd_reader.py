@@ -6,10 +6,13 @@ into a buffer, EOF, a close while waiting, and ``forget``."""
 
 from __future__ import annotations
 
+import gc
 import os
+import select
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import trio
@@ -326,3 +329,125 @@ def test_read_polled_returns_nothing_on_a_wake_up(pipe: tuple[int, int], wake: i
     os.eventfd_write(wake, 1)  # both ready: the wake-up is handled and the bytes are read
     assert reader.read_polled(10) == b"x"
     assert woken == [1, 1]
+
+
+_real_poll = select.poll
+
+
+class RecordingPoll:
+    """Stands in for ``select.poll()`` in the reader module: records every ``poll`` call's
+    timeout (ms), when it was called and when it returned (``perf_counter`` seconds), and
+    whether anything was ready."""
+
+    #: Every one made since the fixture installed the class.
+    made: ClassVar[list[RecordingPoll]] = []
+
+    def __init__(self) -> None:
+        self._poll = _real_poll()
+        self.calls: list[tuple[int, float, float, bool]] = []
+        RecordingPoll.made.append(self)
+
+    def register(self, fd: int, events: int) -> None:
+        self._poll.register(fd, events)
+
+    def poll(self, timeout: int) -> list[tuple[int, int]]:
+        called = time.perf_counter()
+        events = self._poll.poll(timeout)
+        self.calls.append((timeout, called, time.perf_counter(), bool(events)))
+        return events
+
+    def sleeping(self) -> list[tuple[int, float, float, bool]]:
+        return [c for c in self.calls if c[0] != 0]
+
+    def spinning(self) -> list[tuple[int, float, float, bool]]:
+        return [c for c in self.calls if c[0] == 0]
+
+
+@pytest.fixture
+def recording_poll(monkeypatch: pytest.MonkeyPatch) -> type[RecordingPoll]:
+    RecordingPoll.made = []
+    monkeypatch.setattr(streams.select, "poll", RecordingPoll)
+    return RecordingPoll
+
+
+async def test_busy_poll_reads_what_arrives_within_the_window_without_sleeping(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch,
+    recording_poll: type[RecordingPoll],
+) -> None:
+    r, w = pipe
+    counts = Counts(monkeypatch)
+    reader = FdReader(r, quiet=lambda: True, poll_ms=2000, busy_poll=2.0)
+    t0 = time.perf_counter()
+    t = write_later(w, b"soon", 0.02)
+    with trio.fail_after(5):
+        assert await reader.read(100) == b"soon"
+    t.join()
+    (poller,) = recording_poll.made
+    spins = poller.spinning()
+    assert len(spins) > 10 and spins[-1][3]  # polled without sleeping until the bytes came
+    assert spins[-1][2] - t0 >= 0.02
+    # What the spin found ready is taken by one poll that does not sleep either.
+    (sleep,) = poller.sleeping()
+    assert sleep[3] and sleep[2] - sleep[1] < 0.01
+    assert counts.trio_waits == 0
+
+
+async def test_busy_poll_sleeps_in_poll_after_the_window(
+    pipe: tuple[int, int], recording_poll: type[RecordingPoll],
+) -> None:
+    r, w = pipe
+    gc.collect()  # no collection of earlier tests' garbage inside the timed window
+    reader = FdReader(r, quiet=lambda: True, poll_ms=2000, busy_poll=0.01)
+    t0 = time.perf_counter()
+    t = write_later(w, b"late", 0.2)
+    with trio.fail_after(5):
+        assert await reader.read(100) == b"late"
+    t.join()
+    (poller,) = recording_poll.made
+    spins = poller.spinning()
+    assert spins and not any(c[3] for c in spins)
+    assert 0.009 <= spins[-1][2] - spins[0][1] < 0.15  # the window, then no more spinning
+    (sleep,) = poller.sleeping()  # one poll that slept until the bytes came
+    assert sleep[3] and sleep[2] - t0 >= 0.2
+
+
+@pytest.mark.parametrize(("busy_poll", "wait_first", "quiet"),
+                         [(0.0, False, True),  # off
+                          (2.0, True, True),  # another thread needs the GIL
+                          (2.0, False, False)])  # trio must wait: other tasks have work
+async def test_no_busy_poll_when_off_waiting_first_or_not_quiet(
+    pipe: tuple[int, int], recording_poll: type[RecordingPoll], busy_poll: float,
+    wait_first: bool, quiet: bool,
+) -> None:
+    r, w = pipe
+    reader = FdReader(r, quiet=lambda: quiet, poll_ms=2000, busy_poll=busy_poll)
+    t = write_later(w, b"late", 0.02)
+    with trio.fail_after(5):
+        assert await reader.read(100, wait_first=wait_first) == b"late"
+    t.join()
+    (poller,) = recording_poll.made
+    assert poller.spinning() == []
+    assert len(poller.sleeping()) == (1 if quiet else 0)
+
+
+async def test_a_wake_up_ends_the_busy_poll(
+    pipe: tuple[int, int], wake: int, recording_poll: type[RecordingPoll],
+) -> None:
+    r, w = pipe
+    woken: list[int] = []
+
+    def on_wake() -> None:
+        woken.append(1)
+        os.write(w, b"after the wake-up")
+
+    reader = FdReader(r, quiet=lambda: True, poll_ms=2000, busy_poll=2.0, wake_fd=wake,
+                      on_wake=on_wake)
+    t0 = time.perf_counter()
+    t = wake_later(wake, 0.02)
+    with trio.fail_after(5):
+        assert await reader.read(100) == b"after the wake-up"
+    t.join()
+    assert woken == [1]
+    (poller,) = recording_poll.made
+    assert time.perf_counter() - t0 < 1.0  # not the whole 2 s window
+    assert poller.spinning()[-1][3]
