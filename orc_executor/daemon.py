@@ -4,7 +4,6 @@ connect-back, and listening sockets."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
@@ -362,77 +361,126 @@ class Worker:
         return await self.process.wait()
 
 
-class WarmPool:
-    """Keeps ``size`` workers started and ready, so a session starts without interpreter
-    start-up and imports on its path. Workers are forked by a :class:`Zygote` (started with
-    the pool) when it runs, else started as fresh interpreters."""
+class WorkerPool:
+    """Keeps ``size`` session processes started and getting ready, for the ``--listen``
+    daemon (:class:`Daemon`: it hands a session to a ready worker) and for the warm server
+    (:class:`WarmServer`: ready workers take launchers' sessions themselves on the warm
+    socket ``listen_fd``, with ``options``).
 
-    def __init__(self, nursery: trio.Nursery, size: int, *, fork_server: bool = True) -> None:
+    Workers are forked by a :class:`Zygote` (started by :meth:`start`) while it runs, else
+    started as fresh interpreters. Each worker's life is a task in ``nursery``: start, get
+    ready, join :attr:`idle`, then ``on_ready(worker)`` — the owner's part, which takes it out
+    of :attr:`idle` when it gets a session. A worker that fails to start or to get ready is
+    ended, ``on_failure()`` runs and the next attempt waits 0.1 s, doubling up to
+    :attr:`MAX_BACKOFF` seconds. In accept mode a worker started while others are ready gets
+    ready at the lowest CPU priority, so that it does not slow the running sessions."""
+
+    #: Most seconds between attempts to start a worker after failures.
+    MAX_BACKOFF = 5.0
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        size: int,
+        on_ready: Callable[[Worker], Awaitable[None]] | None = None,
+        *,
+        listen_fd: int | None = None,
+        options: ServeOptions | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.nursery = nursery
         self.size = max(size, 0)
-        self._ready_send, self._ready_recv = trio.open_memory_channel[Worker](math.inf)
+        self.on_ready = on_ready
+        self.listen_fd = listen_fd
+        self.options = options
+        self.on_failure = on_failure
+        #: Ready workers without a session.
+        self.idle: set[Worker] = set()
+        self.closing = False
+        self.zygote: Zygote | None = None
         self._starting = 0
-        self.closed = False
-        self._zygote: Zygote | None = None
-        self._zygote_settled = trio.Event()
-        if fork_server and self.size:
-            nursery.start_soon(self._start_zygote)
-        else:
-            self._zygote_settled.set()
+        self._failures = 0
 
-    async def _start_zygote(self) -> None:
-        try:
-            self._zygote = await Zygote.start(self.nursery)
-        except OSError as e:
-            log.warning("fork server failed to start: %s", e)
-        finally:
-            self._zygote_settled.set()
+    @property
+    def starting(self) -> int:
+        """Workers started and not ready yet."""
+        return self._starting
+
+    async def start(self) -> None:
+        """Start the fork server (workers start the slow way if it fails), then fill."""
+        if self.size:
+            try:
+                self.zygote = await Zygote.start(self.nursery)
+            except OSError as e:
+                log.warning("fork server failed to start: %s", e)
+        self.fill()
 
     def fill(self) -> None:
-        while not self.closed and self._starting + self._ready_count() < self.size:
+        """Start workers until :attr:`size` are ready or getting ready."""
+        while not self.closing and len(self.idle) + self._starting < self.size:
             self._starting += 1
-            self.nursery.start_soon(self._spawn)
+            self.nursery.start_soon(self._life, bool(self.idle))
 
-    def _ready_count(self) -> int:
-        return self._ready_recv.statistics().current_buffer_used
-
-    async def _spawn(self) -> None:
+    async def _life(self, background: bool) -> None:
+        worker: Worker | None = None
         try:
-            await self._zygote_settled.wait()
-            w = await Worker.start(self._zygote)
-            ok = await w.ready()
+            if self._failures:
+                await trio.sleep(min(0.1 * 2 ** (self._failures - 1), self.MAX_BACKOFF))
+            worker = await self.start_worker(background=background)
+            ok = await worker.ready()
+        except OSError as e:
+            log.error("cannot start a session process: %s", e)
+            ok = False
         finally:
             self._starting -= 1
-        if ok and not self.closed:
-            self._ready_send.send_nowait(w)
-        else:
-            w.control.close()
-            with trio.move_on_after(1):
-                await w.process.wait()
+        if not ok:
+            self._failures += 1
+            if worker is not None:
+                worker.control.close()
+                with trio.move_on_after(2):
+                    await worker.wait()
+            if self.on_failure is not None:
+                self.on_failure()
+            self.fill()
+            return
+        assert worker is not None
+        self._failures = 0
+        if self.closing:
+            _shutdown_write(worker.control)  # EOF: it exits (or it just took a session)
+        self.idle.add(worker)
+        if self.on_ready is not None:
+            await self.on_ready(worker)
 
-    async def get(self) -> Worker:
-        """A ready worker (started now if none is waiting)."""
-        try:
-            w = self._ready_recv.receive_nowait()
-        except trio.WouldBlock:
-            w = await Worker.start(self._zygote)
-            if not await w.ready():
-                raise OSError("a session process failed to start") from None
+    async def start_worker(self, *, background: bool = False) -> Worker:
+        """One worker of this pool's mode, not ready yet. Raises :class:`OSError`."""
+        return await Worker.start(self.zygote, listen_fd=self.listen_fd, options=self.options,
+                                  background=background and self.listen_fd is not None)
+
+    def take(self) -> Worker | None:
+        """A ready worker out of :attr:`idle` (refilling the pool), or ``None``."""
+        if not self.idle:
+            return None
+        w = self.idle.pop()
         self.fill()
         return w
 
+    def end_idle(self) -> None:
+        """Stop starting workers and tell the idle ones to exit (EOF on their control
+        socket; one that just took a session still reports it)."""
+        self.closing = True
+        for w in list(self.idle):
+            _shutdown_write(w.control)
+
     async def close(self) -> None:
-        self.closed = True
-        while True:
-            try:
-                w = self._ready_recv.receive_nowait()
-            except trio.WouldBlock:
-                break
-            w.control.close()  # EOF: an idle worker exits 0
+        """:meth:`end_idle`, wait up to 2 s for each idle worker to exit, and end the fork
+        server (workers it forked finish on their own)."""
+        self.end_idle()
+        for w in list(self.idle):
             with trio.move_on_after(2):
-                await w.process.wait()
-        if self._zygote is not None:
-            await self._zygote.close()
+                await w.wait()
+            w.control.close()
+        if self.zygote is not None:
+            await self.zygote.close()
 
 
 def _status_text(rc: int) -> str:
@@ -461,8 +509,8 @@ class Daemon:
                     where, self.dopts.max_sessions)
         limit = trio.Semaphore(self.dopts.max_sessions)
         async with trio.open_nursery() as sessions:
-            pool = WarmPool(sessions, min(self.dopts.warm, self.dopts.max_sessions))
-            pool.fill()
+            pool = WorkerPool(sessions, min(self.dopts.warm, self.dopts.max_sessions))
+            sessions.start_soon(pool.start)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as accept_nursery:
 
@@ -498,7 +546,7 @@ class Daemon:
                         pass
             sessions.cancel_scope.deadline = trio.current_time() + 2
 
-    async def _session(self, pool: WarmPool, sock: trio.socket.SocketType,
+    async def _session(self, pool: WorkerPool, sock: trio.socket.SocketType,
                        limit: trio.Semaphore) -> None:
         try:
             await self._session_inner(pool, sock)
@@ -508,7 +556,7 @@ class Daemon:
         finally:
             limit.release()
 
-    async def _session_inner(self, pool: WarmPool, sock: trio.socket.SocketType) -> None:
+    async def _session_inner(self, pool: WorkerPool, sock: trio.socket.SocketType) -> None:
         self.sessions_started += 1
         n = self.sessions_started
         if self.dopts.allow_uid is not None:
@@ -522,7 +570,12 @@ class Daemon:
         except OSError:
             peer = "?"
         t0 = time.monotonic()
-        worker = await pool.get()
+        worker = pool.take()
+        if worker is None:  # none ready: start one now
+            worker = await pool.start_worker()
+            if not await worker.ready():
+                worker.control.close()
+                raise OSError("a session process failed to start")
         header: dict[str, object] = {"kind": "socket", "options": asdict(self.opts)}
         worker.hand_over(header, [sock.fileno()])
         sock.close()
@@ -572,9 +625,6 @@ class WarmServer:
     cold), ends the idle workers, and waits up to ``grace`` seconds for running sessions so
     their launchers get the status (a second signal stops waiting)."""
 
-    #: Most seconds between attempts to start a worker after failures.
-    MAX_BACKOFF = 5.0
-
     #: Seconds a taken worker's replacement waits for the session to end, while other
     #: workers are ready (with none ready it starts at once).
     REFILL_DELAY = 0.1
@@ -585,14 +635,9 @@ class WarmServer:
         self.warm = max(warm, 1)
         self.grace = grace
         self.sessions_started = 0
-        self._zygote: Zygote | None = None
         self._listener: socket.socket | None = None
-        self._nursery: trio.Nursery | None = None
-        self._idle: set[Worker] = set()
-        self._starting = 0
+        self._pool: WorkerPool | None = None
         self._running: set[int] = set()
-        self._failures = 0
-        self._closing = False
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
@@ -601,8 +646,10 @@ class WarmServer:
         log.info("warm server on %s (%d ready processes)", self.path, self.warm)
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._start)
+                self._pool = WorkerPool(nursery, self.warm, self._serve,
+                                        listen_fd=listener.fileno(), options=self.opts,
+                                        on_failure=self._refuse_waiting)
+                nursery.start_soon(self._pool.start)
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     task_status.started(self.path)
                     async for _ in signals:
@@ -619,33 +666,17 @@ class WarmServer:
         except OSError:
             pass
 
-    async def _start(self) -> None:
-        try:
-            self._zygote = await Zygote.start(self._nursery_or_fail())
-        except OSError as e:
-            log.warning("fork server failed to start: %s", e)
-        self._fill()
-
-    def _nursery_or_fail(self) -> trio.Nursery:
-        assert self._nursery is not None
-        return self._nursery
-
-    def _fill(self) -> None:
-        """Start workers up to :attr:`warm`; in the background (lowest CPU priority) while
-        some are ready, so that they do not slow the running sessions, else at normal
-        priority: a launcher may be waiting for them."""
-        while not self._closing and len(self._idle) + self._starting < self.warm:
-            self._starting += 1
-            self._nursery_or_fail().start_soon(self._worker, bool(self._idle))
+    def _pool_or_fail(self) -> WorkerPool:
+        assert self._pool is not None
+        return self._pool
 
     async def _stop(self, signals: Any) -> None:
         """No new sessions; wait for the running ones (up to :attr:`grace` seconds)."""
-        self._closing = True
+        pool = self._pool_or_fail()
+        pool.end_idle()
         self._unlink()  # launchers from now on start cold
         assert self._listener is not None
         self._listener.close()
-        for w in list(self._idle):
-            _shutdown_write(w.control)  # EOF: an idle worker exits (or it just took a session)
         if self._running:
             log.warning("stopping: waiting up to %.0fs for %d running session(s)",
                         self.grace, len(self._running))
@@ -658,51 +689,25 @@ class WarmServer:
                         return
 
                 waiting.start_soon(second_signal)
-                while self._running or self._idle or self._starting:
+                while self._running or pool.idle or pool.starting:
                     await trio.sleep(0.02)
                 waiting.cancel_scope.cancel()
         if self._running:
             log.warning("stopped with %d session(s) still running: their launchers get no "
                         "exit status", len(self._running))
-        if self._zygote is not None:
-            await self._zygote.close()
+        await pool.close()
 
-    async def _worker(self, background: bool) -> None:
-        """One worker's life: start, ready, idle until it takes a session, exit status."""
-        assert self._listener is not None
-        worker: Worker | None = None
-        try:
-            if self._failures:
-                await trio.sleep(min(0.1 * 2 ** (self._failures - 1), self.MAX_BACKOFF))
-            worker = await Worker.start(self._zygote, listen_fd=self._listener.fileno(),
-                                        options=self.opts, background=background)
-            ok = await worker.ready()
-        except OSError as e:
-            log.error("cannot start a session process: %s", e)
-            ok = False
-        finally:
-            self._starting -= 1
-        if not ok:
-            self._failures += 1
-            if worker is not None:
-                worker.control.close()
-                with trio.move_on_after(2):
-                    await worker.wait()
-            self._refuse_waiting()
-            self._fill()
-            return
-        assert worker is not None
-        self._failures = 0
-        if self._closing:
-            _shutdown_write(worker.control)
-        self._idle.add(worker)
+    async def _serve(self, worker: Worker) -> None:
+        """A ready worker's life in the pool (:attr:`WorkerPool.on_ready`): idle until it
+        takes a session, then the session's exit status to its launcher."""
+        pool = self._pool_or_fail()
         try:
             conn = await worker.taken()
         finally:
-            self._idle.discard(worker)
+            pool.idle.discard(worker)
         pid = worker.process.pid
         if conn is None:
-            self._fill()
+            pool.fill()
             with trio.move_on_after(5):
                 await worker.wait()
             worker.control.close()
@@ -713,9 +718,9 @@ class WarmServer:
         # Refill the pool when the session ends (or after REFILL_DELAY) while other workers
         # are ready: a fork and a worker getting ready take CPU from the session that just
         # started, on the critical path of its first calls.
-        deferred = bool(self._idle)
+        deferred = bool(pool.idle)
         if not deferred:
-            self._fill()
+            pool.fill()
         try:
             async with trio.open_nursery() as nursery:
                 if deferred:
@@ -731,16 +736,17 @@ class WarmServer:
                 conn.send(rc.to_bytes(4, "little", signed=True))
             except OSError:
                 pass  # the launcher is gone
-        self._fill()
+        pool.fill()
 
     async def _fill_after(self, seconds: float) -> None:
         await trio.sleep(seconds)
-        self._fill()
+        self._pool_or_fail().fill()
 
     def _refuse_waiting(self) -> None:
         """No worker could start: turn away the launchers waiting on the socket (their fds
         are closed, so they start cold) rather than let them wait for one."""
-        if self._idle or self._listener is None or self._closing:
+        pool = self._pool
+        if pool is None or pool.idle or pool.closing or self._listener is None:
             return
         while True:
             try:
