@@ -206,6 +206,7 @@ class Session:
                 wake_fd=self._wake_fd,
                 on_wake=self._reap,
                 busy_poll=default_busy_poll() if busy_poll is None else busy_poll,
+                may_spin=self._no_threads_running,
             )
         sock = getattr(stream, "socket", None)
         self._quickack: Any = (
@@ -529,6 +530,12 @@ class Session:
         (the reader may wait in poll(2)): nothing queued for the writer, no call waiting for
         a thread."""
         return not self._queued and not self._backlog
+
+    def _no_threads_running(self) -> bool:
+        """The reader may busy-poll: no worker thread runs a call (and needs the GIL). A
+        thread that has just handed its call back is already in trio's idle pool, so the
+        next call goes to it even while it waits for the GIL to return there."""
+        return self._threads_running == 0
 
     def _nothing_to_send(self) -> bool:
         """No Result or call will be written anymore: no call in flight, no executor →

@@ -169,8 +169,8 @@ class FdReader:
 
     ``busy_poll`` (seconds, ``0`` for none): before that ``poll(2)`` sleeps, polls that do
     not sleep for up to this long, so bytes the peer sends within that window are read without
-    a sleep and a wake-up (on a VM, waking an idle vCPU costs microseconds). Never while the
-    read is ``wait_first``: another thread then needs the GIL this loop would hold.
+    a sleep and a wake-up (on a VM, waking an idle vCPU costs microseconds). Only while
+    ``may_spin()`` (default: always) says that no other thread needs the GIL this loop holds.
 
     ``wake_fd`` (an eventfd, or any fd that becomes readable) ends the poll early: another
     thread wrote it because it left work for the trio thread. The reader drains it, calls
@@ -193,9 +193,11 @@ class FdReader:
         wake_fd: int | None = None,
         on_wake: Callable[[], None] | None = None,
         busy_poll: float = 0.0,
+        may_spin: Callable[[], bool] | None = None,
     ) -> None:
         self.fd = fd
         self._busy_poll = busy_poll
+        self._may_spin: Callable[[], bool] = may_spin or _always
         self._quiet: Callable[[], bool] = quiet or _never
         self._poll_ms = poll_ms
         self._every = checkpoint_every
@@ -230,18 +232,18 @@ class FdReader:
                 self._reads_without_wait = 0
                 if not polled:
                     polled = True
-                    if self._wait_quietly(busy=True):
+                    if self._wait_quietly():
                         continue
                 await trio.lowlevel.wait_readable(fd)
 
-    def _wait_quietly(self, *, busy: bool = False) -> bool:
+    def _wait_quietly(self) -> bool:
         """While quiet, poll until ``fd`` is readable: ``True`` then; ``False`` if not quiet
-        or ``poll_ms`` passed without it (trio must wait). ``busy``: the first ``busy_poll``
-        seconds of the wait do not sleep."""
+        or ``poll_ms`` passed without it (trio must wait). Each sleeping poll comes after
+        ``busy_poll`` seconds of polls that do not sleep, while ``may_spin()``."""
         poller = self._poller
-        if busy and self._busy_poll and poller is not None and self._quiet():
-            self._spin(poller)
         while poller is not None and self._quiet():
+            if self._busy_poll and self._may_spin():
+                self._spin(poller)
             readable = self._poll_once(poller)
             if readable is not None:
                 return readable
@@ -304,6 +306,10 @@ class FdReader:
 
 def _never() -> bool:
     return False
+
+
+def _always() -> bool:
+    return True
 
 
 def _nothing() -> None:

@@ -411,16 +411,18 @@ async def test_busy_poll_sleeps_in_poll_after_the_window(
     assert sleep[3] and sleep[2] - t0 >= 0.2
 
 
-@pytest.mark.parametrize(("busy_poll", "wait_first", "quiet"),
-                         [(0.0, False, True),  # off
-                          (2.0, True, True),  # another thread needs the GIL
-                          (2.0, False, False)])  # trio must wait: other tasks have work
-async def test_no_busy_poll_when_off_waiting_first_or_not_quiet(
+@pytest.mark.parametrize("wait_first", [False, True])
+@pytest.mark.parametrize(("busy_poll", "may_spin", "quiet"),
+                         [(0.0, True, True),  # off
+                          (2.0, False, True),  # another thread needs the GIL
+                          (2.0, True, False)])  # trio must wait: other tasks have work
+async def test_no_busy_poll_when_off_not_allowed_or_not_quiet(
     pipe: tuple[int, int], recording_poll: type[RecordingPoll], busy_poll: float,
-    wait_first: bool, quiet: bool,
+    may_spin: bool, quiet: bool, wait_first: bool,
 ) -> None:
     r, w = pipe
-    reader = FdReader(r, quiet=lambda: quiet, poll_ms=2000, busy_poll=busy_poll)
+    reader = FdReader(r, quiet=lambda: quiet, poll_ms=2000, busy_poll=busy_poll,
+                      may_spin=lambda: may_spin)
     t = write_later(w, b"late", 0.02)
     with trio.fail_after(5):
         assert await reader.read(100, wait_first=wait_first) == b"late"
@@ -428,6 +430,35 @@ async def test_no_busy_poll_when_off_waiting_first_or_not_quiet(
     (poller,) = recording_poll.made
     assert poller.spinning() == []
     assert len(poller.sleeping()) == (1 if quiet else 0)
+
+
+async def test_busy_poll_starts_once_a_wake_up_allows_it(
+    pipe: tuple[int, int], wake: int, recording_poll: type[RecordingPoll],
+) -> None:
+    """The session's case: the reader sleeps in poll while a worker thread runs a call; the
+    thread's wake-up hands the call back (no thread needs the GIL any more), and the wait
+    for the controller's next call spins first."""
+    r, w = pipe
+    allowed = [False]
+    woken_at: list[float] = []
+
+    def on_wake() -> None:
+        allowed[0] = True
+        woken_at.append(time.perf_counter())
+        write_later(w, b"next call", 0.02)
+
+    reader = FdReader(r, quiet=lambda: True, poll_ms=2000, busy_poll=2.0, wake_fd=wake,
+                      on_wake=on_wake, may_spin=lambda: allowed[0])
+    t = wake_later(wake, 0.02)
+    with trio.fail_after(5):
+        assert await reader.read(100, wait_first=True) == b"next call"
+    t.join()
+    (poller,) = recording_poll.made
+    spins = poller.spinning()
+    assert len(spins) > 10 and spins[-1][3]  # the next call came while spinning
+    assert spins[0][1] >= woken_at[0]  # none before the wake-up
+    first, *_ = poller.sleeping()
+    assert first[3] and first[2] <= woken_at[0]  # the poll that the wake-up ended
 
 
 async def test_a_wake_up_ends_the_busy_poll(
