@@ -90,7 +90,8 @@ def _choose_spec(
               help="Socket sessions: close after the controller released all memory and "
               "stayed silent this long (LLVM 14-22 never close TCP sessions themselves); "
               "0 disables.")
-@click.option("--busy-poll", "busy_poll_us", type=click.FloatRange(min=0), default=None,
+@click.option("--busy-poll", "busy_poll_us", type=click.FloatRange(min=0, max=1e6),
+              default=None,  # max: session.MAX_BUSY_POLL (1 s)
               metavar="USEC", envvar="ORC_EXECUTOR_BUSY_POLL",
               help="Microseconds to wait for the controller's next call without sleeping "
               "before sleeping in poll(2) (default 20 with two or more CPUs, else 0; 0 "

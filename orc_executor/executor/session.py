@@ -61,6 +61,9 @@ IDLE_POLL_MS = 1
 #: long finds the executor awake. Only when two or more CPUs are usable.
 BUSY_POLL = 20e-6
 
+#: Largest busy-poll setting accepted (seconds).
+MAX_BUSY_POLL = 1.0
+
 
 def default_busy_poll() -> float:
     """Seconds: ``$ORC_EXECUTOR_BUSY_POLL`` (microseconds) if set, else :data:`BUSY_POLL`,
@@ -69,10 +72,13 @@ def default_busy_poll() -> float:
     env = os.environ.get("ORC_EXECUTOR_BUSY_POLL")
     if env:
         try:
-            return max(0.0, float(env)) * 1e-6
+            usec = float(env)
         except ValueError:
-            log.warning("ORC_EXECUTOR_BUSY_POLL=%r is not a number of microseconds: ignored",
-                        env)
+            usec = math.nan
+        if 0 <= usec <= MAX_BUSY_POLL * 1e6:
+            return usec * 1e-6
+        log.warning("ORC_EXECUTOR_BUSY_POLL=%r is not a number of microseconds from 0 to %d: "
+                    "ignored", env, MAX_BUSY_POLL * 1e6)
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux

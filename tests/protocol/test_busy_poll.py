@@ -80,14 +80,28 @@ def test_default_busy_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     assert session_mod.default_busy_poll() == 0.0
     monkeypatch.setenv("ORC_EXECUTOR_BUSY_POLL", "50")
     assert session_mod.default_busy_poll() == pytest.approx(50e-6)
-    monkeypatch.setenv("ORC_EXECUTOR_BUSY_POLL", "-3")
+    monkeypatch.setenv("ORC_EXECUTOR_BUSY_POLL", "0")
     assert session_mod.default_busy_poll() == 0.0
 
 
+@pytest.mark.parametrize("value", ["fast", "-3", "inf", "nan", "1000001"])
 def test_default_busy_poll_ignores_a_bad_setting(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, value: str
 ) -> None:
+    """Not a number of microseconds from 0 to 1 s: a warning, and the default (an endless
+    spin from ``inf`` would burn a CPU for the whole session)."""
     monkeypatch.setattr(session_mod.os, "sched_getaffinity", lambda _pid: {0, 1})
-    monkeypatch.setenv("ORC_EXECUTOR_BUSY_POLL", "fast")
+    monkeypatch.setenv("ORC_EXECUTOR_BUSY_POLL", value)
     assert session_mod.default_busy_poll() == session_mod.BUSY_POLL
-    assert "ORC_EXECUTOR_BUSY_POLL='fast' is not a number" in caplog.text
+    assert f"ORC_EXECUTOR_BUSY_POLL={value!r} is not a number" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "2000000"])
+async def test_cli_refuses_a_bad_busy_poll(value: str) -> None:
+    proc = await trio.run_process(
+        [sys.executable, "-m", "orc_executor", "--busy-poll", value, "filedescs=0,1"],
+        capture_stdout=True, capture_stderr=True, check=False, env=_clean_env(),
+    )
+    assert proc.returncode == 2  # click's usage error
+    assert b"--busy-poll" in proc.stderr
+    assert proc.stdout == b""
