@@ -334,6 +334,16 @@ def test_read_polled_returns_nothing_on_a_wake_up(pipe: tuple[int, int], wake: i
 _real_poll = select.poll
 
 
+async def read_written_later(
+    reader: FdReader, w: int, data: bytes, delay: float, *, wait_first: bool = False
+) -> None:
+    """``data`` written to ``w`` after ``delay`` seconds is what ``reader.read`` returns."""
+    t = write_later(w, data, delay)
+    with trio.fail_after(5):
+        assert await reader.read(100, wait_first=wait_first) == data
+    t.join()
+
+
 class RecordingPoll:
     """Stands in for ``select.poll()`` in the reader module: records every ``poll`` call's
     timeout (ms), when it was called and when it returned (``perf_counter`` seconds), and
@@ -378,10 +388,7 @@ async def test_busy_poll_reads_what_arrives_within_the_window_without_sleeping(
     counts = Counts(monkeypatch)
     reader = FdReader(r, quiet=lambda: True, poll_ms=2000, busy_poll=2.0)
     t0 = time.perf_counter()
-    t = write_later(w, b"soon", 0.02)
-    with trio.fail_after(5):
-        assert await reader.read(100) == b"soon"
-    t.join()
+    await read_written_later(reader, w, b"soon", 0.02)
     (poller,) = recording_poll.made
     spins = poller.spinning()
     assert len(spins) > 10 and spins[-1][3]  # polled without sleeping until the bytes came
@@ -399,10 +406,7 @@ async def test_busy_poll_sleeps_in_poll_after_the_window(
     gc.collect()  # no collection of earlier tests' garbage inside the timed window
     reader = FdReader(r, quiet=lambda: True, poll_ms=2000, busy_poll=0.01)
     t0 = time.perf_counter()
-    t = write_later(w, b"late", 0.2)
-    with trio.fail_after(5):
-        assert await reader.read(100) == b"late"
-    t.join()
+    await read_written_later(reader, w, b"late", 0.2)
     (poller,) = recording_poll.made
     spins = poller.spinning()
     assert spins and not any(c[3] for c in spins)
@@ -423,10 +427,7 @@ async def test_no_busy_poll_when_off_not_allowed_or_not_quiet(
     r, w = pipe
     reader = FdReader(r, quiet=lambda: quiet, poll_ms=2000, busy_poll=busy_poll,
                       may_spin=lambda: may_spin)
-    t = write_later(w, b"late", 0.02)
-    with trio.fail_after(5):
-        assert await reader.read(100, wait_first=wait_first) == b"late"
-    t.join()
+    await read_written_later(reader, w, b"late", 0.02, wait_first=wait_first)
     (poller,) = recording_poll.made
     assert poller.spinning() == []
     assert len(poller.sleeping()) == (1 if quiet else 0)
