@@ -7,7 +7,8 @@ Not a test: prints a markdown table of medians (with min/max) and ratios ours/re
 
 Figures: start→Setup latency; no-op wrapper round trip (empty ``mem_write_uint8s``);
 round trip of a call that runs native code on a worker thread (``run_as_void_function`` of
-libc's ``getpid``); pipelined small-call throughput; initialize + deinitialize of one page;
+libc's ``getpid``) — the round trips with both executors' sessions open at once and batches of
+calls alternating in random order (:func:`round_robin`); pipelined small-call throughput; initialize + deinitialize of one page;
 bulk ``initialize`` of N MiB over pipes and through shared memory, with two plain pipe copies
 of the same bytes for scale (``cat`` into /dev/null: a cache-resident buffer; ``dd bs=N M``:
 one N MiB buffer, the work a slab's content costs);
@@ -20,13 +21,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
@@ -132,35 +135,50 @@ async def time_setup(exe: str) -> float:
     return t
 
 
-async def _time_calls(c: Controller, tag: int, payload: bytes, calls: int) -> float:
-    """Seconds per call of ``tag`` with ``payload``, one at a time, after 100 to warm up."""
-    for _ in range(100):
-        await c.call_raw(tag, payload)
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        await c.call_raw(tag, payload)
-    return (time.perf_counter() - t0) / calls
+async def noop_call(c: Controller) -> tuple[int, bytes]:
+    """The no-op call: an empty ``mem_write_uint8s`` (tag, argument bytes)."""
+    return c.symbol(WRITE8_NAME), WRITE8.encode_args([])
 
 
-async def time_roundtrip(exe: str, calls: int) -> float:
-    async with await Controller.launch([exe]) as c:
-        return await _time_calls(c, c.symbol(WRITE8_NAME), WRITE8.encode_args([]), calls)
+async def native_call(c: Controller) -> tuple[int, bytes]:
+    """``run_as_void_function`` of libc's ``getpid``: a call the executor must run on a
+    worker thread (native code may block)."""
+    handle = await c.call(dm.PREFIX + "open_wrapper", dm.OPEN,
+                          c.symbol(dm.PREFIX + "Instance"), "", 0)
+    found = await c.call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle,
+                         [("getpid", False)])
+    if isinstance(found, ErrorValue) or not found or not found[0]:
+        raise RuntimeError(f"getpid not resolved: {found}")
+    tag = c.symbol(run_service.BOOT + "run_as_void_function_wrapper")
+    return tag, run_service.RUN_AS_VOID.encode_args(found[0].address)
 
 
-async def time_native_roundtrip(exe: str, calls: int) -> float:
-    """Seconds per ``run_as_void_function`` of libc's ``getpid``, one call at a time: a
-    call the executor must run on a worker thread (native code may block)."""
-    async with await Controller.launch([exe]) as c:
-        handle = await c.call(dm.PREFIX + "open_wrapper", dm.OPEN,
-                              c.symbol(dm.PREFIX + "Instance"), "", 0)
-        found = await c.call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle,
-                             [("getpid", False)])
-        if isinstance(found, ErrorValue) or not found or not found[0]:
-            raise RuntimeError(f"{exe}: getpid not resolved: {found}")
-        tag = c.symbol(run_service.BOOT + "run_as_void_function_wrapper")
-        return await _time_calls(
-            c, tag, run_service.RUN_AS_VOID.encode_args(found[0].address), calls
-        )
+async def round_robin(
+    exes: dict[str, str], call: Callable[[Controller], Awaitable[tuple[int, bytes]]],
+    rounds: int, batch: int,
+) -> dict[str, list[float]]:
+    """Seconds per call, one at a time, per executor: one sample per batch of ``batch``
+    calls. Every executor's session is open at once and each of ``rounds`` rounds runs one
+    batch on each, in a fresh random order, so that the machine's changes of mode (this VM
+    moves between a fast and a slow mode within minutes) hit every executor alike, which
+    repetitions of whole runs in turn do not guarantee."""
+    out: dict[str, list[float]] = {name: [] for name in exes}
+    async with AsyncExitStack() as stack:
+        sessions = {}
+        for name, exe in exes.items():
+            c = await stack.enter_async_context(await Controller.launch([exe]))
+            tag, payload = await call(c)
+            for _ in range(100):
+                await c.call_raw(tag, payload)
+            sessions[name] = (c, tag, payload)
+        for _ in range(rounds):
+            for name in random.sample(list(exes), len(exes)):
+                c, tag, payload = sessions[name]
+                t0 = time.perf_counter()
+                for _ in range(batch):
+                    await c.call_raw(tag, payload)
+                out[name].append((time.perf_counter() - t0) / batch)
+    return out
 
 
 async def time_pipelined(exe: str, calls: int, inflight: int = 64) -> float:
@@ -216,22 +234,33 @@ class RawController:
         os.close(self.from_r)
 
 
-def time_roundtrip_raw(exe: str, calls: int) -> float:
-    """Seconds per no-op call, one at a time, with :class:`RawController`."""
-    c = RawController(exe)
+def round_robin_raw(exes: dict[str, str], rounds: int, batch: int) -> dict[str, list[float]]:
+    """As :func:`round_robin` for the no-op call, with :class:`RawController`."""
+    cs = {name: RawController(exe) for name, exe in exes.items()}
     try:
         args = WRITE8.encode_args([])
-        frames = [c.frame(WRITE8_NAME, args, seq) for seq in range(1, calls + 101)]
-        for f in frames[:100]:
-            os.write(c.to_w, f)
-            c.next_message()
-        t0 = time.perf_counter()
-        for f in frames[100:]:
-            os.write(c.to_w, f)
-            c.next_message()
-        return (time.perf_counter() - t0) / calls
+        seq = dict.fromkeys(exes, 1)
+        out: dict[str, list[float]] = {name: [] for name in exes}
+
+        def run(name: str, n: int) -> float:
+            c = cs[name]
+            frames = [c.frame(WRITE8_NAME, args, s) for s in range(seq[name], seq[name] + n)]
+            seq[name] += n
+            t0 = time.perf_counter()
+            for f in frames:
+                os.write(c.to_w, f)
+                c.next_message()
+            return (time.perf_counter() - t0) / n
+
+        for name in exes:
+            run(name, 100)
+        for _ in range(rounds):
+            for name in random.sample(list(exes), len(exes)):
+                out[name].append(run(name, batch))
+        return out
     finally:
-        c.close()
+        for c in cs.values():
+            c.close()
 
 
 def time_pipelined_raw(exe: str, calls: int, inflight: int = 64) -> float:
@@ -458,15 +487,31 @@ def main() -> None:
         print(f"  measured {label}", file=sys.stderr)
         return res["orc-executor"][1] / res["llvm-jitlink-executor"][1]
 
+    def bench_samples(label: str, unit: str, higher_better: bool,
+                      fn: Callable[[], dict[str, list[float]]], scale: float) -> None:
+        """A figure whose samples ``fn()`` takes for all executors at once (round-robin)."""
+        if args.only not in label:
+            return
+        xs = fn()
+        res = {name: stats([x * scale for x in xs[name]]) for name in exes}
+        rows.append((label, unit, res, higher_better))
+        print(f"  measured {label}", file=sys.stderr)
+
     bench("start → Setup", "ms", False, lambda e: trio.run(time_setup, e) * 1e3)
-    bench(f"no-op round trip ({args.calls} calls)", "µs", False,
-          lambda e: trio.run(time_roundtrip, e, args.calls) * 1e6)
-    bench(f"native call on a worker thread, round trip ({args.calls // 5} calls)", "µs", False,
-          lambda e: trio.run(time_native_roundtrip, e, args.calls // 5) * 1e6)
+    # Round trips: the two executors' sessions side by side, batches alternating (see
+    # round_robin); min/median/max are over the batches.
+    rounds = 8 * args.reps
+    batch = max(args.calls // rounds, 1)
+    rr = f"{rounds} × {batch} calls, round-robin"
+    bench_samples(f"no-op round trip ({rr})", "µs", False,
+                  lambda: trio.run(round_robin, exes, noop_call, rounds, batch), 1e6)
+    bench_samples(f"native call on a worker thread, round trip ({rounds} × {batch // 5} "
+                  "calls, round-robin)", "µs", False,
+                  lambda: trio.run(round_robin, exes, native_call, rounds, batch // 5), 1e6)
     bench("pipelined small calls (64 in flight)", "k calls/s", True,
           lambda e: trio.run(time_pipelined, e, args.calls) / 1e3)
-    bench(f"no-op round trip, raw controller ({args.calls} calls)", "µs", False,
-          lambda e: time_roundtrip_raw(e, args.calls) * 1e6)
+    bench_samples(f"no-op round trip, raw controller ({rr})", "µs", False,
+                  lambda: round_robin_raw(exes, rounds, batch), 1e6)
     bench("pipelined small calls, raw controller (64 in flight)", "k calls/s", True,
           lambda e: time_pipelined_raw(e, args.calls) / 1e3)
     small = args.calls // 10
