@@ -95,7 +95,8 @@ def _choose_spec(
               metavar="USEC", envvar="ORC_EXECUTOR_BUSY_POLL",
               help="Microseconds to wait for the controller's next call without sleeping "
               "before sleeping in poll(2) (default 20 with two or more CPUs, else 0; 0 "
-              "disables). Env ORC_EXECUTOR_BUSY_POLL.")
+              "disables; pipe sessions, and socket sessions with --idle-close 0). Env "
+              "ORC_EXECUTOR_BUSY_POLL.")
 @click.option("--llvm-version", "llvm_version", default=None, metavar="N",
               envvar="ORC_EXECUTOR_LLVM_VERSION",
               help="Speak to an LLVM N controller (14, 19, 22, modern); default: detected from "

@@ -271,3 +271,63 @@ async def test_adopted_socket(form: str) -> None:
         assert "__llvm_orc_SimpleRemoteEPC_dispatch_fn" in c.setup.symbols  # type: ignore[union-attr]
     with trio.fail_after(10):
         assert await proc.wait() == 0
+
+
+def _cpu_of_tree(root: int) -> float:
+    """CPU seconds (user + system) of ``root``'s descendants and itself, from /proc."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for pid, seconds in cpu.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            total += seconds
+    return total
+
+
+@pytest.mark.parametrize(("usec", "spins"), [("300000", True), ("0", False)])
+async def test_daemon_passes_busy_poll_to_its_sessions(
+    tmp_path: Path, usec: str, spins: bool
+) -> None:
+    """``--busy-poll`` reaches the session a warm worker runs: seen as the CPU time of the
+    daemon's process tree while the controller is silent after a call (on a socket the
+    reader polls only with ``--idle-close 0``)."""
+    path = tmp_path / "exec.sock"
+    proc = await trio.lowlevel.open_process(
+        [EXE, "--listen", str(path), "--idle-close", "0", "--busy-poll", usec],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(10):
+            while not path.exists():
+                await trio.sleep(0.02)
+        await trio.sleep(0.5)  # the pool's workers get ready
+        stream = await trio.open_unix_socket(str(path))
+        async with Controller.over(stream) as c:
+            inst = c.symbol(mm.PREFIX + "Instance")
+            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+            before = _cpu_of_tree(proc.pid)
+            await trio.sleep(0.5)
+            cpu = _cpu_of_tree(proc.pid) - before
+            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await proc.wait() == 0
+    if spins:
+        assert cpu >= 0.15, f"{cpu:.3f} s of CPU: the 0.3 s busy poll did not run"
+    else:
+        assert cpu < 0.1, f"{cpu:.3f} s of CPU while the controller was silent"
