@@ -72,6 +72,16 @@ def write_later(fd: int, data: bytes, delay: float) -> threading.Thread:
     return t
 
 
+async def read_written_later(
+    reader: FdReader, w: int, data: bytes, delay: float, *, wait_first: bool = False
+) -> None:
+    """``data`` written to ``w`` after ``delay`` seconds is what ``reader.read`` returns."""
+    t = write_later(w, data, delay)
+    with trio.fail_after(5):
+        assert await reader.read(100, wait_first=wait_first) == data
+    t.join()
+
+
 async def test_waiting_bytes_are_read_without_a_wait(
     pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,10 +122,7 @@ async def test_quiet_waits_in_poll_then_in_trio(
     counts = Counts(monkeypatch)
     quiet = Quiet()
     reader = FdReader(r, quiet=quiet, poll_ms=poll_ms)
-    t = write_later(w, b"late", delay)
-    with trio.fail_after(5):
-        assert await reader.read(100, wait_first=wait_first) == b"late"
-    t.join()
+    await read_written_later(reader, w, b"late", delay, wait_first=wait_first)
     assert quiet.asked == 1
     assert counts.trio_waits == (1 if in_trio else 0)
 
@@ -182,10 +189,7 @@ async def test_forget_stops_the_poll(pipe: tuple[int, int]) -> None:
     quiet = Quiet()
     reader = FdReader(r, quiet=quiet)
     reader.forget()
-    t = write_later(w, b"x", 0.01)
-    with trio.fail_after(5):
-        assert await reader.read(1) == b"x"
-    t.join()
+    await read_written_later(reader, w, b"x", 0.01)
     assert quiet.asked == 0
 
 
@@ -241,10 +245,7 @@ async def test_wait_first_polls_before_reading_while_quiet(
     counts = Counts(monkeypatch)
     counted = Reads(monkeypatch, r)
     reader = FdReader(r, quiet=lambda: quiet, poll_ms=2000)
-    t = write_later(w, b"late", 0.01)
-    with trio.fail_after(5):
-        assert await reader.read(100, wait_first=wait_first) == b"late"
-    t.join()
+    await read_written_later(reader, w, b"late", 0.01, wait_first=wait_first)
     assert counted.count == reads
     assert (counts.trio_waits > 0) == in_trio
 
@@ -332,16 +333,6 @@ def test_read_polled_returns_nothing_on_a_wake_up(pipe: tuple[int, int], wake: i
 
 
 _real_poll = select.poll
-
-
-async def read_written_later(
-    reader: FdReader, w: int, data: bytes, delay: float, *, wait_first: bool = False
-) -> None:
-    """``data`` written to ``w`` after ``delay`` seconds is what ``reader.read`` returns."""
-    t = write_later(w, data, delay)
-    with trio.fail_after(5):
-        assert await reader.read(100, wait_first=wait_first) == data
-    t.join()
 
 
 class RecordingPoll:
