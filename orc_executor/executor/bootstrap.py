@@ -181,8 +181,11 @@ def llvm_version_of(exe: str, maps: str) -> tuple[int | None, str] | None:
     static upstream build) yields ``(None, …)``; any other process ``None``.
     """
     found = versioned_path(exe)
-    if found is not None:
-        return found
+    return found if found is not None else _version_from_maps(exe, maps)
+
+
+def _version_from_maps(exe: str, maps: str) -> tuple[int | None, str] | None:
+    """:func:`llvm_version_of` for an executable whose path names no version."""
     m = _LIBLLVM_RE.search(maps)
     if m:
         start = maps.rfind("/", 0, m.end())
@@ -229,7 +232,7 @@ def detect_profile(
                 maps = reader.maps(pid)
             except OSError:
                 maps = ""
-            found = llvm_version_of(exe, maps)
+            found = _version_from_maps(exe, maps)
         if found is not None:
             version, evidence = found
             profile = profile_for_detected(version)
