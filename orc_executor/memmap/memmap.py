@@ -56,6 +56,13 @@ class MemoryMapError(Exception):
 _RW = lib.PROT_READ | lib.PROT_WRITE
 
 
+def _protect(lo: int, hi: int, prot: int) -> None:
+    """``mprotect`` the pages ``[lo, hi)``; raises :class:`MemoryMapError` if it fails."""
+    e = lib.orc_protect(lo, hi - lo, prot)
+    if e:
+        raise MemoryMapError(f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}")
+
+
 def _page_floor(a: int) -> int:
     return a & ~(PAGE_SIZE - 1)
 
@@ -394,12 +401,7 @@ class MemoryMap:
         pages are made writable first, unless they all still are (:attr:`Slab.writable`)."""
         if not slab.writable:
             for s in segs:
-                lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
-                e = lib.orc_protect(lo, hi - lo, _RW)
-                if e:
-                    raise MemoryMapError(
-                        f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}"
-                    )
+                _protect(_page_floor(s.addr), _page_ceil(s.addr + s.size), _RW)
         for s in segs:
             n = len(s.content)
             dst = ffi.cast("char *", s.addr)
@@ -423,9 +425,7 @@ class MemoryMap:
                     continue
             else:
                 slab.writable = False
-            e = lib.orc_protect(lo, hi - lo, prot)
-            if e:
-                raise MemoryMapError(f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}")
+            _protect(lo, hi, prot)
 
     def _run_finalize(
         self, region: Region, actions: list[AllocActionCallPair], run_action: ActionRunner
