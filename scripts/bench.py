@@ -473,30 +473,32 @@ def main() -> None:
         time.sleep(1.0)
     rows: list[tuple[str, str, dict[str, tuple[float, float, float]], bool]] = []
 
-    def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], float]
-              ) -> float | None:
-        """``fn(exe)`` once per executor per repetition, the executors interleaved so that
-        drift of the machine hits both alike; the ratio of the medians, ours/reference."""
+    def bench_samples(label: str, unit: str, higher_better: bool,
+                      fn: Callable[[], dict[str, list[float]]], scale: float = 1.0
+                      ) -> float | None:
+        """A figure from the samples ``fn()`` takes for every executor (times ``scale``):
+        its row, and the ratio of the medians, ours/reference."""
         if args.only not in label:
             return None
-        xs: dict[str, list[float]] = {name: [] for name in exes}
-        for _ in range(args.reps):
-            for name, exe in exes.items():
-                xs[name].append(fn(exe))
-        res = {name: stats(v) for name, v in xs.items()}
-        rows.append((label, unit, res, higher_better))
-        print(f"  measured {label}", file=sys.stderr)
-        return res["orc-executor"][1] / res["llvm-jitlink-executor"][1]
-
-    def bench_samples(label: str, unit: str, higher_better: bool,
-                      fn: Callable[[], dict[str, list[float]]], scale: float) -> None:
-        """A figure whose samples ``fn()`` takes for all executors at once (round-robin)."""
-        if args.only not in label:
-            return
         xs = fn()
         res = {name: stats([x * scale for x in xs[name]]) for name in exes}
         rows.append((label, unit, res, higher_better))
         print(f"  measured {label}", file=sys.stderr)
+        return res["orc-executor"][1] / res["llvm-jitlink-executor"][1]
+
+    def bench(label: str, unit: str, higher_better: bool, fn: Callable[[str], float]
+              ) -> float | None:
+        """``fn(exe)`` once per executor per repetition, the executors interleaved so that
+        drift of the machine hits both alike (:func:`bench_samples`)."""
+
+        def interleaved() -> dict[str, list[float]]:
+            xs: dict[str, list[float]] = {name: [] for name in exes}
+            for _ in range(args.reps):
+                for name, exe in exes.items():
+                    xs[name].append(fn(exe))
+            return xs
+
+        return bench_samples(label, unit, higher_better, interleaved)
 
     bench("start → Setup", "ms", False, lambda e: trio.run(time_setup, e) * 1e3)
     # Round trips: the two executors' sessions side by side, batches alternating (see
