@@ -21,6 +21,7 @@ import trio
 from orc_executor.controller import Controller
 from orc_executor.executor.services import memory_manager as mm
 from tests.e2e.jitrun import compile_c
+from tests.protocol.harness import proc_stat
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -277,17 +278,14 @@ def _cpu_of_tree(root: int) -> float:
     """CPU seconds (user + system) of ``root``'s descendants and itself, from /proc."""
     parent: dict[int, int] = {}
     cpu: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parent[pid], cpu[pid] = proc_stat(pid)
         except OSError:
             continue  # gone meanwhile
-        pid = int(entry.name)
-        parent[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
     total = 0.0
     for pid, seconds in cpu.items():
         p = pid

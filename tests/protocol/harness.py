@@ -107,6 +107,13 @@ MEM_READ_BUFFERS_SIG = signature(SequenceOf(Bytes), SequenceOf(SPSExecutorAddrRa
 MEM_READ_STRINGS_SIG = signature(SequenceOf(String), SequenceOf(Addr))
 
 
+def proc_stat(pid: int) -> tuple[int, float]:
+    """``(parent pid, CPU seconds in user and system mode)`` of process ``pid``, from
+    ``/proc/PID/stat``. Raises :class:`OSError` if the process is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def mem_write_sig(t: Any) -> Any:
     return signature(Empty, SequenceOf(TupleOf(Addr, t)))
 

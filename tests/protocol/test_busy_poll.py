@@ -10,24 +10,18 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import trio
 
 from orc_executor.controller import Controller
 from orc_executor.executor import session as session_mod
-from orc_executor.sps import Addr, Empty, SequenceOf, TupleOf, UInt8, signature
+from orc_executor.sps import UInt8
 
-from .harness import _clean_env
+from .harness import BOOT, _clean_env, mem_write_sig, proc_stat
 
-WRITE8 = signature(Empty, SequenceOf(TupleOf(Addr, UInt8)))
-WRITE8_NAME = "__llvm_orc_bootstrap_mem_write_uint8s_wrapper"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+WRITE8 = mem_write_sig(UInt8)
+WRITE8_NAME = BOOT + "mem_write_uint8s_wrapper"
 
 
 @asynccontextmanager
@@ -45,9 +39,9 @@ async def cpu_while_silent(ctl: Controller) -> float:
     """Executor CPU seconds in the 0.5 s after one no-op call."""
     await ctl.call(WRITE8_NAME, WRITE8, [])
     assert ctl.process is not None
-    before = cpu_seconds(ctl.process.pid)
+    before = proc_stat(ctl.process.pid)[1]
     await trio.sleep(0.5)
-    return cpu_seconds(ctl.process.pid) - before
+    return proc_stat(ctl.process.pid)[1] - before
 
 
 @pytest.mark.parametrize(("via", "usec", "spins"), [
