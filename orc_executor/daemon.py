@@ -533,7 +533,7 @@ class Daemon:
                                 limit.release()
                                 raise
                             sessions.start_soon(self._session, pool, sock, limit)
-            await pool.close()
+            pool.end_idle()
             with trio.move_on_after(self.dopts.grace) as scope:
                 while self._running:
                     await trio.sleep(0.05)
@@ -544,6 +544,9 @@ class Daemon:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+            # The fork server goes last: it reports the exit status of the sessions it forked
+            # (closed earlier, a session still ending would be reported as exit 1).
+            await pool.close()
             sessions.cancel_scope.deadline = trio.current_time() + 2
 
     async def _session(self, pool: WorkerPool, sock: trio.socket.SocketType,
