@@ -329,3 +329,35 @@ async def test_daemon_passes_busy_poll_to_its_sessions(
         assert cpu >= 0.15, f"{cpu:.3f} s of CPU: the 0.3 s busy poll did not run"
     else:
         assert cpu < 0.1, f"{cpu:.3f} s of CPU while the controller was silent"
+
+
+async def test_sigterm_waits_for_a_session_to_end_and_reports_its_status(tmp_path: Path) -> None:
+    """A session still running at SIGTERM (here: within its idle close) ends on its own and
+    the daemon logs its real exit status: the fork server that reports it stays until the
+    running sessions have ended."""
+    path = tmp_path / "exec.sock"
+    proc = await trio.lowlevel.open_process(
+        [EXE, "--listen", str(path), "--idle-close", "0.5"], stderr=subprocess.PIPE
+    )
+    try:
+        with trio.fail_after(10):
+            while not path.exists():
+                await trio.sleep(0.02)
+        await trio.sleep(0.5)  # the pool's workers (and the fork server) get ready
+        stream = await trio.open_unix_socket(str(path))
+        async with Controller.over(stream) as c:
+            inst = c.symbol(mm.PREFIX + "Instance")
+            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+            proc.send_signal(signal.SIGTERM)  # the session is now in its 0.5 s idle close
+            with trio.fail_after(10):
+                await c.eof.wait()  # the executor closed the idle session
+        with trio.fail_after(20):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stderr is not None
+    err = (await proc.stderr.receive_some(1 << 16)).decode()
+    assert "session 1 ended: exit 0" in err, err
