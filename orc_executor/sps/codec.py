@@ -13,7 +13,7 @@ remain, or trailing bytes raise :class:`SPSDecodeError` before anything is alloc
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -48,6 +48,13 @@ class SPSType(Generic[T]):
 
     fixed_size: int | None = None
     name: str = "?"
+    #: The ``struct`` format of the value's fixed-size wire form, when it is a single field
+    #: (primitives, bool); lets :class:`TupleOf` unpack runs of such fields at once.
+    fmt: str | None = None
+    #: True for a length-prefixed value (u64 byte count, then that many bytes), which
+    #: :meth:`from_span` builds from its bytes: :class:`TupleOf` unpacks the count along
+    #: with the fixed-size fields before it.
+    length_prefixed: bool = False
 
     def encode_into(self, out: bytearray, value: T) -> None:
         raise NotImplementedError
@@ -64,6 +71,10 @@ class SPSType(Generic[T]):
         except (struct.error, TypeError, AttributeError, OverflowError, UnicodeError) as e:
             raise SPSEncodeError(f"cannot encode {value!r} as {self.name}: {e}") from e
         return bytes(out)
+
+    def from_span(self, buf: Buffer, lo: int, hi: int) -> T:
+        """The value of a :attr:`length_prefixed` type whose bytes are ``buf[lo:hi]``."""
+        raise NotImplementedError
 
     def decode(self, data: Buffer) -> T:
         """Decode exactly one value filling all of ``data``; raises :class:`SPSDecodeError`."""
@@ -105,6 +116,7 @@ class _Primitive(SPSType[Any]):
 class _Bool(SPSType[bool]):
     name = "bool"
     fixed_size = 1
+    fmt = "?"
 
     def encode_into(self, out: bytearray, value: bool) -> None:
         out.append(1 if value else 0)
@@ -154,6 +166,7 @@ class _Bytes(SPSType[bytes]):
     """``SPSSequence<char>`` used as a byte buffer: u64 length, then the bytes."""
 
     name = "Bytes"
+    length_prefixed = True
 
     def encode_into(self, out: bytearray, value: bytes) -> None:
         out += _U64.pack(len(value))
@@ -164,12 +177,16 @@ class _Bytes(SPSType[bytes]):
         _need(buf, off, n, "byte sequence")
         return bytes(memoryview(buf)[off : off + n]), off + n
 
+    def from_span(self, buf: Buffer, lo: int, hi: int) -> bytes:
+        return bytes(memoryview(buf)[lo:hi])
+
 
 class _BytesView(SPSType[Buffer]):
     """Same wire format as :data:`Bytes`, decoded without copying: a ``memoryview`` into the
     decoded buffer (used for segment contents, which may be megabytes)."""
 
     name = "Bytes"
+    length_prefixed = True
 
     def encode_into(self, out: bytearray, value: Buffer) -> None:
         out += _U64.pack(len(value))
@@ -180,11 +197,15 @@ class _BytesView(SPSType[Buffer]):
         _need(buf, off, n, "byte sequence")
         return memoryview(buf)[off : off + n], off + n
 
+    def from_span(self, buf: Buffer, lo: int, hi: int) -> Buffer:
+        return memoryview(buf)[lo:hi]
+
 
 class _String(SPSType[str]):
     """``SPSString``: u64 length then bytes, no NUL; non-UTF-8 bytes survive as surrogates."""
 
     name = "String"
+    length_prefixed = True
 
     def encode_into(self, out: bytearray, value: str) -> None:
         raw = value.encode("utf-8", "surrogateescape")
@@ -195,6 +216,9 @@ class _String(SPSType[str]):
         n, off = _read_count(buf, off, "string")
         _need(buf, off, n, "string")
         return bytes(buf[off : off + n]).decode("utf-8", "surrogateescape"), off + n
+
+    def from_span(self, buf: Buffer, lo: int, hi: int) -> str:
+        return bytes(buf[lo:hi]).decode("utf-8", "surrogateescape")
 
 
 Bytes: SPSType[bytes] = _Bytes()
@@ -233,7 +257,8 @@ class SequenceOf(SPSType[list[T]]):
             return cast(list[T], vals), off + size
         if not min_size and n > 1 << 20:
             raise SPSDecodeError(f"implausible element count {n} for {self.name}")
-        dec = self.elem.decode_from
+        elem = self.elem
+        dec = elem.compiled_decoder() if isinstance(elem, TupleOf) else elem.decode_from
         out: list[T] = []
         append = out.append
         for _ in range(n):
@@ -258,7 +283,7 @@ class TupleOf(SPSType[Any]):
         self.elems = elems
         self.factory = factory
         self.name = name or "Tuple<" + ", ".join(e.name for e in elems) + ">"
-        fmts = [getattr(e, "fmt", None) for e in elems]
+        fmts = [e.fmt for e in elems]
         if elems and all(isinstance(e, _Primitive) for e in elems):
             self._struct: struct.Struct | None = struct.Struct("<" + "".join(cast(list[str], fmts)))
             self.fixed_size = self._struct.size
@@ -266,6 +291,7 @@ class TupleOf(SPSType[Any]):
             self._struct = None
             sizes = [e.fixed_size for e in elems]
             self.fixed_size = None if None in sizes else sum(cast(list[int], sizes))
+        self._decoder: Callable[[Buffer, int], tuple[Any, int]] | None = None
 
     def encode_into(self, out: bytearray, value: Any) -> None:
         if len(value) != len(self.elems):
@@ -277,21 +303,89 @@ class TupleOf(SPSType[Any]):
             e.encode_into(out, v)
 
     def decode_from(self, buf: Buffer, off: int) -> tuple[Any, int]:
-        if self._struct is not None:
-            size = self._struct.size
-            if off + size > len(buf):
-                _need(buf, off, size, self.name)
-            vals: Iterable[Any] = self._struct.unpack_from(buf, off)
-            off += size
-        else:
-            acc = []
-            for e in self.elems:
-                v, off = e.decode_from(buf, off)
-                acc.append(v)
-            vals = acc
+        decoder = self._decoder or self.compiled_decoder()
+        return decoder(buf, off)
+
+    def compiled_decoder(self) -> Callable[[Buffer, int], tuple[Any, int]]:
+        """This tuple's decoder, ``(buf, off) -> (value, next offset)``: straight-line code
+        generated at first use (as ``dataclasses`` and ``namedtuple`` generate theirs), with
+        each run of fixed-size fields — and the u64 count of a length-prefixed element that
+        ends a run — unpacked by one ``struct``. When the bytes run out it decodes field by
+        field instead (:meth:`decode_fields`), which raises the precise
+        :class:`SPSDecodeError`."""
+        if self._decoder is None:
+            self._decoder = _compile_tuple_decoder(self)
+        return self._decoder
+
+    def decode_fields(self, buf: Buffer, off: int) -> tuple[Any, int]:
+        """Decode element by element, each with its own bounds checks and error message."""
+        acc = []
+        for e in self.elems:
+            v, off = e.decode_from(buf, off)
+            acc.append(v)
         if self.factory is not None:
-            return self.factory(*vals), off
-        return tuple(vals), off
+            return self.factory(*acc), off
+        return tuple(acc), off
+
+
+def _compile_tuple_decoder(t: TupleOf) -> Callable[[Buffer, int], tuple[Any, int]]:
+    """Generate :meth:`TupleOf.compiled_decoder`'s function for ``t`` (the source uses only
+    names made here; the elements, structs and factory are bound in its namespace)."""
+    ns: dict[str, Any] = {"_fields": t.decode_fields}
+    body = ["    start = off", "    n = len(buf)"]
+    names: list[str] = []
+    fmt: list[str] = []
+
+    def flush_run(span: SPSType[Any] | None) -> None:
+        """Emit the unpack of the pending run of fields (plus ``span``'s count)."""
+        i = len(ns)
+        run = struct.Struct("<" + "".join(fmt) + ("Q" if span is not None else ""))
+        ns[f"_u{i}"] = run.unpack_from
+        count = len(fmt) + (span is not None)  # every format here is one field's code
+        fields = [f"v{len(names) + j}" for j in range(count)]
+        names.extend(fields)
+        body.append(f"    end = off + {run.size}")
+        body.append("    if end > n:\n        return _fields(buf, start)")
+        body.append(f"    {', '.join(fields)}, = _u{i}(buf, off)")
+        if span is None:
+            body.append("    off = end")
+        else:
+            ns[f"_s{i}"] = span.from_span
+            body.append(f"    off = end + {fields[-1]}")
+            body.append("    if off > n:\n        return _fields(buf, start)")
+            body.append(f"    {fields[-1]} = _s{i}(buf, end, off)")
+        fmt.clear()
+
+    for e in t.elems:
+        if e.fmt is not None:
+            fmt.append(e.fmt)
+        elif e.length_prefixed:
+            flush_run(e)
+        else:
+            if fmt:
+                flush_run(None)
+            i = len(ns)
+            ns[f"_d{i}"] = e.compiled_decoder() if isinstance(e, TupleOf) else e.decode_from
+            v = f"v{len(names)}"
+            names.append(v)
+            body.append(f"    {v}, off = _d{i}(buf, off)")
+    if fmt:
+        flush_run(None)
+    values = "(" + "".join(f"{v}, " for v in names) + ")"
+    factory = t.factory
+    if factory is None:
+        body.append(f"    return {values}, off")
+    elif isinstance(factory, type) and issubclass(factory, tuple) and hasattr(factory, "_fields"):
+        # A NamedTuple: the fields are known to fit, so skip its __new__'s argument parsing.
+        ns["_new"], ns["_cls"] = tuple.__new__, factory
+        body.append(f"    return _new(_cls, {values}), off")
+    else:
+        ns["_factory"] = factory
+        body.append(f"    return _factory(*{values}), off")
+    src = "def decode(buf, off):\n" + "\n".join(body) + "\n"
+    exec(compile(src, f"<SPS decoder {t.name}>", "exec"), ns)
+    decoder: Callable[[Buffer, int], tuple[Any, int]] = ns["decode"]
+    return decoder
 
 
 class OptionalOf(SPSType[T | None]):
