@@ -83,6 +83,11 @@ def native_prot(prot: int) -> int:
     return p
 
 
+#: ``native_prot`` of each combination of the R, W and X bits.
+_NATIVE_PROT = tuple(native_prot(p) for p in range(8))
+_PAGE_MASK = ~(PAGE_SIZE - 1)
+
+
 @dataclass
 class Region:
     """An initialized allocation inside a slab: its segment ranges and pending dealloc actions."""
@@ -315,30 +320,38 @@ class MemoryMap:
         protections are applied. Raises :class:`MemoryMapError` on a bad request or a failing
         finalize action (the dealloc actions of the completed pairs then run in reverse).
         """
-        segs = [s for s in segments]
-        if not segs and not actions:
+        if not segments:
+            if actions:
+                raise MemoryMapError("Finalization actions attached to empty finalization request")
             if allow_empty:
                 return 0
             raise MemoryMapError("Finalization request is empty")
-        for s in segs:
-            if s.prot & ~PROT_VALID_MASK:
+        # One pass over the segments: validate them, and collect the non-empty ones' ranges.
+        key = segments[0].addr
+        nonempty: list[SegFinalizeRequest] = []
+        ranges: list[tuple[int, int]] = []
+        executable: list[tuple[int, int]] = []
+        for s in segments:
+            prot, addr, size, content = s
+            if prot & ~PROT_VALID_MASK:
+                raise MemoryMapError(f"invalid protection flags {prot:#x} for segment at {addr:#x}")
+            if len(content) > size:
                 raise MemoryMapError(
-                    f"invalid protection flags {s.prot:#x} for segment at {s.addr:#x}"
+                    f"segment at {addr:#x}: content ({len(content)} bytes) exceeds "
+                    f"its size ({size} bytes)"
                 )
-            if len(s.content) > s.size:
-                raise MemoryMapError(
-                    f"segment at {s.addr:#x}: content ({len(s.content)} bytes) exceeds "
-                    f"its size ({s.size} bytes)"
-                )
-        nonempty = [s for s in segs if s.size]
-        if segs:
-            key = min(s.addr for s in segs)
-        else:
-            raise MemoryMapError("Finalization actions attached to empty finalization request")
-        ranges = sorted((s.addr, s.addr + s.size) for s in nonempty)
-        for (_, e1), (s2, _) in itertools.pairwise(ranges):
-            if s2 < e1:
-                raise MemoryMapError(f"segments overlap at {s2:#x}")
+            if addr < key:
+                key = addr
+            if size:
+                nonempty.append(s)
+                ranges.append((addr, addr + size))
+                if prot & PROT_EXEC:
+                    executable.append((addr, addr + size))
+        if len(ranges) > 1:
+            ranges.sort()
+            for (_, e1), (s2, _) in itertools.pairwise(ranges):
+                if s2 < e1:
+                    raise MemoryMapError(f"segments overlap at {s2:#x}")
         with self._lock:
             slab = self.slab_containing(key)
             if slab is None:
@@ -361,25 +374,22 @@ class MemoryMap:
                             )
             # Content this request's segments carry that was written in place (their claims):
             # not copied again. Any other claim is another initialize's range.
-            own = {id(s.content) for s in nonempty}
             placed: set[int] = set()
-            for c in slab.claims:
-                if id(c.view) in own:
-                    placed.add(id(c.view))
-                    continue
-                for lo, hi in ranges:
-                    if lo < c.hi and c.lo < hi:
-                        raise MemoryMapError(
-                            f"segment [{lo:#x}, {hi:#x}) overlaps content being received for "
-                            f"another initialize at {c.lo:#x}"
-                        )
+            if slab.claims:
+                own = {id(s.content) for s in nonempty}
+                for c in slab.claims:
+                    if id(c.view) in own:
+                        placed.add(id(c.view))
+                        continue
+                    for lo, hi in ranges:
+                        if lo < c.hi and c.lo < hi:
+                            raise MemoryMapError(
+                                f"segment [{lo:#x}, {hi:#x}) overlaps content being received "
+                                f"for another initialize at {c.lo:#x}"
+                            )
             if key in slab.regions:
                 raise MemoryMapError(f"a region at {key:#x} is already initialized")
-            region = Region(
-                key,
-                ranges,
-                executable=[(s.addr, s.addr + s.size) for s in nonempty if s.prot & PROT_EXEC],
-            )
+            region = Region(key, ranges, executable=executable)
             slab.regions[key] = region
         try:
             if copy_content:
@@ -415,10 +425,17 @@ class MemoryMap:
         two segments ends with the later one's). A read/write segment of a slab whose pages
         all still are read/write is skipped, unless it shares a page with a segment of this
         request that changes protection."""
-        pages = [(_page_floor(s.addr), _page_ceil(s.addr + s.size), native_prot(s.prot))
-                 for s in segs]
+        pages: list[tuple[int, int, int]] = []
+        changed: list[tuple[int, int]] = []
+        for s in segs:
+            lo, hi = s.addr & _PAGE_MASK, (s.addr + s.size + PAGE_SIZE - 1) & _PAGE_MASK
+            prot = _NATIVE_PROT[s.prot & 7]
+            pages.append((lo, hi, prot))
+            if prot != _RW:
+                changed.append((lo, hi))
         was_writable = slab.writable
-        changed = [(lo, hi) for lo, hi, prot in pages if prot != _RW]
+        if was_writable and not changed:
+            return  # every page is read/write already, and stays so
         for lo, hi, prot in pages:
             if prot == _RW:
                 if was_writable and not any(lo < ch and cl < hi for cl, ch in changed):
