@@ -232,8 +232,10 @@ class SequenceOf(SPSType[list[T]]):
     def __init__(self, elem: SPSType[T]) -> None:
         self.elem = elem
         self.name = f"Sequence<{elem.name}>"
-        fmt = getattr(elem, "fmt", None)
-        self._fmt: str | None = fmt if isinstance(elem, _Primitive) else None
+        self._fmt: str | None = elem.fmt if isinstance(elem, _Primitive) else None
+        # Every element takes at least one byte, except Empty: impossible counts are refused
+        # before anything is allocated.
+        self._min_size = elem.fixed_size if elem.fixed_size is not None else 1
 
     def encode_into(self, out: bytearray, value: list[T]) -> None:
         out += _U64.pack(len(value))
@@ -245,16 +247,18 @@ class SequenceOf(SPSType[list[T]]):
             enc(out, v)
 
     def decode_from(self, buf: Buffer, off: int) -> tuple[list[T], int]:
-        n, off = _read_count(buf, off, self.name)
-        # Every element takes at least one byte, except Empty: refuse impossible counts
-        # before allocating anything.
-        min_size = self.elem.fixed_size if self.elem.fixed_size is not None else 1
+        if off + 8 > len(buf):
+            _need(buf, off, 8, f"{self.name} length")
+        (n,) = _U64.unpack_from(buf, off)
+        off += 8
+        min_size = self._min_size
         if min_size and n * min_size > len(buf) - off:
             _need(buf, off, n * min_size, self.name)
+        if not n:
+            return [], off
         if self._fmt is not None:
-            size = n * cast(int, self.elem.fixed_size)
             vals = list(struct.unpack_from(f"<{n}{self._fmt}", buf, off))
-            return cast(list[T], vals), off + size
+            return cast(list[T], vals), off + n * min_size
         if not min_size and n > 1 << 20:
             raise SPSDecodeError(f"implausible element count {n} for {self.name}")
         elem = self.elem
