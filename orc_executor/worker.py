@@ -555,6 +555,11 @@ def _preload() -> None:
         rehearse_session()
     except Exception as e:  # a warm-up problem must never stop the fork server
         log.debug("session rehearsal failed: %s", e)
+    # The argument decoders of every profile's wrapper functions (generated at first use,
+    # 30-60 us each): the signatures are module-level, so forked workers inherit them all.
+    for profile in bootstrap.PROFILES:
+        for spec in bootstrap.build_context(profile).registry.by_addr.values():
+            spec.sig.args.compiled_decoder()
 
 
 def zygote(control_fd: int) -> int:

@@ -619,3 +619,14 @@ async def test_session_sends_no_hangup_at_eof() -> None:
         assert await _read_message(theirs, dec) is None  # nothing after Setup, no Hangup
     session.finish(ends[0])
     assert ends[0].clean and ends[0].reason == "controller disconnected"
+
+
+@pytest.mark.parametrize("profile", bootstrap.PROFILES)
+def test_every_context_shares_the_wrapper_signatures(profile: str) -> None:
+    """Signatures are built once per process, so a decoder generated for one session (or in
+    the warm server's fork server, before it forks workers) serves every later session."""
+    first, second = build_context(profile), build_context(profile)
+    names = {spec.name: spec.sig for spec in first.registry.by_addr.values()}
+    assert names
+    for spec in second.registry.by_addr.values():
+        assert spec.sig is names[spec.name], spec.name

@@ -31,6 +31,7 @@ from ...sps import (
     UInt16,
     UInt32,
     UInt64,
+    WrapperSignature,
     signature,
 )
 from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
@@ -100,6 +101,35 @@ def read_strings(addrs: list[int]) -> list[bytes]:
         raise OutOfBandError(str(e)) from e
 
 
+def _specs() -> list[tuple[str, WrapperSignature, Callable[..., Any]]]:
+    specs: list[tuple[str, WrapperSignature, Callable[..., Any]]] = []
+    for suffix, t, fmt in _INTS:
+        write_sig = signature(Empty, SequenceOf(TupleOf(Addr, t)))
+        specs.append((f"mem_write_{suffix}", write_sig, _writer(fmt)))
+        read_sig = signature(SequenceOf(t), SequenceOf(Addr))
+        specs.append((f"mem_read_{suffix}", read_sig, _reader(fmt)))
+    specs.append(
+        ("mem_write_buffers", signature(Empty, SequenceOf(TupleOf(Addr, Bytes))), write_buffers)
+    )
+    specs.append(
+        (
+            "mem_read_buffers",
+            signature(SequenceOf(Bytes), SequenceOf(SPSExecutorAddrRange)),
+            read_buffers,
+        )
+    )
+    specs.append(
+        ("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings)
+    )
+    return specs
+
+
+#: (name without prefix, signature, handler) of every memory-access wrapper function, built
+#: once per process: every session's registry shares these signatures, and so their decoders
+#: (generated at first use).
+_SPECS = _specs()
+
+
 class MemoryAccessService(Service):
     """Reads and writes of executor memory on the controller's behalf (cheap: answered inline)."""
 
@@ -112,26 +142,7 @@ class MemoryAccessService(Service):
         self.pointers = pointers
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        specs: list[tuple[str, Any, Callable[..., Any]]] = []
-        for suffix, t, fmt in _INTS:
-            write_sig = signature(Empty, SequenceOf(TupleOf(Addr, t)))
-            specs.append((f"mem_write_{suffix}", write_sig, _writer(fmt)))
-            read_sig = signature(SequenceOf(t), SequenceOf(Addr))
-            specs.append((f"mem_read_{suffix}", read_sig, _reader(fmt)))
-        specs.append(
-            ("mem_write_buffers", signature(Empty, SequenceOf(TupleOf(Addr, Bytes))), write_buffers)
-        )
-        specs.append(
-            (
-                "mem_read_buffers",
-                signature(SequenceOf(Bytes), SequenceOf(SPSExecutorAddrRange)),
-                read_buffers,
-            )
-        )
-        specs.append(
-            ("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings)
-        )
-        for name, sig, fn in specs:
+        for name, sig, fn in _SPECS:
             if name.startswith("mem_read") and not self.reads:
                 continue
             if name.endswith("_pointers") and not self.pointers:
