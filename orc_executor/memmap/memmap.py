@@ -85,7 +85,6 @@ def native_prot(prot: int) -> int:
 
 #: ``native_prot`` of each combination of the R, W and X bits.
 _NATIVE_PROT = tuple(native_prot(p) for p in range(8))
-_PAGE_MASK = ~(PAGE_SIZE - 1)
 
 
 @dataclass
@@ -428,7 +427,7 @@ class MemoryMap:
         pages: list[tuple[int, int, int]] = []
         changed: list[tuple[int, int]] = []
         for s in segs:
-            lo, hi = s.addr & _PAGE_MASK, (s.addr + s.size + PAGE_SIZE - 1) & _PAGE_MASK
+            lo, hi = _page_floor(s.addr), _page_ceil(s.addr + s.size)
             prot = _NATIVE_PROT[s.prot & 7]
             pages.append((lo, hi, prot))
             if prot != _RW:

@@ -247,10 +247,7 @@ class SequenceOf(SPSType[list[T]]):
             enc(out, v)
 
     def decode_from(self, buf: Buffer, off: int) -> tuple[list[T], int]:
-        if off + 8 > len(buf):
-            _need(buf, off, 8, f"{self.name} length")
-        (n,) = _U64.unpack_from(buf, off)
-        off += 8
+        n, off = _read_count(buf, off, self.name)
         min_size = self._min_size
         if min_size and n * min_size > len(buf) - off:
             _need(buf, off, n * min_size, self.name)
