@@ -18,6 +18,7 @@ import trio
 from .executor.bootstrap import build_context, select_profile
 from .executor.context import ExecutorContext
 from .executor.session import Session, SessionEnd
+from .interpreter import python_module_command
 from .transport import streams
 from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
 from .transport.framing import DEFAULT_MAX_MESSAGE_SIZE
@@ -182,7 +183,7 @@ class ForkedProcess:
 
 
 class Zygote:
-    """A fork server (``python -m orc_executor.worker --zygote``) that has imported everything
+    """A fork server (``python -P -m orc_executor.worker --zygote``) that has imported everything
     once: a new worker then costs one ``fork()`` instead of an interpreter start-up and ~90 ms
     of imports competing with running sessions for the CPU. If it dies, :meth:`fork` raises
     :class:`OSError` and the pool starts workers the slow way."""
@@ -200,7 +201,7 @@ class Zygote:
         """Start it and wait until it is ready; ``None`` if it failed to start."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "orc_executor.worker", "--zygote", str(child.fileno())],
+            python_module_command("orc_executor.worker", "--zygote", str(child.fileno())),
             pass_fds=(child.fileno(),), start_new_session=True,
         )
         child.close()
@@ -282,7 +283,7 @@ class Zygote:
 
 
 class Worker:
-    """A pre-started worker (``python -m orc_executor.worker``, or forked by the
+    """A pre-started worker (``python -P -m orc_executor.worker``, or forked by the
     :class:`Zygote`) getting ready for one session; ``control`` is the daemon's end of its
     ``SOCK_SEQPACKET`` control socket (see :mod:`orc_executor.worker`)."""
 
@@ -311,7 +312,7 @@ class Worker:
                 except OSError as e:
                     log.warning("fork server: %s", e)
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "orc_executor.worker", *map(str, fds)],
+                python_module_command("orc_executor.worker", *map(str, fds)),
                 pass_fds=fds, env=dict(os.environ), start_new_session=True,
             )
             return cls(process, parent)

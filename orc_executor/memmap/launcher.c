@@ -19,7 +19,7 @@
  *   - otherwise (no server, no acknowledgement, `ORC_EXECUTOR_COLD` set, any other command
  *     line) it execs the Python entry point in this same process (same pid, same fds): the
  *     interpreter next to this file (`python3`/`python` in the same directory, as in a venv's bin/), or
- *     `$ORC_EXECUTOR_PYTHON`, or `python3` on PATH, with `-m orc_executor.launch --cold`.
+ *     `$ORC_EXECUTOR_PYTHON`, or `python3` on PATH, with `-P -m orc_executor.launch --cold`.
  *
  * The wire format of the handover is the one `orc_executor.worker` (accept mode) reads. One
  * datagram (not a connection, then the fds) so that no ready process wakes before the launch
@@ -237,7 +237,7 @@ static int executable(const char *path) {
 static void exec_python(int argc, char **argv) {
     char self[PATH_MAX], python[PATH_MAX + 16];
     const char *env = getenv("ORC_EXECUTOR_PYTHON");
-    char **args = calloc((size_t)argc + 5, sizeof *args);
+    char **args = calloc((size_t)argc + 6, sizeof *args);
     ssize_t n;
     int k = 0;
     if (!args) {
@@ -259,6 +259,7 @@ static void exec_python(int argc, char **argv) {
         }
     }
     args[k++] = python[0] ? python : "python3";
+    args[k++] = "-P"; /* never the working directory on sys.path (orc_executor/interpreter.py) */
     args[k++] = "-m";
     args[k++] = "orc_executor.launch";
     args[k++] = "--cold";
