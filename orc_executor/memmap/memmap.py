@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..sps.orc import (
     PROT_EXEC,
@@ -81,6 +82,48 @@ def native_prot(prot: int) -> int:
     if prot & PROT_EXEC:
         p |= lib.PROT_EXEC
     return p
+
+
+class _SegmentPlan(NamedTuple):
+    """An initialize request's segments, validated: the region key (lowest segment address),
+    the segments with a non-zero size, their ``[lo, hi)`` ranges (sorted when there are two or
+    more) and the ranges of the executable ones."""
+
+    key: int
+    nonempty: list[SegFinalizeRequest]
+    ranges: list[tuple[int, int]]
+    executable: list[tuple[int, int]]
+
+
+def _validate_segments(segments: list[SegFinalizeRequest]) -> _SegmentPlan:
+    """Check each segment on its own (protection bits, content no larger than the segment)
+    and that no two overlap, in one pass. Raises :class:`MemoryMapError`."""
+    key = segments[0].addr
+    nonempty: list[SegFinalizeRequest] = []
+    ranges: list[tuple[int, int]] = []
+    executable: list[tuple[int, int]] = []
+    for s in segments:
+        prot, addr, size, content = s
+        if prot & ~PROT_VALID_MASK:
+            raise MemoryMapError(f"invalid protection flags {prot:#x} for segment at {addr:#x}")
+        if len(content) > size:
+            raise MemoryMapError(
+                f"segment at {addr:#x}: content ({len(content)} bytes) exceeds "
+                f"its size ({size} bytes)"
+            )
+        if addr < key:
+            key = addr
+        if size:
+            nonempty.append(s)
+            ranges.append((addr, addr + size))
+            if prot & PROT_EXEC:
+                executable.append((addr, addr + size))
+    if len(ranges) > 1:
+        ranges.sort()
+        for (_, e1), (s2, _) in itertools.pairwise(ranges):
+            if s2 < e1:
+                raise MemoryMapError(f"segments overlap at {s2:#x}")
+    return _SegmentPlan(key, nonempty, ranges, executable)
 
 
 #: ``native_prot`` of each combination of the R, W and X bits.
@@ -325,32 +368,28 @@ class MemoryMap:
             if allow_empty:
                 return 0
             raise MemoryMapError("Finalization request is empty")
-        # One pass over the segments: validate them, and collect the non-empty ones' ranges.
-        key = segments[0].addr
-        nonempty: list[SegFinalizeRequest] = []
-        ranges: list[tuple[int, int]] = []
-        executable: list[tuple[int, int]] = []
-        for s in segments:
-            prot, addr, size, content = s
-            if prot & ~PROT_VALID_MASK:
-                raise MemoryMapError(f"invalid protection flags {prot:#x} for segment at {addr:#x}")
-            if len(content) > size:
-                raise MemoryMapError(
-                    f"segment at {addr:#x}: content ({len(content)} bytes) exceeds "
-                    f"its size ({size} bytes)"
-                )
-            if addr < key:
-                key = addr
-            if size:
-                nonempty.append(s)
-                ranges.append((addr, addr + size))
-                if prot & PROT_EXEC:
-                    executable.append((addr, addr + size))
-        if len(ranges) > 1:
-            ranges.sort()
-            for (_, e1), (s2, _) in itertools.pairwise(ranges):
-                if s2 < e1:
-                    raise MemoryMapError(f"segments overlap at {s2:#x}")
+        plan = _validate_segments(segments)
+        slab, region, placed = self._place_region(plan)
+        key = region.key
+        try:
+            if copy_content:
+                self._copy_segments(slab, plan.nonempty, placed)
+            self._protect_segments(slab, plan.nonempty)
+            self._run_finalize(region, actions, run_action)
+        except BaseException:
+            with self._lock:
+                slab.regions.pop(key, None)
+            raise
+        region.live = True
+        return key
+
+    def _place_region(self, plan: _SegmentPlan) -> tuple[Slab, Region, set[int]]:
+        """Find the slab that holds every segment of ``plan``, check the segments against its
+        initialized regions and against content being received in place for other
+        initializes, and record the new (not yet live) region. Returns the slab, the region
+        and the ``id``s of segment contents already written in place (not to be copied
+        again). Raises :class:`MemoryMapError`."""
+        key, ranges = plan.key, plan.ranges
         with self._lock:
             slab = self.slab_containing(key)
             if slab is None:
@@ -375,7 +414,7 @@ class MemoryMap:
             # not copied again. Any other claim is another initialize's range.
             placed: set[int] = set()
             if slab.claims:
-                own = {id(s.content) for s in nonempty}
+                own = {id(s.content) for s in plan.nonempty}
                 for c in slab.claims:
                     if id(c.view) in own:
                         placed.add(id(c.view))
@@ -388,19 +427,9 @@ class MemoryMap:
                             )
             if key in slab.regions:
                 raise MemoryMapError(f"a region at {key:#x} is already initialized")
-            region = Region(key, ranges, executable=executable)
+            region = Region(key, ranges, executable=plan.executable)
             slab.regions[key] = region
-        try:
-            if copy_content:
-                self._copy_segments(slab, nonempty, placed)
-            self._protect_segments(slab, nonempty)
-            self._run_finalize(region, actions, run_action)
-        except BaseException:
-            with self._lock:
-                slab.regions.pop(key, None)
-            raise
-        region.live = True
-        return key
+        return slab, region, placed
 
     def _copy_segments(
         self, slab: Slab, segs: list[SegFinalizeRequest], placed: set[int]
