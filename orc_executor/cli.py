@@ -14,13 +14,13 @@ import click
 
 from .daemon import exit_process as _exit
 from .daemon import setup_logging as _setup_logging
+from .errors import SpecError
 from .transport.spec import (
     Connect,
     ConnectionSpec,
     FdPair,
     Listen,
     SocketFd,
-    SpecError,
     TcpAddress,
     parse_address,
     parse_spec,

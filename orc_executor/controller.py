@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from .errors import ControllerError
 from .executor.bootstrap import SetupInfo
 from .sps import SPSDecodeError, WrapperSignature
 from .sps.orc import SPSSetupMessage, SPSSetupMessage14
@@ -37,9 +38,6 @@ RESULT_POLL_MS = 1
 #: every this many of them, they checkpoint.
 CHECKPOINT_EVERY = 16
 
-
-class ControllerError(Exception):
-    """The executor disconnected, sent something invalid, or a call failed."""
 
 
 def decode_setup(payload: bytes | bytearray | memoryview) -> SetupInfo:

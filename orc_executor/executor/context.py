@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from ..errors import NativeCallError, OutOfBandError
 from ..memmap.memmap import MemoryMap
-from ..memmap.native import NativeCallError, call_wrapper, lib
+from ..memmap.native import call_wrapper, lib
 from ..sps import Error, ErrorValue, SPSDecodeError
 from ..sps.orc import WrapperFunctionCall
-from .registry import OutOfBandError, Registry
+from .registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -15,23 +15,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..memmap.memmap import MemoryMapError
-from ..memmap.native import NativeCallError, lib
-from ..sps import ErrorValue, SPSDecodeError, SPSEncodeError, WrapperSignature, failable
+from ..errors import (
+    NativeCallError,
+    OutOfBandError,
+    SPSDecodeError,
+    SPSEncodeError,
+    WrapperError,
+)
+from ..memmap.native import lib
+from ..sps import ErrorValue, WrapperSignature, failable
 from ..sps.stream import StreamedArgs
 from ..transport.framing import PayloadSink
 
 log = logging.getLogger(__name__)
 
 
-class WrapperError(Exception):
-    """Raised by a handler to fail the call; becomes an ``Error``/``Expected`` failure when the
-    signature can carry one, else an out-of-band error. ``MemoryMapError`` is treated alike."""
-
-
-class OutOfBandError(Exception):
-    """The call failed and the result type cannot carry an error (C ABI: ``Size == 0`` with a
-    message pointer). On the 14–22 wire this is an empty Result payload."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ class WrapperSpec:
     def _run(self, args: tuple[Any, ...]) -> bytes:
         try:
             value = self.handler(*args)
-        except (WrapperError, MemoryMapError) as e:
+        except WrapperError as e:  # MemoryMapError too
             return self._fail(str(e))
         except NativeCallError as e:
             return self._fail(f"{self.name}: {e}")

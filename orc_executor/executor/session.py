@@ -26,12 +26,12 @@ from typing import Any
 
 import trio
 
+from ..errors import FramingError, JITDispatchError, OutOfBandError, ProtocolError
 from ..memmap.native import ffi, lib
 from ..sps.stream import StreamedArgs
 from ..transport.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameDecoder,
-    FramingError,
     Message,
     Opcode,
     PayloadSink,
@@ -40,7 +40,7 @@ from ..transport.framing import (
 from ..transport.streams import FdReader, enlarge_pipe, raw_fds
 from .bootstrap import setup_info
 from .context import ExecutorContext
-from .registry import OutOfBandError, WrapperSpec
+from .registry import WrapperSpec
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,6 @@ def default_busy_poll() -> float:
 DRAIN_TIMEOUT = 2.0
 
 
-class JITDispatchError(Exception):
-    """An executor→controller call failed out of band (the message is the error text)."""
-
-
-class ProtocolError(Exception):
-    """The peer violated the SimpleRemoteEPC protocol; the session ends."""
 
 
 @dataclass

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..errors import MemoryMapError
 from ..sps.orc import (
     PROT_EXEC,
     PROT_READ,
@@ -48,9 +49,6 @@ PAGE_SIZE = mmap.PAGESIZE
 #: Runs one alloc action; returns ``None`` on success or an error message.
 ActionRunner = Callable[[WrapperFunctionCall], "str | None"]
 
-
-class MemoryMapError(Exception):
-    """A memory-map request that cannot be honoured; the message is sent to the controller."""
 
 
 #: The protection of a fresh reservation (``mmap`` ``PROT_*`` bits).

@@ -10,10 +10,10 @@ import errno
 import os
 from typing import Any
 
+from ..errors import MemoryAccessError, NativeCallError
 from ._native import ffi, lib
 
 __all__ = [
-    "NativeCallError",
     "call_wrapper",
     "ffi",
     "lib",
@@ -21,14 +21,6 @@ __all__ = [
     "mem_write",
     "read_c_string",
 ]
-
-
-class NativeCallError(Exception):
-    """A native wrapper function returned an out-of-band error (``Size == 0 && ValuePtr``)."""
-
-
-class MemoryAccessError(OSError):
-    """Reading or writing executor memory at a bad address (no crash: checked by the kernel)."""
 
 
 def call_wrapper(fn: int, args: bytes | bytearray | memoryview) -> bytes:

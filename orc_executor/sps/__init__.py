@@ -1,5 +1,6 @@
 """SPS: LLVM ORC's Simple Packed Serialization (sans-I/O codec) and ORC domain types."""
 
+from ..errors import SPSDecodeError, SPSEncodeError
 from .codec import (
     Addr,
     Bool,
@@ -17,8 +18,6 @@ from .codec import (
     OptionalOf,
     SequenceOf,
     Size,
-    SPSDecodeError,
-    SPSEncodeError,
     SPSType,
     String,
     TupleOf,

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
+from ..errors import SPSDecodeError, SPSEncodeError
+
 T = TypeVar("T")
 
 Buffer = bytes | bytearray | memoryview
@@ -24,12 +26,6 @@ Buffer = bytes | bytearray | memoryview
 _U64 = struct.Struct("<Q")
 
 
-class SPSDecodeError(ValueError):
-    """Raised when bytes do not match the SPS signature they are decoded with."""
-
-
-class SPSEncodeError(ValueError):
-    """Raised when a Python value cannot be encoded with an SPS signature."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ import struct
 from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
-from .codec import SequenceOf, SPSDecodeError
+from ..errors import SPSDecodeError
+from .codec import SequenceOf
 from .orc import FinalizeRequest, SegFinalizeRequest, SPSAllocActionCallPair
 
 _HEAD = struct.Struct("<QQ")  # instance, segment count

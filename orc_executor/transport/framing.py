@@ -14,6 +14,8 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from ..errors import FramingError
+
 HEADER = struct.Struct("<4Q")
 HEADER_SIZE = HEADER.size  # 32 bytes
 
@@ -33,9 +35,6 @@ class Opcode(enum.IntEnum):
 _OPCODES = tuple(Opcode)
 _LAST_OPCODE = int(Opcode.CALL_WRAPPER)
 
-
-class FramingError(Exception):
-    """The byte stream is not a valid sequence of SimpleRemoteEPC messages (fatal)."""
 
 
 class Message(NamedTuple):

@@ -24,9 +24,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-
-class SpecError(ValueError):
-    """A connection spec or address that cannot be parsed."""
+from ..errors import SpecError
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from ...errors import WrapperError
 from ...memmap.native import ffi, lib
 from ...sps import Addr, ExpectedOf, OptionalOf, SequenceOf, String, UInt64, signature
 from ...sps.orc import (
@@ -32,7 +33,7 @@ from ...sps.orc import (
     SPSRemoteSymbolLookupSet,
 )
 from ..context import ExecutorContext
-from ..registry import Service, WrapperError, WrapperSpec
+from ..registry import Service, WrapperSpec
 
 PREFIX = "__llvm_orc_SimpleExecutorDylibManager_"
 CI_PREFIX = "orc_rt_ci_sps_NativeDylibManager_"

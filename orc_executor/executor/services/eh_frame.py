@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...memmap.native import MemoryAccessError, lib, mem_read
+from ...errors import MemoryAccessError
+from ...memmap.native import lib, mem_read
 from ...sps import Error, ErrorValue, signature
 from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
 from ..context import ExecutorContext

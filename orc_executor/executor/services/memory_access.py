@@ -19,7 +19,8 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ...memmap.native import MemoryAccessError, mem_read, mem_write, read_c_string
+from ...errors import MemoryAccessError, OutOfBandError
+from ...memmap.native import mem_read, mem_write, read_c_string
 from ...sps import (
     Addr,
     Bytes,
@@ -35,7 +36,7 @@ from ...sps import (
     signature,
 )
 from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
-from ..registry import OutOfBandError, Service, WrapperSpec
+from ..registry import Service, WrapperSpec
 
 BOOT = "__llvm_orc_bootstrap_"
 CI = "orc_rt_ci_sps_"

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ...errors import OutOfBandError
 from ...memmap.native import c_argv, lib
 from ...sps import Addr, Bytes, Empty, Int32, Int64, SequenceOf, signature
 from ..context import ExecutorContext
-from ..registry import OutOfBandError, Service, WrapperSpec
+from ..registry import Service, WrapperSpec
 
 BOOT = "__llvm_orc_bootstrap_"
 

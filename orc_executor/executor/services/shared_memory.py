@@ -16,6 +16,7 @@ import itertools
 import os
 from collections.abc import Iterable
 
+from ...errors import WrapperError
 from ...memmap.native import ffi, lib
 from ...sps import (
     Addr,
@@ -33,7 +34,7 @@ from ...sps.orc import (
     SPSSharedMemoryFinalizeRequest,
 )
 from ..context import ExecutorContext
-from ..registry import WrapperError, WrapperSpec
+from ..registry import WrapperSpec
 from .memory_manager import MemoryMapService
 
 PREFIX = "__llvm_orc_ExecutorSharedMemoryMapperService_"
