@@ -65,6 +65,7 @@ class LiveSession:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "orc_executor", f"socket:adopt={theirs.fileno()}"],
             pass_fds=(theirs.fileno(),), stdout=out, stderr=err,
+            env=dict(os.environ, ORC_EXECUTOR_COLD="1"),
         )
         theirs.close()
         self.sock.settimeout(30)
