@@ -7,12 +7,14 @@ checked against what serves them:
 * the stock ``llvm-jitlink-executor`` / ``lli-child-target`` 14, 19 and 22 advertise exactly
   the table's names for their version, and orc-executor launched with ``--llvm-version N``
   advertises its profile's names (both read from the Setup message of the real process);
-* the table imports without trio or cffi, and docs/protocol.md names every entry.
+* the table imports without trio or cffi;
+* docs/protocol.md names every entry, and its wrapper tables give each version's signature.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
@@ -188,6 +190,35 @@ def test_names_import_without_trio_or_cffi() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-P", "-c", code], check=True, cwd=REPO, timeout=60)
+
+
+def test_protocol_doc_names_every_entry() -> None:
+    text = PROTOCOL_DOC.read_text(encoding="utf-8")
+    missing = sorted(n for n in names.all_names() if f"`{n}`" not in text)
+    assert not missing, f"docs/protocol.md does not name: {missing}"
+
+
+_DOC_ROW = re.compile(
+    r"^\| `(?P<name>[^`]+)` \| (?P<versions>[\w, ]+) \| (?P<sig>`[^`]+`|data) \|$"
+)
+
+
+def test_protocol_doc_signatures_match_the_table() -> None:
+    """Every wrapper-table row of docs/protocol.md (``| `name` | versions | `signature` |``)
+    gives the table's signature for each version it lists, and every (name, version) of the
+    table has such a row."""
+    rows: set[tuple[str, str]] = set()
+    for line in PROTOCOL_DOC.read_text(encoding="utf-8").splitlines():
+        m = _DOC_ROW.match(line)
+        if m is None or m["name"] not in names.all_names():
+            continue
+        sig = None if m["sig"] == "data" else m["sig"].strip("`")
+        for version in (v.strip() for v in m["versions"].split(",")):
+            assert version in names.VERSIONS, line
+            assert _sig(names.signature_for(version, m["name"])) == sig, line
+            rows.add((m["name"], version))
+    expected = {(s.name, v) for s in names.TABLE for v in s.versions}
+    assert expected - rows == set(), "docs/protocol.md lacks rows for these (name, version)"
 
 
 # ---- the table against real processes ---------------------------------------------------------
