@@ -1,0 +1,1 @@
+"""The SimpleRemoteEPC protocol, pure: no trio, no cffi (docs/protocol.md)."""
