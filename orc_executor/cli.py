@@ -22,6 +22,7 @@ from .transport.spec import (
     SocketFd,
     SpecError,
     TcpAddress,
+    UnixAddress,
     parse_address,
     parse_spec,
 )
@@ -77,7 +78,8 @@ def _choose_spec(
 @click.option("--grace", type=float, default=30.0, show_default=True, metavar="SECONDS",
               help="Daemon: on SIGTERM/SIGINT, how long running sessions may finish.")
 @click.option("--allow-uid", type=int, default=None, metavar="UID",
-              help="Daemon on a unix socket: only accept peers with this uid (SO_PEERCRED).")
+              help="Daemon on a unix socket: only accept peers with this uid (SO_PEERCRED); "
+              "a usage error with any other connection (TCP has no peer uid).")
 @click.option("--allow-remote", is_flag=True,
               help="Allow listening on a non-loopback address (a controller can run any code).")
 @click.option("--socket-mode", default="0600", show_default=True,
@@ -141,6 +143,15 @@ def main(
             profile_for_version(llvm_version)
     except (SpecError, ValueError) as e:
         raise click.UsageError(str(e)) from None
+    if allow_uid is not None and not (
+        isinstance(conn, Listen) and isinstance(conn.address, UnixAddress)
+        and listen is not None and not once
+    ):
+        # Never silently ignored: TCP peers have no uid the kernel could vouch for.
+        raise click.UsageError(
+            "--allow-uid needs a daemon on a unix socket (--listen PATH): a TCP peer's uid "
+            "cannot be checked"
+        )
     # `--listen` is a daemon unless --once; the positional listen= forms keep the stock
     # executor's one-connection behaviour.
     daemon = isinstance(conn, Listen) and listen is not None and not once

@@ -28,6 +28,7 @@ from .transport.spec import (
     FdPair,
     Listen,
     SocketFd,
+    UnixAddress,
 )
 
 log = logging.getLogger(__name__)
@@ -496,6 +497,10 @@ class Daemon:
     """Accepts controllers on a listening socket; each session runs in its own warm process."""
 
     def __init__(self, address: Address, opts: ServeOptions, dopts: DaemonOptions) -> None:
+        """Raises :class:`ValueError` for ``dopts.allow_uid`` with a TCP ``address`` (a TCP
+        peer has no uid to check)."""
+        if dopts.allow_uid is not None and not isinstance(address, UnixAddress):
+            raise ValueError(f"allow_uid needs a unix socket address, not {address}")
         self.address = address
         self.opts = opts
         self.dopts = dopts
@@ -564,8 +569,8 @@ class Daemon:
         n = self.sessions_started
         if self.dopts.allow_uid is not None:
             uid = peer_uid(sock)
-            if uid is not None and uid != self.dopts.allow_uid:
-                log.warning("session %d refused: peer uid %d is not allowed", n, uid)
+            if uid != self.dopts.allow_uid:  # None: not a unix peer, no uid to check
+                log.warning("session %d refused: peer uid %s is not allowed", n, uid)
                 sock.close()
                 return
         try:
