@@ -113,7 +113,9 @@ class WrapperSpec:
         except OutOfBandError:
             raise  # the handler's own out-of-band failure (a bad address): not internal
         except Exception as e:
-            log.exception("wrapper function %s failed", self.name)
+            # One line at the default level; the traceback only when debugging (-vv).
+            log.error("wrapper function %s failed: %s: %s", self.name, type(e).__name__, e,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
             return self._fail(f"{self.name}: internal error: {type(e).__name__}: {e}")
         try:
             return self.sig.encode_result(value)

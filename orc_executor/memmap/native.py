@@ -73,7 +73,7 @@ def mem_read(addr: int, size: int) -> bytes:
         return b""
     try:
         buf = ffi.new("char[]", size)
-    except MemoryError:
+    except (MemoryError, OverflowError):  # OverflowError: beyond size_t / ssize_t
         err = errno.ENOMEM
     else:
         err = lib.orc_mem_read(addr, buf, size)

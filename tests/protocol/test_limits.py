@@ -1,0 +1,114 @@
+"""Issue 20: bad or hostile input from a controller is refused with an error result, within a
+bounded allocation and time, without a traceback — against a real ``orc-executor`` process."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from orc_executor.executor.registry import WrapperSpec
+from orc_executor.sps import Addr, Error, ErrorValue, signature
+from orc_executor.sps.orc import ExecutorAddrRange, FinalizeRequest, SegFinalizeRequest
+
+from .harness import (
+    BOOT,
+    EH_SIG,
+    GDB_SIG,
+    INITIALIZE_SIG,
+    MEM_READ_BUFFERS_SIG,
+    MM_INITIALIZE,
+    MM_INSTANCE,
+    PAGE,
+    R,
+    orc_executor,
+    reserve,
+)
+
+GDB14_DEREGISTER = "orc_rt_ci_aa_sps_GDBJITRegistrar_deregister"
+
+
+@pytest.mark.parametrize("deregister", [
+    "llvm_orc_deregisterEHFrameSectionWrapper",
+    "llvm_orc_deregisterEHFrameAllocAction",
+    "orc_rt_ci_aa_sps_DWARFEHFrameRegistrar_deregisterSection",
+])
+async def test_deregistering_an_eh_frame_never_registered_is_an_error(deregister: str) -> None:
+    """libgcc's ``__deregister_frame`` aborts the process for a section it does not know; the
+    executor knows what its session registered and refuses the rest (also a second
+    deregistration of the same section)."""
+    register = deregister.replace("deregister", "register")
+    async with orc_executor() as ex:
+        base = await reserve(ex, PAGE)
+        req = FinalizeRequest([SegFinalizeRequest(R, base, 64, b"")], [])
+        assert await ex.call(MM_INITIALIZE, INITIALIZE_SIG, ex.sym(MM_INSTANCE), req) == base
+        rng = ExecutorAddrRange(base, base + 4)  # an empty .eh_frame: the zero terminator
+        result = await ex.call(deregister, EH_SIG, rng)
+        assert isinstance(result, ErrorValue) and "not registered" in result.message
+        assert await ex.call(register, EH_SIG, rng) is None
+        assert await ex.call(deregister, EH_SIG, rng) is None
+        again = await ex.call(deregister, EH_SIG, rng)
+        assert isinstance(again, ErrorValue) and "not registered" in again.message
+        # Registered twice, deregistered twice.
+        assert await ex.call(register, EH_SIG, rng) is None
+        assert await ex.call(register, EH_SIG, rng) is None
+        assert await ex.call(deregister, EH_SIG, rng) is None
+        assert await ex.call(deregister, EH_SIG, rng) is None
+    assert ex.process.returncode == 0, ex.stderr
+    assert "Traceback" not in ex.stderr
+
+
+async def test_gdb_deregistration_of_an_unknown_object_is_an_error() -> None:
+    async with orc_executor() as ex:
+        base = await reserve(ex, PAGE)
+        req = FinalizeRequest([SegFinalizeRequest(R, base, 64, b"")], [])
+        assert await ex.call(MM_INITIALIZE, INITIALIZE_SIG, ex.sym(MM_INSTANCE), req) == base
+        rng = ExecutorAddrRange(base, base + 64)
+        from orc_executor.executor.services.gdb_jit import GDB_SIG14
+
+        result = await ex.call(GDB14_DEREGISTER, GDB_SIG14, rng)
+        assert isinstance(result, ErrorValue) and "no debug object" in result.message
+        assert await ex.call("orc_rt_ci_aa_sps_GDBJITRegistrar_register", GDB_SIG, rng,
+                             False) is None
+        assert await ex.call(GDB14_DEREGISTER, GDB_SIG14, rng) is None
+        assert isinstance(await ex.call(GDB14_DEREGISTER, GDB_SIG14, rng), ErrorValue)
+    assert ex.process.returncode == 0, ex.stderr
+
+
+@pytest.mark.parametrize("length", [1 << 63, (1 << 64) - 0x2000, 1 << 62])
+async def test_huge_read_range_is_an_error_without_traceback(length: int) -> None:
+    async with orc_executor() as ex:
+        base = await reserve(ex, PAGE)
+        start = 0x1000
+        rs = [ExecutorAddrRange(start, start + length)]
+        with pytest.raises(Exception, match="deserializing return value"):
+            await ex.call(BOOT + "mem_read_buffers_wrapper", MEM_READ_BUFFERS_SIG, rs)
+        assert await reserve(ex, PAGE) != base  # still serving
+    assert ex.process.returncode == 0, ex.stderr
+    assert "Traceback" not in ex.stderr, ex.stderr
+
+
+@pytest.mark.parametrize(("level", "traceback"), [(logging.WARNING, False), (logging.DEBUG, True)])
+def test_internal_error_in_a_wrapper_is_one_log_line(
+    caplog: pytest.LogCaptureFixture, level: int, traceback: bool
+) -> None:
+    """A handler's unexpected exception becomes an error result and one log record, with
+    the traceback only at debug level (``-vv``)."""
+    def broken(_inst: int) -> None:
+        raise RuntimeError("boom")
+
+    spec = WrapperSpec("broken_wrapper", signature(Error, Addr), broken)
+    logger = logging.getLogger("orc_executor")
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        with caplog.at_level(level, logger="orc_executor"):
+            result = spec.invoke(signature(Error, Addr).encode_args(0))
+    finally:
+        logger.setLevel(old)
+    value = signature(Error, Addr).decode_result(result)
+    assert isinstance(value, ErrorValue) and "RuntimeError: boom" in value.message
+    records = [r for r in caplog.records if "broken_wrapper" in r.getMessage()]
+    assert len(records) == 1
+    assert "RuntimeError: boom" in records[0].getMessage()
+    assert bool(records[0].exc_info) == traceback
