@@ -66,19 +66,28 @@ def encode_message(msg: Message) -> bytes:
 #: Payloads at least this large (bytes) get an anonymous mapping instead of a bytearray.
 LARGE_PAYLOAD = 1 << 20
 
+#: ``MAP_NORESERVE`` (Linux's value where the mmap module lacks it, before Python 3.12).
+_MAP_NORESERVE: int = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
 
 def _payload_buffer(n: int) -> bytearray | memoryview:
     """A writable buffer of ``n`` bytes for a payload.
 
     ``bytearray(n)`` zero-fills, which touches every page once before the read fills it;
     a large payload instead gets an anonymous mapping (zero pages supplied lazily by the
-    kernel as the read writes them) with transparent huge pages requested, so receiving
+    kernel as the read writes them, not reserved ahead: memory grows with the content)
+    with transparent huge pages requested, so receiving
     64 MiB costs one copy and a few dozen page faults instead of a memset, a copy and
     16384 faults.
     """
     if n < LARGE_PAYLOAD:
         return bytearray(n)
-    m = mmap.mmap(-1, n)
+    try:
+        # Private and not reserved: pages are charged as content fills them, so a header
+        # announcing a large payload commits nothing until the payload arrives.
+        m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
+    except OSError as e:
+        raise FramingError(f"cannot map a buffer for a {n}-byte payload: {e}") from None
     if hasattr(mmap, "MADV_HUGEPAGE"):
         try:
             m.madvise(mmap.MADV_HUGEPAGE)

@@ -4,12 +4,16 @@ bounded allocation and time, without a traceback — against a real ``orc-execut
 from __future__ import annotations
 
 import logging
+import struct
+from pathlib import Path
 
 import pytest
+import trio
 
 from orc_executor.executor.registry import WrapperSpec
 from orc_executor.sps import Addr, Error, ErrorValue, signature
 from orc_executor.sps.orc import ExecutorAddrRange, FinalizeRequest, SegFinalizeRequest
+from orc_executor.transport.framing import Opcode, encode_header
 
 from .harness import (
     BOOT,
@@ -20,6 +24,8 @@ from .harness import (
     MM_INITIALIZE,
     MM_INSTANCE,
     PAGE,
+    RW,
+    Executor,
     R,
     orc_executor,
     reserve,
@@ -112,3 +118,71 @@ def test_internal_error_in_a_wrapper_is_one_log_line(
     assert len(records) == 1
     assert "RuntimeError: boom" in records[0].getMessage()
     assert bool(records[0].exc_info) == traceback
+
+
+# ---- memory: bounded by what was received --------------------------------------------------
+
+MIB = 1 << 20
+
+
+def vm_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` (``VmRSS`` in ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def settled_rss(pid: int, seconds: float = 0.6) -> int:
+    """The largest RSS seen over ``seconds`` (the executor had time to act on its input)."""
+    peak = 0
+    for _ in range(int(seconds / 0.05)):
+        peak = max(peak, vm_rss(pid))
+        await trio.sleep(0.05)
+    return peak
+
+
+def _gigabyte_initialize_head(ex: Executor, addr: int) -> bytes:
+    """The first 73 bytes of a 1 GiB initialize: message header, instance, one segment at
+    ``addr`` whose content announces nearly 1 GiB — and then nothing."""
+    n = (1 << 30) - 32 - 16 - 25 - 8 - 64
+    size = 32 + 16 + 25 + n + 8
+    head = encode_header(Opcode.CALL_WRAPPER, 1, ex.sym(MM_INITIALIZE), size - 32)
+    return head + struct.pack("<QQBQQQ", ex.sym(MM_INSTANCE), 1, RW, addr, n, n)
+
+
+@pytest.mark.parametrize("where", ["outside every slab", "inside a slab, too long"])
+async def test_a_73_byte_header_commits_no_gigabyte(where: str) -> None:
+    """The header of a 1 GiB initialize with a segment that cannot be placed in a slab: the
+    content buffer grows with the content instead of being allocated (and zero-filled) from
+    the length field before any of it arrives. Then 8 MiB of it arrive: RSS follows."""
+    async with orc_executor() as ex:
+        base = await reserve(ex, PAGE)
+        addr = 0x10000 if where == "outside every slab" else base
+        pid = ex.process.pid
+        before = await settled_rss(pid, 0.2)
+        await ex.ctl.send_raw(_gigabyte_initialize_head(ex, addr))
+        grown = await settled_rss(pid) - before
+        assert grown < 16 * MIB, f"RSS grew by {grown / MIB:.0f} MiB for a 73-byte frame"
+        await ex.ctl.send_raw(bytes(8 * MIB))
+        grown = await settled_rss(pid) - before
+        assert grown < 40 * MIB, f"RSS grew by {grown / MIB:.0f} MiB for 8 MiB of content"
+        await ex.ctl.close()
+        assert await ex.wait_exit() == 1  # EOF inside a message
+    assert "Unexpected end-of-file inside a message" in ex.stderr
+    assert "Traceback" not in ex.stderr
+
+
+async def test_a_gigabyte_payload_header_commits_nothing() -> None:
+    """A header announcing a 1 GiB ``mem_write_buffers`` payload (not streamed): its buffer is
+    backed only as the content arrives, and not charged to the commit limit ahead."""
+    async with orc_executor() as ex:
+        pid = ex.process.pid
+        before = await settled_rss(pid, 0.2)
+        tag = ex.sym(BOOT + "mem_write_buffers_wrapper")
+        await ex.ctl.send_raw(encode_header(Opcode.CALL_WRAPPER, 1, tag, (1 << 30) - 64))
+        grown = await settled_rss(pid) - before
+        assert grown < 16 * MIB, f"RSS grew by {grown / MIB:.0f} MiB for a 32-byte frame"
+        await ex.ctl.close()
+        assert await ex.wait_exit() == 1
+    assert "Traceback" not in ex.stderr
