@@ -92,6 +92,14 @@ def _choose_spec(
               help="Socket sessions: close after the controller released all memory and "
               "stayed silent this long (LLVM 14-22 never close TCP sessions themselves); "
               "0 disables.")
+@click.option("--handshake-timeout", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, metavar="SECONDS",
+              help="Socket sessions: close when the controller sends no message this long "
+              "after Setup; 0 disables.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True, metavar="SECONDS",
+              help="Socket sessions: close when the controller sends nothing (or takes no "
+              "Result) this long while no call runs; 0 disables.")
 @click.option("--busy-poll", "busy_poll_us", type=click.FloatRange(min=0, max=1e6),
               default=None,  # max: session.MAX_BUSY_POLL (1 s)
               metavar="USEC", envvar="ORC_EXECUTOR_BUSY_POLL",
@@ -123,6 +131,8 @@ def main(
     max_message_size: int,
     max_concurrent_calls: int,
     idle_close: float,
+    handshake_timeout: float,
+    idle_timeout: float,
     busy_poll_us: float | None,
     llvm_version: str | None,
     log_level: str | None,
@@ -179,6 +189,8 @@ def main(
         socket_mode=mode,
         llvm_version=llvm_version,
         busy_poll=None if busy_poll_us is None else busy_poll_us * 1e-6,
+        handshake_timeout=handshake_timeout or None,
+        idle_timeout=idle_timeout or None,
     )
     if daemon:
         from .daemon import DaemonOptions, run_daemon

@@ -10,6 +10,7 @@ from ..memmap.memmap import MemoryMap
 from ..memmap.native import NativeCallError, call_wrapper, lib
 from ..sps import Error, ErrorValue, SPSDecodeError
 from ..sps.orc import WrapperFunctionCall
+from ..transport.framing import FramedPayload
 from .registry import OutOfBandError, Registry
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class ExecutorContext:
         """
         spec = self.registry.lookup(fn)
         if spec is not None:
-            return spec.invoke(args)
+            result = spec.invoke(args)
+            return bytes(result.payload) if isinstance(result, FramedPayload) else result
         if not self.is_native_function(fn):
             raise OutOfBandError(f"{fn:#x} is not a known wrapper function address")
         try:

@@ -96,6 +96,41 @@ def _payload_buffer(n: int) -> bytearray | memoryview:
     return memoryview(m)
 
 
+class FramedPayload:
+    """A payload of ``n`` bytes built in place behind room for its frame's header, so that
+    the whole frame is sent without copying the payload again (a large ``mem_read_buffers``
+    Result: the memory is read straight into :attr:`payload`).
+
+    Raises :class:`MemoryError` if the buffer cannot be had. At least :data:`LARGE_PAYLOAD`
+    bytes get an anonymous private mapping (charged to the commit limit, so a failure is an
+    error here rather than a fault later)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self, n: int) -> None:
+        size = HEADER_SIZE + n
+        if n < LARGE_PAYLOAD:
+            self._buf: bytearray | mmap.mmap = bytearray(size)
+        else:
+            try:
+                self._buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+            except (OSError, OverflowError) as e:
+                raise MemoryError(f"cannot map {size} bytes for a payload: {e}") from None
+
+    @property
+    def payload(self) -> memoryview:
+        """The payload bytes (writable), after the header's room."""
+        return memoryview(self._buf)[HEADER_SIZE:]
+
+    def __len__(self) -> int:
+        return len(self._buf) - HEADER_SIZE
+
+    def frame(self, opcode: int, seq: int, tag: int) -> memoryview:
+        """The whole message: the header written in front of the payload."""
+        HEADER.pack_into(self._buf, 0, len(self._buf), opcode, seq, tag)
+        return memoryview(self._buf)
+
+
 class PayloadSink(Protocol):
     """Takes one message's payload piecewise, into buffers of its own choosing.
 

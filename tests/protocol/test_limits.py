@@ -4,7 +4,11 @@ bounded allocation and time, without a traceback — against a real ``orc-execut
 from __future__ import annotations
 
 import logging
+import resource
 import struct
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +25,17 @@ from .harness import (
     GDB_SIG,
     INITIALIZE_SIG,
     MEM_READ_BUFFERS_SIG,
+    MEM_WRITE_BUFFERS_SIG,
     MM_INITIALIZE,
     MM_INSTANCE,
+    MM_RESERVE,
     PAGE,
+    RESERVE_SIG,
     RW,
     Executor,
     R,
     orc_executor,
+    read_buffers,
     reserve,
 )
 
@@ -185,4 +193,113 @@ async def test_a_gigabyte_payload_header_commits_nothing() -> None:
         assert grown < 16 * MIB, f"RSS grew by {grown / MIB:.0f} MiB for a 32-byte frame"
         await ex.ctl.close()
         assert await ex.wait_exit() == 1
+    assert "Traceback" not in ex.stderr
+
+
+def test_a_controller_that_stops_reading_is_blocked_not_buffered() -> None:
+    """2000 pipelined 256 KiB ``mem_read_buffers`` calls from a controller that reads none
+    of the Results (their 112 KB fit in the socket's buffer): the session stops taking calls
+    once a bounded amount waits for the controller, so its RSS stays bounded; then the controller
+    reads, and every Result arrives, in order."""
+    from .test_fuzz import LiveSession
+
+    n, size = 2000, 256 << 10
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        s = LiveSession(out, err)
+        inst = s.symbols[MM_INSTANCE]
+        base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
+                                             RESERVE_SIG.encode_args(inst, size)).payload)
+        req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"x" * size)], [])
+        key = INITIALIZE_SIG.ret.decode(s.call(s.symbols[MM_INITIALIZE],
+                                               INITIALIZE_SIG.encode_args(inst, req)).payload)
+        assert key == base
+        tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
+        args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
+        frames = b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args)) + args
+                          for i in range(n))
+        before = vm_rss(s.process.pid)
+        s.sock.settimeout(None)
+        sender = threading.Thread(target=s.sock.sendall, args=(frames,))
+        sender.start()
+        time.sleep(2.0)
+        peak = max(vm_rss(s.process.pid) for _ in range(10) if time.sleep(0.05) is None)
+        assert peak - before < 96 * MIB, f"RSS grew by {(peak - before) / MIB:.0f} MiB"
+        s.sock.settimeout(30)
+        for i in range(n):
+            msg = s.next_message()
+            assert (msg.opcode, msg.seq) == (Opcode.RESULT, 100 + i)
+            assert len(msg.payload) == 16 + size
+        sender.join(30)
+        s.sock.close()
+        assert s.process.wait(timeout=30) == 0
+        err.seek(0)
+        assert b"Traceback" not in err.read()
+
+
+def vm_field(pid: int, name: str) -> int:
+    """A ``/proc/PID/status`` size field in bytes (``VmHWM``, ``VmSize``...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {name}")
+
+
+async def _region(ex: Executor, size: int) -> int:
+    base = await reserve(ex, size)
+    req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"")], [])
+    assert await ex.call(MM_INITIALIZE, INITIALIZE_SIG, ex.sym(MM_INSTANCE), req) == base
+    await ex.call(BOOT + "mem_write_buffers_wrapper", MEM_WRITE_BUFFERS_SIG,
+                  [(base, b"head"), (base + size - 4, b"tail")])
+    return base
+
+
+async def test_a_large_read_runs_off_the_event_loop_and_is_copied_once() -> None:
+    """A 128 MiB ``mem_read_buffers`` runs on a worker thread: a ``reserve`` sent right
+    after it is answered without waiting for it. The memory is read straight into the
+    Result's frame: the executor's peak RSS grows by about the read's size, not a multiple."""
+    size = 128 * MIB
+    async with orc_executor() as ex:
+        base = await _region(ex, size)
+        pid = ex.process.pid
+        hwm = vm_field(pid, "VmHWM")
+        took: dict[str, float] = {}
+
+        async def big_read() -> None:
+            t0 = trio.current_time()
+            (data,) = await read_buffers(ex, (base, size))
+            took["read"] = trio.current_time() - t0
+            assert len(data) == size and data[:4] == b"head" and data[-4:] == b"tail"
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(big_read)
+            await trio.sleep(0.02)  # the read is sent first
+            t0 = trio.current_time()
+            await reserve(ex, PAGE)
+            took["reserve"] = trio.current_time() - t0
+        # Inline, the reserve waited for the whole read and its Result (its latency was the
+        # read's); off the event loop it is answered at once.
+        assert took["reserve"] < took["read"] / 3, took
+        grown = vm_field(pid, "VmHWM") - hwm
+        assert grown < size + 48 * MIB, f"peak RSS grew by {grown / MIB:.0f} MiB"
+    assert ex.process.returncode == 0, ex.stderr
+
+
+async def test_a_large_read_needs_one_copy_of_address_space_and_failing_is_an_error() -> None:
+    """Under ``RLIMIT_AS`` of the current address space plus 1.7x a 128 MiB read, the read
+    succeeds (one buffer); a read that cannot get its buffer is an error result, and the
+    session goes on."""
+    size = 128 * MIB
+    async with orc_executor() as ex:
+        base = await _region(ex, size)
+        pid = ex.process.pid
+        (small,) = await read_buffers(ex, (base, 8))  # the worker threads exist
+        assert small[:4] == b"head"
+        limit = vm_field(pid, "VmSize") + int(1.7 * size)
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+        (data,) = await read_buffers(ex, (base, size))
+        assert len(data) == size and data[-4:] == b"tail"
+        with pytest.raises(Exception, match="deserializing return value"):
+            await read_buffers(ex, (base, size), (base, size))  # 256 MiB: no room
+        assert await reserve(ex, PAGE)  # still serving
+    assert ex.process.returncode == 0, ex.stderr
     assert "Traceback" not in ex.stderr
