@@ -25,12 +25,14 @@ program); the peak RSS (``VmHWM``) of every session process.
 
 **Left out: what a trusted controller may do.** A controller may run code at any executable
 address and write any memory of the process — that is what an executor is for. So no input
-makes the executor run native code: a call tag, a ``run_as_*`` function or an alloc action's
-function that lies in an executable mapping of the session process (``/proc/PID/maps``) or in
-a slab (JIT'd memory) is not sent; memory writes (``mem_write_*``) go only to slabs this
-session reserved or to unmapped addresses; ``dylib open`` of a path that exists or names a
-library is not sent; reserve sizes stay below 4 MiB, with at most 8 slabs alive. Such inputs
-count as *excluded*. Everything else — any bytes, any header, any wrapper — is sent.
+makes the executor run native code: a call tag, the function of ``run_as_*`` / orc-rt's
+``call_*``, or an alloc action's function (also inside an action that is one of our own
+wrappers) that lies in an executable mapping of the session process (``/proc/PID/maps``) or
+in a slab (JIT'd memory) is not sent; memory writes (``mem_write_*``) go only to slabs this
+session reserved or to unmapped addresses; a dylib ``open`` / ``load`` of a path that exists
+or names a library is not sent; reserve sizes stay below 4 MiB, with at most 8 slabs alive.
+Such inputs count as *excluded*. Everything else — any bytes, any header, any wrapper — is
+sent.
 
 Usage: ``scripts/fuzz.py [--inputs N] [--mode cold|warm|both] [--per-session K] [--seed S]``.
 Prints a summary (``--json`` for one JSON object on stdout); exit status 1 if any crash, hang,
@@ -95,6 +97,16 @@ PRIMITIVE_BOUNDS = {
     "i": (-(1 << 31), (1 << 31) - 1), "I": (0, (1 << 32) - 1),
     "q": (-(1 << 63), (1 << 63) - 1), "Q": (0, (1 << 64) - 1),
 }
+def runs_native(name: str) -> bool:
+    """The wrapper calls the function its first argument points to (``run_as_*``, orc-rt's
+    ``call_*``)."""
+    return "run_as" in name or "_sps_call_" in name
+
+
+def loads_library(name: str) -> bool:
+    return "Dylib" in name and ("open" in name or "load" in name)
+
+
 SESSION_STARTED = re.compile(r"session (\d+) started: .* pid (\d+)")
 SESSION_ENDED = re.compile(r"session (\d+) ended: (.*) after")
 
@@ -169,10 +181,11 @@ class Session:
     def __init__(self, sock: socket.socket, pid: int, timeout: float) -> None:
         self.sock = sock
         self.pid = pid
-        sock.settimeout(timeout)
+        sock.settimeout(max(timeout, 30))  # a cold start on a busy machine
         self.decoder = FrameDecoder(MAX_MESSAGE)
         self.seq = 0
         setup = self.next_message()
+        sock.settimeout(timeout)
         if setup.opcode != Opcode.SETUP:
             raise RuntimeError(f"expected Setup, got {setup}")
         self.symbols = decode_setup(setup.payload).symbols
@@ -249,7 +262,7 @@ def gen(t: SPSType[Any], fdp: atheris.FuzzedDataProvider, s: Session, name: str,
         return WrapperFunctionCall(gen_addr(fdp, s, code=True),
                                    fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 32)))
     if t is Addr:
-        return gen_addr(fdp, s, code="run_as" in name)
+        return gen_addr(fdp, s, code=runs_native(name))
     if t is UInt64:
         if "eserve" in name:
             return int(fdp.ConsumeIntInRange(0, MAX_RESERVE))
@@ -333,7 +346,7 @@ def excluded(name: str, payload: bytes, s: Session) -> bool:
         args = sig.args.decode(payload)
     except ValueError:
         return False  # refused before anything runs
-    if "run_as" in name:
+    if runs_native(name):
         return s.runs_code(args[0])
     if "mem_write" in name:
         width = {"uint8s": 1, "uint16s": 2, "uint32s": 4, "uint64s": 8, "pointers": 8}
@@ -344,7 +357,7 @@ def excluded(name: str, payload: bytes, s: Session) -> bool:
             if s.writes_unowned(addr, n):
                 return True
         return False
-    if "open" in name and "Dylib" in name:
+    if loads_library(name):
         path = args[1]
         return bool(path) and (".so" in path or "lib" in path or os.path.exists(path))
     for c in _calls(args):
@@ -495,7 +508,15 @@ class Fuzzer:
     def one(self, data: bytes) -> None:
         fdp = atheris.FuzzedDataProvider(data)
         if self.session is None:
-            self.session = self.new_session()
+            try:
+                self.session = self.new_session()
+            except (Hang, Ended, RuntimeError, OSError) as e:
+                self.stats.hangs += 1
+                self.problem(f"a session did not start: {e!r}")
+                if self.proc is not None:
+                    self.proc.kill()
+                    self.proc.wait()
+                return
         s = self.session
         if len(s.slabs) > MAX_SLABS:
             self.release_oldest(s)
