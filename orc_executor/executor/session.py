@@ -277,8 +277,10 @@ class Session:
             self._send_frame(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def _backed_up(self) -> bool:
-        """More Result bytes wait for the controller than :data:`SEND_HIGH_WATER`."""
-        return self._queued_bytes + self._batch_bytes > SEND_HIGH_WATER
+        """More Result bytes wait for the controller than :data:`SEND_HIGH_WATER` (never
+        once sending failed: the writer drops them)."""
+        return (self._queued_bytes + self._batch_bytes > SEND_HIGH_WATER
+                and not self._send_failed)
 
     async def _wait_for_room(self) -> bool:
         """Until the queued Results fell below the high-water mark; ``False`` when the

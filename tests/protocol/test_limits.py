@@ -303,3 +303,27 @@ async def test_a_large_read_needs_one_copy_of_address_space_and_failing_is_an_er
         assert await reserve(ex, PAGE)  # still serving
     assert ex.process.returncode == 0, ex.stderr
     assert "Traceback" not in ex.stderr
+
+
+def test_a_controller_that_stops_reading_and_goes_away_ends_the_session() -> None:
+    """The Results pile up (the session waits for room), then the controller closes: the
+    session ends at once instead of spinning on Results it can no longer send."""
+    from .test_fuzz import LiveSession
+
+    size = 256 << 10
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        s = LiveSession(out, err)
+        inst = s.symbols[MM_INSTANCE]
+        base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
+                                             RESERVE_SIG.encode_args(inst, size)).payload)
+        req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"")], [])
+        s.call(s.symbols[MM_INITIALIZE], INITIALIZE_SIG.encode_args(inst, req))
+        tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
+        args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
+        s.sock.sendall(b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args))
+                                + args for i in range(300)))
+        time.sleep(1.0)  # backed up
+        s.sock.close()
+        assert s.process.wait(timeout=10) in (0, 1)
+        err.seek(0)
+        assert b"Traceback" not in err.read()
