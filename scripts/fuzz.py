@@ -698,7 +698,15 @@ def main() -> None:
     stop = args.inputs
 
     def test_one_input(data: bytes) -> None:
-        fuzzer.one(data)
+        try:
+            fuzzer.one(data)
+        except BaseException as e:  # the fuzzer's own failure: leave no process behind
+            fuzzer.problem(f"fuzzer error: {e!r}")
+            if fuzzer.proc is not None and fuzzer.proc.poll() is None:
+                fuzzer.proc.kill()
+            fuzzer.finish()
+            fuzzer.report(final=True)
+            os._exit(2)
         if fuzzer.stats.inputs >= stop:
             fuzzer.finish()
             fuzzer.report(final=True)

@@ -206,34 +206,39 @@ def test_a_controller_that_stops_reading_is_blocked_not_buffered() -> None:
     n, size = 2000, 256 << 10
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         s = LiveSession(out, err)
-        inst = s.symbols[MM_INSTANCE]
-        base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
-                                             RESERVE_SIG.encode_args(inst, size)).payload)
-        req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"x" * size)], [])
-        key = INITIALIZE_SIG.ret.decode(s.call(s.symbols[MM_INITIALIZE],
-                                               INITIALIZE_SIG.encode_args(inst, req)).payload)
-        assert key == base
-        tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
-        args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
-        frames = b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args)) + args
-                          for i in range(n))
-        before = vm_rss(s.process.pid)
-        s.sock.settimeout(None)
-        sender = threading.Thread(target=s.sock.sendall, args=(frames,))
-        sender.start()
-        time.sleep(2.0)
-        peak = max(vm_rss(s.process.pid) for _ in range(10) if time.sleep(0.05) is None)
-        assert peak - before < 96 * MIB, f"RSS grew by {(peak - before) / MIB:.0f} MiB"
-        s.sock.settimeout(30)
-        for i in range(n):
-            msg = s.next_message()
-            assert (msg.opcode, msg.seq) == (Opcode.RESULT, 100 + i)
-            assert len(msg.payload) == 16 + size
-        sender.join(30)
-        s.sock.close()
-        assert s.process.wait(timeout=30) == 0
-        err.seek(0)
-        assert b"Traceback" not in err.read()
+        try:
+            inst = s.symbols[MM_INSTANCE]
+            base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
+                                                 RESERVE_SIG.encode_args(inst, size)).payload)
+            req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"x" * size)], [])
+            key = INITIALIZE_SIG.ret.decode(s.call(s.symbols[MM_INITIALIZE],
+                                                   INITIALIZE_SIG.encode_args(inst, req)).payload)
+            assert key == base
+            tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
+            args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
+            frames = b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args)) + args
+                              for i in range(n))
+            before = vm_rss(s.process.pid)
+            s.sock.settimeout(None)
+            sender = threading.Thread(target=s.sock.sendall, args=(frames,))
+            sender.start()
+            time.sleep(2.0)
+            peak = max(vm_rss(s.process.pid) for _ in range(10) if time.sleep(0.05) is None)
+            assert peak - before < 96 * MIB, f"RSS grew by {(peak - before) / MIB:.0f} MiB"
+            s.sock.settimeout(30)
+            for i in range(n):
+                msg = s.next_message()
+                assert (msg.opcode, msg.seq) == (Opcode.RESULT, 100 + i)
+                assert len(msg.payload) == 16 + size
+            sender.join(30)
+            s.sock.close()
+            assert s.process.wait(timeout=30) == 0
+            err.seek(0)
+            assert b"Traceback" not in err.read()
+        finally:
+            if s.process.poll() is None:
+                s.process.kill()
+                s.process.wait()
 
 
 def vm_field(pid: int, name: str) -> int:
@@ -313,17 +318,22 @@ def test_a_controller_that_stops_reading_and_goes_away_ends_the_session() -> Non
     size = 256 << 10
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         s = LiveSession(out, err)
-        inst = s.symbols[MM_INSTANCE]
-        base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
-                                             RESERVE_SIG.encode_args(inst, size)).payload)
-        req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"")], [])
-        s.call(s.symbols[MM_INITIALIZE], INITIALIZE_SIG.encode_args(inst, req))
-        tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
-        args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
-        s.sock.sendall(b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args))
-                                + args for i in range(300)))
-        time.sleep(1.0)  # backed up
-        s.sock.close()
-        assert s.process.wait(timeout=10) in (0, 1)
-        err.seek(0)
-        assert b"Traceback" not in err.read()
+        try:
+            inst = s.symbols[MM_INSTANCE]
+            base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
+                                                 RESERVE_SIG.encode_args(inst, size)).payload)
+            req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"")], [])
+            s.call(s.symbols[MM_INITIALIZE], INITIALIZE_SIG.encode_args(inst, req))
+            tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
+            args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
+            s.sock.sendall(b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args))
+                                    + args for i in range(300)))
+            time.sleep(1.0)  # backed up
+            s.sock.close()
+            assert s.process.wait(timeout=10) in (0, 1)
+            err.seek(0)
+            assert b"Traceback" not in err.read()
+        finally:
+            if s.process.poll() is None:
+                s.process.kill()
+                s.process.wait()
