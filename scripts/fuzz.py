@@ -412,6 +412,16 @@ class Fuzzer:
         return env
 
     def start_daemon(self) -> None:
+        """Start the ``--listen`` daemon (again, if an earlier one ended); its log lines
+        are collected, and its session numbers count from 1 again."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.kill()
+            self.daemon.wait()
+        self.warm_started = 0
+        lines: queue.Queue[str] = queue.Queue()
+        self.daemon_lines = lines
+        if os.path.exists(self.daemon_path):
+            os.unlink(self.daemon_path)
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "orc_executor", "--listen", self.daemon_path,
              "--idle-close", "0", "--max-sessions", "4", "--warm", "2"],
@@ -424,17 +434,21 @@ class Fuzzer:
             for raw in pipe:
                 line = raw.decode("utf-8", "replace")
                 self.daemon_err.append(line)
-                self.daemon_lines.put(line)
+                lines.put(line)
 
         threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not os.path.exists(self.daemon_path):
             if time.monotonic() > deadline or self.daemon.poll() is not None:
                 raise RuntimeError("the daemon did not start")
             time.sleep(0.02)
 
     def new_session(self) -> Session:
-        if self.cold_turn:
+        cold = self.cold_turn
+        if self.args.mode == "both":
+            self.cold_turn = not self.cold_turn
+        self.left_in_session = self.args.per_session
+        if cold:
             ours, theirs = socket.socketpair()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "orc_executor", f"socket:adopt={theirs.fileno()}",
@@ -446,7 +460,7 @@ class Fuzzer:
             self.stats.sessions_cold += 1
             s = Session(ours, self.proc.pid, self.args.timeout)
         else:
-            if self.daemon is None:
+            if self.daemon is None or self.daemon.poll() is not None:
                 self.start_daemon()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(self.daemon_path)
@@ -455,9 +469,6 @@ class Fuzzer:
             self.stats.sessions_warm += 1
             self.proc = None
             s = Session(sock, pid, self.args.timeout)
-        if self.args.mode == "both":
-            self.cold_turn = not self.cold_turn
-        self.left_in_session = self.args.per_session
         return s
 
     def wait_session_pid(self, n: int) -> int:
@@ -637,7 +648,10 @@ class Fuzzer:
     # ---- the end -----------------------------------------------------------------------------
 
     def finish(self) -> None:
-        self.end_session(ended_by_input=False)
+        try:
+            self.end_session(ended_by_input=False)
+        except Exception as e:
+            self.problem(f"ending the last session: {e!r}")
         if self.daemon is not None:
             self.daemon.terminate()
             try:
