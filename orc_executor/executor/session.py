@@ -187,8 +187,10 @@ class Session:
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self._on_first_message = on_first_message
-        #: Complete messages received; trio time of Setup and of the latest message.
+        #: Complete messages received (and when the read deadline was last set); trio time of
+        #: Setup and of the latest message (as seen when a deadline was set).
         self._messages = 0
+        self._messages_seen = 0
         self._setup_at = 0.0
         self._last_message_at = 0.0
         #: Why the read deadline fired, when it was one of the timeouts (else idle close).
@@ -635,6 +637,9 @@ class Session:
         scope = self._read_scope
         if scope is None:
             return
+        if self._messages != self._messages_seen:  # the clock is read here, not per message
+            self._messages_seen = self._messages
+            self._last_message_at = trio.current_time()
         deadline, reason = math.inf, None
         if self._messages == 0:
             if self.handshake_timeout is not None:
@@ -700,11 +705,9 @@ class Session:
                 return SessionEnd(False, str(e))
             if msg is None:
                 return None
-            if not self._messages:
-                self._messages = 1
-                if self._on_first_message is not None:
-                    self._on_first_message()
-            self._last_message_at = trio.current_time()
+            self._messages += 1
+            if self._messages == 1 and self._on_first_message is not None:
+                self._on_first_message()
             self._close_armed = False
             op = msg.opcode
             if op == Opcode.CALL_WRAPPER:

@@ -273,16 +273,24 @@ def test_sequential_daemon_sessions_keep_rss_fds_and_threads_flat(tmp_path: Path
             return (_status_field(proc.pid, "VmRSS"), len(os.listdir(f"/proc/{proc.pid}/fd")),
                     _status_field(proc.pid, "Threads"), len(_children(proc.pid)))
 
-        for _ in range(50):
-            session()
-        rss0, fds0, threads0, kids0 = sample()
-        t0 = time.monotonic()
-        for _ in range(SESSIONS - 50):
-            session()
-        elapsed = time.monotonic() - t0
-        rss1, fds1, threads1, kids1 = sample()
+        failure: BaseException | None = None
+        done = 0
+        try:
+            for _ in range(50):
+                session()
+                done += 1
+            rss0, fds0, threads0, kids0 = sample()
+            t0 = time.monotonic()
+            for _ in range(50, SESSIONS):
+                session()
+                done += 1
+            elapsed = time.monotonic() - t0
+            rss1, fds1, threads1, kids1 = sample()
+        except Exception as e:  # reported with the daemon's log below
+            failure = e
     finally:
         rc, err, _out = _stop(proc)
+    assert failure is None, (f"session {done + 1}: {failure!r}", err[-4000:])
     assert rc == 0, err
     assert err.count("ended: exit 0") == SESSIONS
     assert rss1 - rss0 < 4 * 1024, (rss0, rss1)  # KiB
