@@ -251,8 +251,11 @@ def test_sequential_daemon_sessions_keep_rss_fds_and_threads_flat(tmp_path: Path
     on a unix-socket daemon, each a reserve and release: after the first 50 the daemon's
     RSS, open fds, threads and child processes stay flat."""
     path = str(tmp_path / "d.sock")
+    # The log goes to a file: two lines a session would fill a pipe nobody reads meanwhile
+    # (64 KiB: ~480 sessions), and then block the daemon and its sessions.
+    log = open(tmp_path / "daemon.log", "w+b")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([EXE, "--listen", path, "--warm", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 20
         while not os.path.exists(path):
@@ -289,7 +292,11 @@ def test_sequential_daemon_sessions_keep_rss_fds_and_threads_flat(tmp_path: Path
         except Exception as e:  # reported with the daemon's log below
             failure = e
     finally:
-        rc, err, _out = _stop(proc)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=40)
+        log.seek(0)
+        err = log.read().decode()
+        log.close()
     assert failure is None, (f"session {done + 1}: {failure!r}", err[-4000:])
     assert rc == 0, err
     assert err.count("ended: exit 0") == SESSIONS
