@@ -22,6 +22,7 @@ from .transport.spec import (
     Listen,
     SocketFd,
     TcpAddress,
+    UnixAddress,
     parse_address,
     parse_spec,
 )
@@ -77,7 +78,8 @@ def _choose_spec(
 @click.option("--grace", type=float, default=30.0, show_default=True, metavar="SECONDS",
               help="Daemon: on SIGTERM/SIGINT, how long running sessions may finish.")
 @click.option("--allow-uid", type=int, default=None, metavar="UID",
-              help="Daemon on a unix socket: only accept peers with this uid (SO_PEERCRED).")
+              help="Daemon on a unix socket: only accept peers with this uid (SO_PEERCRED); "
+              "a usage error with any other connection (TCP has no peer uid).")
 @click.option("--allow-remote", is_flag=True,
               help="Allow listening on a non-loopback address (a controller can run any code).")
 @click.option("--socket-mode", default="0600", show_default=True,
@@ -90,6 +92,14 @@ def _choose_spec(
               help="Socket sessions: close after the controller released all memory and "
               "stayed silent this long (LLVM 14-22 never close TCP sessions themselves); "
               "0 disables.")
+@click.option("--handshake-timeout", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, metavar="SECONDS",
+              help="Socket sessions: close when the controller sends no message this long "
+              "after Setup; 0 disables.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True, metavar="SECONDS",
+              help="Socket sessions: close when the controller sends nothing (or takes no "
+              "Result) this long while no call runs; 0 disables.")
 @click.option("--busy-poll", "busy_poll_us", type=click.FloatRange(min=0, max=1e6),
               default=None,  # max: session.MAX_BUSY_POLL (1 s)
               metavar="USEC", envvar="ORC_EXECUTOR_BUSY_POLL",
@@ -121,6 +131,8 @@ def main(
     max_message_size: int,
     max_concurrent_calls: int,
     idle_close: float,
+    handshake_timeout: float,
+    idle_timeout: float,
     busy_poll_us: float | None,
     llvm_version: str | None,
     log_level: str | None,
@@ -141,6 +153,15 @@ def main(
             profile_for_version(llvm_version)
     except (SpecError, ValueError) as e:
         raise click.UsageError(str(e)) from None
+    if allow_uid is not None and not (
+        isinstance(conn, Listen) and isinstance(conn.address, UnixAddress)
+        and listen is not None and not once
+    ):
+        # Never silently ignored: TCP peers have no uid the kernel could vouch for.
+        raise click.UsageError(
+            "--allow-uid needs a daemon on a unix socket (--listen PATH): a TCP peer's uid "
+            "cannot be checked"
+        )
     # `--listen` is a daemon unless --once; the positional listen= forms keep the stock
     # executor's one-connection behaviour.
     daemon = isinstance(conn, Listen) and listen is not None and not once
@@ -168,6 +189,8 @@ def main(
         socket_mode=mode,
         llvm_version=llvm_version,
         busy_poll=None if busy_poll_us is None else busy_poll_us * 1e-6,
+        handshake_timeout=handshake_timeout or None,
+        idle_timeout=idle_timeout or None,
     )
     if daemon:
         from .daemon import DaemonOptions, run_daemon

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -29,6 +30,7 @@ from .transport.spec import (
     FdPair,
     Listen,
     SocketFd,
+    UnixAddress,
 )
 
 log = logging.getLogger(__name__)
@@ -50,16 +52,23 @@ class ServeOptions:
     #: Seconds the reader polls without sleeping for the next call; None: the session's
     #: default (:func:`~orc_executor.executor.session.default_busy_poll`).
     busy_poll: float | None = None
+    #: Socket sessions: seconds after Setup for the controller's first message, and seconds
+    #: without a message while nothing is in flight, before the session is closed (None:
+    #: never). Pipes always get EOF and have neither.
+    handshake_timeout: float | None = 10.0
+    idle_timeout: float | None = 3600.0
 
 
 async def serve_stream(
     stream: trio.abc.Stream, opts: ServeOptions, *, is_socket: bool,
     contexts: dict[str, ExecutorContext] | None = None,
+    on_first_message: Callable[[], None] | None = None,
 ) -> SessionEnd:
     """Run one session on ``stream`` and release its resources; return why it ended.
 
     ``contexts`` may hold unused contexts built in advance, by profile (the one used is
-    taken out); otherwise the context is built here."""
+    taken out); otherwise the context is built here. ``on_first_message``: called once when
+    the controller's first complete message arrived."""
     profile = select_profile(opts.llvm_version, is_socket=is_socket,
                              start_pid=opts.controller_pid)
     ctx = contexts.pop(profile, None) if contexts is not None else None
@@ -72,6 +81,9 @@ async def serve_stream(
         max_concurrent_calls=opts.max_concurrent_calls,
         idle_close=opts.idle_close if is_socket else None,
         busy_poll=opts.busy_poll,
+        handshake_timeout=opts.handshake_timeout if is_socket else None,
+        idle_timeout=opts.idle_timeout if is_socket else None,
+        on_first_message=on_first_message,
     )
     end = await session.run()
     await trio.to_thread.run_sync(session.finish, end)
@@ -494,14 +506,32 @@ def _status_text(rc: int) -> str:
 
 
 class Daemon:
-    """Accepts controllers on a listening socket; each session runs in its own warm process."""
+    """Accepts controllers on a listening socket; each session runs in its own warm process.
+
+    Slots taken by peers that say nothing are reclaimed: while all ``max_sessions`` slots are
+    taken and another connection waits, the session whose controller has not sent a complete
+    message for the longest time (at least :attr:`EVICT_AFTER` seconds since its Setup) is
+    ended, so a silent or slowloris peer cannot keep a real controller out."""
+
+    #: Seconds a session's controller has, after its handover, before the session may be
+    #: evicted for a waiting connection (real controllers answer Setup within milliseconds).
+    EVICT_AFTER = 0.5
+    #: Seconds between looks for a waiting connection while every slot is taken.
+    EVICT_POLL = 0.05
 
     def __init__(self, address: Address, opts: ServeOptions, dopts: DaemonOptions) -> None:
+        """Raises :class:`ValueError` for ``dopts.allow_uid`` with a TCP ``address`` (a TCP
+        peer has no uid to check)."""
+        if dopts.allow_uid is not None and not isinstance(address, UnixAddress):
+            raise ValueError(f"allow_uid needs a unix socket address, not {address}")
         self.address = address
         self.opts = opts
         self.dopts = dopts
         self.sessions_started = 0
         self._running: set[int] = set()
+        #: Sessions whose controller has not sent a complete message yet: pid -> (trio time
+        #: of the handover, session number).
+        self._unproven: dict[int, tuple[float, int]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         listener = await streams.open_listener(self.address, socket_mode=self.opts.socket_mode)
@@ -524,6 +554,7 @@ class Daemon:
                             return
 
                     accept_nursery.start_soon(stop_on_signal)
+                    accept_nursery.start_soon(self._reclaim_slots, listener, limit)
                     task_status.started(where)
                     with listener:
                         while True:
@@ -565,8 +596,8 @@ class Daemon:
         n = self.sessions_started
         if self.dopts.allow_uid is not None:
             uid = peer_uid(sock)
-            if uid is not None and uid != self.dopts.allow_uid:
-                log.warning("session %d refused: peer uid %d is not allowed", n, uid)
+            if uid != self.dopts.allow_uid:  # None: not a unix peer, no uid to check
+                log.warning("session %d refused: peer uid %s is not allowed", n, uid)
                 sock.close()
                 return
         try:
@@ -585,14 +616,62 @@ class Daemon:
         sock.close()
         pid = worker.process.pid
         self._running.add(pid)
+        self._unproven[pid] = (trio.current_time(), n)
         log.info("session %d started: peer %s, pid %d", n, peer or "unix", pid)
         try:
-            rc = await worker.wait()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_first_message, worker, pid)
+                rc = await worker.wait()
+                nursery.cancel_scope.cancel()
         finally:
             self._running.discard(pid)
+            self._unproven.pop(pid, None)
             worker.control.close()
         log.info("session %d ended: %s after %.3fs", n, _status_text(rc),
                     time.monotonic() - t0)
+
+
+    async def _watch_first_message(self, worker: Worker, pid: int) -> None:
+        """Take the session off :attr:`_unproven` when its worker reports (``M``) that the
+        controller sent a complete message."""
+        control = worker.control
+        control.setblocking(False)
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(control)
+                msg = control.recv(16)
+            except BlockingIOError:
+                continue
+            except (OSError, trio.ClosedResourceError):
+                return
+            if not msg:
+                return
+            if msg.startswith(b"M"):
+                self._unproven.pop(pid, None)
+                return
+
+    async def _reclaim_slots(self, listener: trio.socket.SocketType,
+                             limit: trio.Semaphore) -> None:
+        """While every slot is taken and a connection waits, end the session whose controller
+        has been silent longest since its Setup (see the class docstring)."""
+        poller = select.poll()
+        poller.register(listener.fileno(), select.POLLIN)
+        while True:
+            await trio.sleep(self.EVICT_POLL)
+            if limit.value or not self._unproven or not poller.poll(0):
+                continue
+            pid, (since, n) = min(self._unproven.items(), key=lambda item: item[1][0])
+            waited = trio.current_time() - since
+            if waited < self.EVICT_AFTER:
+                continue
+            del self._unproven[pid]
+            log.warning("session %d evicted: its controller sent no message in %.1fs, and a "
+                        "connection waits for one of the %d slots", n, waited,
+                        self.dopts.max_sessions)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _serve_until_stopped(server: Callable[[], Awaitable[None]]) -> int:

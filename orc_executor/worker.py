@@ -27,7 +27,8 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
 * **handover** (the ``--listen`` daemon): the daemon sends a JSON header with the fds of one
   session: ``{"kind": "socket", ...}`` with one connected socket, or ``{"kind": "fdpair",
   "stdio": true, ...}`` with ``in, out, stdin, stdout, stderr``; the other header fields are
-  :class:`~orc_executor.daemon.ServeOptions`. The worker answers with its status byte.
+  :class:`~orc_executor.daemon.ServeOptions`. The worker writes ``M`` when the socket
+  session's controller sent its first complete message, and its status byte at the end.
 
 Started as ``python -m orc_executor.worker --zygote CONTROL_FD`` it is instead a *fork
 server* (zygote): it imports everything once, rehearses a session, writes ``R``, and then
@@ -522,8 +523,17 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
         status = await _run_fdpair(fds, bool(header.get("stdio")), opts, contexts)
     elif kind == "socket" and fds:
         tsock = trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0]))
+
+        def first_message() -> None:
+            # The daemon may evict a session whose controller has not spoken yet, when
+            # every slot is taken and another connection waits: this one has now.
+            try:
+                control.send(b"M", socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+
         end = await serve_stream(streams.socket_stream(tsock), opts, is_socket=True,
-                                 contexts=contexts)
+                                 contexts=contexts, on_first_message=first_message)
         status = end.exit_status
     else:
         print(f"orc-executor worker: bad handover {header!r}", file=sys.stderr)

@@ -11,6 +11,7 @@ from ..memmap.memmap import MemoryMap
 from ..memmap.native import call_wrapper, lib
 from ..sps import Error, ErrorValue, SPSDecodeError
 from ..sps.orc import WrapperFunctionCall
+from ..transport.framing import FramedPayload
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class ExecutorContext:
         """
         spec = self.registry.lookup(fn)
         if spec is not None:
-            return spec.invoke(args)
+            result = spec.invoke(args)
+            return bytes(result.payload) if isinstance(result, FramedPayload) else result
         if not self.is_native_function(fn):
             raise OutOfBandError(f"{fn:#x} is not a known wrapper function address")
         try:

@@ -25,7 +25,7 @@ from ..errors import (
 from ..memmap.native import lib
 from ..sps import ErrorValue, WrapperSignature, failable
 from ..sps.stream import StreamedArgs
-from ..transport.framing import PayloadSink
+from ..transport.framing import FramedPayload, PayloadSink
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ class WrapperSpec:
     stream: Callable[[int], PayloadSink] | None = None
     inline_when: Callable[..., bool] | None = None
 
-    def invoke(self, payload: bytes | bytearray | memoryview) -> bytes:
-        """Decode ``payload``, run the handler, encode the result (SPS bytes).
+    def invoke(self, payload: bytes | bytearray | memoryview) -> bytes | FramedPayload:
+        """Decode ``payload``, run the handler, encode the result (SPS bytes; a handler may
+        return its result already encoded, as a :class:`FramedPayload`).
 
         Raises :class:`OutOfBandError` when the call fails and ``sig.ret`` cannot carry an
         error in-band.
@@ -67,7 +68,7 @@ class WrapperSpec:
 
     def invoke_if_inline(
         self, payload: bytes | bytearray | memoryview, streamed: StreamedArgs | None = None
-    ) -> bytes | None:
+    ) -> bytes | FramedPayload | None:
         """As :meth:`invoke` (or :meth:`invoke_streamed`, given ``streamed``) when the call
         may run on the event loop: the wrapper is not ``blocking``, or ``inline_when`` accepts
         the decoded arguments (undecodable ones fail without running anything). ``None``, with
@@ -89,7 +90,7 @@ class WrapperSpec:
     def _inline(self, args: tuple[Any, ...]) -> bool:
         return self.inline_when is not None and bool(self.inline_when(*args))
 
-    def invoke_streamed(self, streamed: StreamedArgs) -> bytes:
+    def invoke_streamed(self, streamed: StreamedArgs) -> bytes | FramedPayload:
         """As :meth:`invoke`, with arguments a :attr:`stream` sink decoded; releases the
         sink's placements afterwards."""
         try:
@@ -101,7 +102,7 @@ class WrapperSpec:
         finally:
             streamed.release()
 
-    def _run(self, args: tuple[Any, ...]) -> bytes:
+    def _run(self, args: tuple[Any, ...]) -> bytes | FramedPayload:
         try:
             value = self.handler(*args)
         except WrapperError as e:  # MemoryMapError too
@@ -111,13 +112,20 @@ class WrapperSpec:
         except OutOfBandError:
             raise  # the handler's own out-of-band failure (a bad address): not internal
         except Exception as e:
-            log.exception("wrapper function %s failed", self.name)
+            # One line at the default level; the traceback only when debugging (-vv).
+            log.error("wrapper function %s failed: %s: %s", self.name, type(e).__name__, e,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
             return self._fail(f"{self.name}: internal error: {type(e).__name__}: {e}")
+        if isinstance(value, FramedPayload):
+            return value
         try:
             return self.sig.encode_result(value)
         except SPSEncodeError as e:
             log.error("wrapper function %s returned a bad value: %s", self.name, e)
             return self._fail(f"{self.name}: internal error: {e}")
+        except MemoryError:
+            log.error("wrapper function %s: out of memory encoding its result", self.name)
+            return self._fail(f"{self.name}: out of memory encoding the result")
 
     def _fail(self, message: str) -> bytes:
         if failable(self.sig.ret):

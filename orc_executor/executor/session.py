@@ -21,6 +21,7 @@ import stat
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..sps.stream import StreamedArgs
 from ..transport.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameDecoder,
+    FramedPayload,
     Message,
     Opcode,
     PayloadSink,
@@ -85,6 +87,15 @@ def default_busy_poll() -> float:
         cpus = os.cpu_count() or 1
     return BUSY_POLL if cpus >= 2 else 0.0
 
+#: Bytes of Results queued for a controller that does not read them, above which the session
+#: stops reading (and so running) further calls until the controller has taken them: a
+#: controller that stops reading blocks itself instead of growing our memory.
+SEND_HIGH_WATER = 16 << 20
+
+#: Frames queued together up to this many bytes are joined into one write; larger ones are
+#: written as they are (a large Result is never copied again).
+_JOIN_MAX = 1 << 16
+
 #: Seconds to let calls still running at session end finish (e.g. JIT'd code that was woken
 #: with a ``disconnecting`` error) before abandoning them and exiting.
 DRAIN_TIMEOUT = 2.0
@@ -130,7 +141,7 @@ class _BlockingCall:
         self.name = name
         self.spec = spec
         self.streamed = streamed
-        self.frame: bytes | None = None
+        self.frame: bytes | memoryview | None = None
 
 
 class Session:
@@ -143,6 +154,13 @@ class Session:
     controllers in TCP mode (PROTOCOL.md §1.8). ``busy_poll``: seconds the reader polls
     without sleeping while waiting for the next call (``None``: :func:`default_busy_poll`,
     ``0``: never).
+
+    Time a silent peer can hold the session (sockets; ``None`` disables each):
+    ``handshake_timeout`` seconds after Setup for the controller's first complete message;
+    ``idle_timeout`` seconds without a complete message while no call runs in either
+    direction (also the longest wait for a controller that stopped reading its Results).
+    Either ends the session unclean, with the reason. ``on_first_message`` is called once,
+    on the trio thread, when the first complete message arrived.
     """
 
     def __init__(
@@ -155,8 +173,27 @@ class Session:
         idle_close: float | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         busy_poll: float | None = None,
+        handshake_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        on_first_message: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self._on_first_message = on_first_message
+        #: Complete messages received (and when the read deadline was last set); trio time of
+        #: Setup and of the latest message (as seen when a deadline was set).
+        self._messages = 0
+        self._messages_seen = 0
+        self._setup_at = 0.0
+        self._last_message_at = 0.0
+        #: Why the read deadline fired, when it was one of the timeouts (else idle close).
+        self._deadline_reason: str | None = None
+        #: Bytes queued for the writer (Results a slow controller has not taken yet) and
+        #: collected in the current batch; set when they fell below the high-water mark.
+        self._queued_bytes = 0
+        self._batch_bytes = 0
+        self._room: trio.Event | None = None
         self.ctx = ctx
         self.decoder = FrameDecoder(max_message_size, self._route)
         self.max_concurrent_calls = max_concurrent_calls
@@ -170,7 +207,9 @@ class Session:
         self.idle_close = idle_close
         self.drain_timeout = drain_timeout
         self._drained: trio.Event | None = None
-        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes](math.inf)
+        # Unbounded in frames; the bytes are bounded by the reader, which stops taking calls
+        # above SEND_HIGH_WATER (_backed_up).
+        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes | memoryview](math.inf)
         self._out_lock = threading.Lock()
         self._out_pending: dict[int, _Waiter] = {}
         self._next_out_seq = 0
@@ -183,7 +222,7 @@ class Session:
         self.calls_served = 0
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._queued = 0
-        self._batch: list[bytes] | None = None
+        self._batch: list[bytes | memoryview] | None = None
         in_fd, self._out_fd = raw_fds(stream)
         #: Held for every direct write to ``_out_fd`` (trio thread or worker thread) and while
         #: ``_queued`` goes up after a partial one, so frames never interleave.
@@ -215,19 +254,42 @@ class Session:
 
     # ---- sending -----------------------------------------------------------------------------
 
-    def _send_nowait(self, opcode: Opcode, seq: int, tag: int, payload: bytes) -> None:
-        frame = encode_header(opcode, seq, tag, len(payload)) + payload
-        if self._batch is not None:
+    def _send_nowait(
+        self, opcode: Opcode, seq: int, tag: int, payload: bytes | FramedPayload
+    ) -> None:
+        frame = _frame(opcode, seq, tag, payload)
+        if self._batch is not None and len(frame) <= _JOIN_MAX:
             self._batch.append(frame)  # flushed in one write after the current read chunk
+            self._batch_bytes += len(frame)
             return
+        self._flush_batch()
         self._send_frame(frame)
 
     def _flush_batch(self) -> None:
-        batch, self._batch = self._batch, None
+        batch = self._batch
         if batch:
+            self._batch = []
+            self._batch_bytes = 0
             self._send_frame(batch[0] if len(batch) == 1 else b"".join(batch))
 
-    def _send_frame(self, frame: bytes) -> None:
+    def _backed_up(self) -> bool:
+        """More Result bytes wait for the controller than :data:`SEND_HIGH_WATER` (never
+        once sending failed: the writer drops them)."""
+        return (self._queued_bytes + self._batch_bytes > SEND_HIGH_WATER
+                and not self._send_failed)
+
+    async def _wait_for_room(self) -> bool:
+        """Until the queued Results fell below the high-water mark; ``False`` when the
+        controller took none of them for ``idle_timeout`` seconds."""
+        self._room = trio.Event()
+        with trio.move_on_after(self.idle_timeout or math.inf):
+            while self._queued_bytes > SEND_HIGH_WATER and not self._send_failed:
+                self._room = trio.Event()
+                await self._room.wait()
+            return True
+        return False
+
+    def _send_frame(self, frame: bytes | memoryview) -> None:
         if self._queued == 0 and self._out_fd is not None and not self._send_failed:
             # Fast path: the writer is idle, so a direct non-blocking write keeps order and
             # saves a task switch per Result.
@@ -240,19 +302,21 @@ class Session:
                     self._on_send_failed(e)
                     return
                 if n < len(frame):
-                    self._enqueue(frame[n:])  # under the lock: worker threads see _queued
+                    # Under the lock: worker threads see _queued. A view, not a copy.
+                    self._enqueue(memoryview(frame)[n:])
                 return
         if not self._out_closed:
             self._enqueue(frame)
 
-    def _enqueue(self, frame: bytes) -> None:
+    def _enqueue(self, frame: bytes | memoryview) -> None:
         try:
             self._send_ch.send_nowait(frame)
             self._queued += 1
+            self._queued_bytes += len(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
-    def _write_from_thread(self, frame: bytes) -> bool:
+    def _write_from_thread(self, frame: bytes | memoryview) -> bool:
         """Write ``frame`` from a worker thread if the pipe takes it whole now; ``False``
         (nothing written) when it must go through the trio thread: not a pipe, more than
         PIPE_BUF bytes, frames queued, the pipe full, or the output closed."""
@@ -291,13 +355,20 @@ class Session:
                         frames.append(self._recv_ch.receive_nowait())
                     except trio.WouldBlock:
                         break
+                size = sum(len(f) for f in frames)
                 if not self._send_failed:
-                    data = frames[0] if len(frames) == 1 else b"".join(frames)
+                    # Small frames in one write; a large one alone, as it is (no copy).
+                    chunks = [b"".join(frames)] if size <= _JOIN_MAX else frames
                     try:
-                        await self.stream.send_all(data)
+                        for data in chunks:
+                            await self.stream.send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                         self._on_send_failed(e)
                 self._queued -= len(frames)
+                self._queued_bytes -= size
+                if self._room is not None and (
+                        self._queued_bytes <= SEND_HIGH_WATER // 2 or self._send_failed):
+                    self._room.set()
 
     # ---- executor -> controller calls (from JIT'd code, any thread) ---------------------------
 
@@ -367,10 +438,14 @@ class Session:
         """Worker thread: run the call, then write its Result if the pipe takes it now."""
         try:
             result = self._call_sync(call.tag, call.payload, call.name, call.spec, call.streamed)
-        except Exception:  # pragma: no cover - handlers report their own failures
-            log.exception("%s failed", call.name)
-            result = b""
-        frame = encode_header(Opcode.RESULT, call.seq, 0, len(result)) + result
+            frame = _frame(Opcode.RESULT, call.seq, 0, result)
+        except MemoryError:
+            log.error("%s: out of memory for its result", call.name)
+            frame = encode_header(Opcode.RESULT, call.seq, 0, 0)  # out of band
+        except Exception as e:  # pragma: no cover - handlers report their own failures
+            log.error("%s failed: %s: %s", call.name, type(e).__name__, e,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            frame = encode_header(Opcode.RESULT, call.seq, 0, 0)
         if not self._write_from_thread(frame):
             call.frame = frame
 
@@ -424,7 +499,7 @@ class Session:
     def _call_sync(
         self, tag: int, payload: bytes | bytearray | memoryview, name: str,
         spec: WrapperSpec | None, streamed: StreamedArgs | None = None,
-    ) -> bytes:
+    ) -> bytes | FramedPayload:
         """Run one call on a worker thread: wrapper ``spec`` (the registry's entry for
         ``tag``, looked up once by :meth:`_handle_call`), else native code at ``tag``."""
         try:
@@ -442,6 +517,8 @@ class Session:
         if self.idle_close is not None and any(w in name.lower() for w in _RELEASE_WORDS):
             self._close_armed = True
             self._maybe_arm_idle_close()
+        elif self.idle_timeout is not None:
+            self._maybe_arm_idle_close()
 
     def _handle_call(self, msg: Message) -> None:
         spec = self.ctx.registry.lookup(msg.tag)
@@ -457,6 +534,9 @@ class Session:
                 result = spec.invoke_if_inline(msg.payload, streamed)
             except OutOfBandError as e:
                 log.warning("%s: %s", spec.name, e)
+                result = b""
+            except MemoryError:
+                log.error("%s: out of memory", spec.name)
                 result = b""
             if result is not None:
                 self._send_nowait(Opcode.RESULT, msg.seq, 0, result)
@@ -503,7 +583,8 @@ class Session:
                 self._quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             except OSError:
                 self._quickack = None
-        if self.idle_close is None:
+        if self.idle_close is None and self.handshake_timeout is None and \
+                self.idle_timeout is None:
             return await self._receive(want)
         with trio.CancelScope() as scope:
             self._read_scope = scope
@@ -512,7 +593,9 @@ class Session:
                 return await self._receive(want)
             finally:
                 self._read_scope = None
-        log.info("controller idle %.3fs after releasing all memory: closing", self.idle_close)
+        if self._deadline_reason is None:
+            log.info("controller idle %.3fs after releasing all memory: closing",
+                     self.idle_close)
         return None
 
     async def _receive(self, want: int) -> bytes | bytearray:
@@ -543,9 +626,30 @@ class Session:
         return not self._inflight and not self._out_pending and not self._queued
 
     def _maybe_arm_idle_close(self) -> None:
+        """Set the current read's deadline: the idle close, or the handshake or idle
+        timeout, whichever comes first (``_deadline_reason`` says which, if a timeout)."""
         scope = self._read_scope
-        if scope is not None and self.idle_close is not None and self._idle():
-            scope.deadline = trio.current_time() + self.idle_close
+        if scope is None:
+            return
+        if self._messages != self._messages_seen:  # the clock is read here, not per message
+            self._messages_seen = self._messages
+            self._last_message_at = trio.current_time()
+        deadline, reason = math.inf, None
+        if self._messages == 0:
+            if self.handshake_timeout is not None:
+                deadline = self._setup_at + self.handshake_timeout
+                reason = (f"no message from the controller within {self.handshake_timeout:g}s "
+                          "of Setup: closing")
+        elif self.idle_timeout is not None and not self._inflight and not self._out_pending:
+            deadline = self._last_message_at + self.idle_timeout
+            reason = (f"no message from the controller for {self.idle_timeout:g}s with "
+                      "nothing in flight: closing")
+        if self.idle_close is not None and self._idle():
+            close_at = trio.current_time() + self.idle_close
+            if close_at <= deadline:
+                deadline, reason = close_at, None
+        self._deadline_reason = reason
+        scope.deadline = deadline
 
     async def _reader(self) -> SessionEnd:
         while True:
@@ -553,6 +657,8 @@ class Session:
                 data = await self._read_some()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 return SessionEnd(False, f"read failed: {e}")
+            if data is None and self._deadline_reason is not None:
+                return SessionEnd(False, self._deadline_reason)
             if not data:
                 if self.decoder.at_boundary:
                     return SessionEnd(True, "controller disconnected")
@@ -568,13 +674,21 @@ class Session:
                     if n == 0:
                         return SessionEnd(False, "Unexpected end-of-file inside a message")
                     self.decoder.filled(n)
-            self._batch = []
-            try:
-                end = self._process_messages()
-            finally:
-                self._flush_batch()
-            if end is not None:
-                return end
+            while True:
+                self._batch = []
+                try:
+                    end = self._process_messages()
+                finally:
+                    self._flush_batch()
+                    self._batch = None
+                if end is not None:
+                    return end
+                if not self._backed_up():
+                    break
+                # The controller is not taking its Results: take no more calls until it has.
+                if not await self._wait_for_room():
+                    return SessionEnd(False, f"the controller took no Result for "
+                                             f"{self.idle_timeout:g}s: closing")
 
     def _process_messages(self) -> SessionEnd | None:
         """Handle every complete buffered message; a :class:`SessionEnd` ends the session."""
@@ -585,10 +699,15 @@ class Session:
                 return SessionEnd(False, str(e))
             if msg is None:
                 return None
+            self._messages += 1
+            if self._messages == 1 and self._on_first_message is not None:
+                self._on_first_message()
             self._close_armed = False
             op = msg.opcode
             if op == Opcode.CALL_WRAPPER:
                 self._handle_call(msg)
+                if self._backed_up():
+                    return None  # the reader waits until the controller takes its Results
             elif op == Opcode.RESULT:
                 try:
                     self._handle_result(msg)
@@ -619,6 +738,7 @@ class Session:
             nursery.start_soon(self._reaper, wake_fd)
             payload = setup_info(self.ctx).encode()
             self._send_nowait(Opcode.SETUP, 0, 0, payload)
+            self._setup_at = trio.current_time()
             # A worker thread for the session's first blocking call (run_as_main, say), started
             # while the controller reads Setup: trio's thread cache keeps it (idle up to 10 s).
             # Created on that call instead, it delays it ~0.3 ms.
@@ -694,6 +814,15 @@ def _warm_worker_thread() -> None:
     malloc arena made (the JIT'd program's first allocation in the thread)."""
     lib.orc_eh_frame_preload()
     ffi.new("char[]", 4096)
+
+
+def _frame(opcode: int, seq: int, tag: int, payload: bytes | FramedPayload
+           ) -> bytes | memoryview:
+    """The whole frame of ``payload``: built in place for a :class:`FramedPayload` (no copy
+    of a large Result), else header and payload joined."""
+    if isinstance(payload, FramedPayload):
+        return payload.frame(opcode, seq, tag)
+    return encode_header(opcode, seq, tag, len(payload)) + payload
 
 
 def _is_fifo(fd: int) -> bool:

@@ -18,6 +18,7 @@ __all__ = [
     "ffi",
     "lib",
     "mem_read",
+    "mem_read_into",
     "mem_write",
     "read_c_string",
 ]
@@ -65,13 +66,24 @@ def mem_read(addr: int, size: int) -> bytes:
         return b""
     try:
         buf = ffi.new("char[]", size)
-    except MemoryError:
+    except (MemoryError, OverflowError):  # OverflowError: beyond size_t / ssize_t
         err = errno.ENOMEM
     else:
         err = lib.orc_mem_read(addr, buf, size)
     if err:
         raise MemoryAccessError(err, f"cannot read {size} bytes at {addr:#x}: {os.strerror(err)}")
     return bytes(ffi.buffer(buf, size))
+
+
+def mem_read_into(addr: int, view: memoryview) -> None:
+    """Read ``len(view)`` bytes at ``addr`` straight into ``view`` (writable); raises
+    :class:`MemoryAccessError` if not readable."""
+    n = len(view)
+    if not n:
+        return
+    err = lib.orc_mem_read(addr, ffi.from_buffer("char[]", view, require_writable=True), n)
+    if err:
+        raise MemoryAccessError(err, f"cannot read {n} bytes at {addr:#x}: {os.strerror(err)}")
 
 
 def read_c_string(addr: int, max_len: int = 1 << 20) -> bytes:

@@ -30,6 +30,10 @@ _HEAD = struct.Struct("<QQ")  # instance, segment count
 _SEG = struct.Struct("<BQQQ")  # prot, addr, size, content length
 _ACTIONS = SequenceOf(SPSAllocActionCallPair)
 _DISCARD_CHUNK = 1 << 16
+#: Largest buffer (bytes) allocated for content that has not arrived yet; longer content
+#: grows in chunks of up to :data:`_GROW_MAX` bytes, each no larger than what arrived before.
+_GROW_FROM = 1 << 16
+_GROW_MAX = 1 << 22
 
 
 class Placement(Protocol):
@@ -144,15 +148,30 @@ class FinalizeRequestSink:
             self.discard()
 
     def _take(self, n: int, what: str) -> Generator[memoryview, None, memoryview]:
-        """``n`` bytes of the payload, in a fresh buffer (yielded to be filled)."""
+        """``n`` bytes of the payload, in a fresh buffer (yielded to be filled).
+
+        ``n`` comes from a length field: beyond :data:`_GROW_FROM` bytes the buffer grows
+        with the content as it arrives (chunks of at most what arrived so far, up to
+        :data:`_GROW_MAX`), so a header announcing a gigabyte costs nothing until the
+        gigabyte comes."""
         if n > self._left:
             raise SPSDecodeError(
                 f"truncated {what}: need {n} byte(s), the payload has {self._left} left"
             )
-        buf = memoryview(bytearray(n))
-        if n:
-            yield buf
-        return buf
+        if n <= _GROW_FROM:
+            buf = memoryview(bytearray(n))
+            if n:
+                yield buf
+            return buf
+        out = bytearray()
+        chunk = bytearray(_GROW_FROM)
+        while len(out) < n:
+            if len(chunk) < min(len(out), _GROW_MAX):
+                chunk = bytearray(min(len(out), _GROW_MAX))
+            view = memoryview(chunk)[: n - len(out)]
+            yield view
+            out += view
+        return memoryview(out)
 
     def _decode(self) -> Generator[memoryview, None, tuple[Any, ...]]:
         head = yield from self._take(_HEAD.size, "FinalizeRequest")

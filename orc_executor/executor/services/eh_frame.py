@@ -12,6 +12,8 @@ terminator; libgcc's ``__register_frame(start)`` walks it. Names by version:
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterable
 
 from ...errors import MemoryAccessError
@@ -36,13 +38,20 @@ REGISTER_NAMES = {
 
 
 class EHFrameService(Service):
-    """``__register_frame`` / ``__deregister_frame`` of JIT'd ``.eh_frame`` sections."""
+    """``__register_frame`` / ``__deregister_frame`` of JIT'd ``.eh_frame`` sections.
+
+    Only sections this service registered can be deregistered (libgcc aborts the process on
+    an unknown one): any other start address gets an error result."""
 
     service_name = "eh-frame"
 
     def __init__(self, ctx: ExecutorContext, names: Iterable[str] | None = None) -> None:
         self.ctx = ctx
         self.names = list(names) if names is not None else list(REGISTER_NAMES)
+        #: Start addresses registered and not yet deregistered (a section may be registered
+        #: twice; alloc actions run on several threads).
+        self._registered: Counter[int] = Counter()
+        self._lock = threading.Lock()
 
     def wrappers(self) -> Iterable[WrapperSpec]:
         for name in self.names:
@@ -63,12 +72,25 @@ class EHFrameService(Service):
 
     def register(self, r: ExecutorAddrRange) -> ErrorValue | None:
         err = self._check(r)
-        if err is None and lib.orc_register_eh_frame(r.start) != 0:
-            err = ErrorValue("__register_frame is not available (libgcc_s.so.1)")
-        return err
+        if err is not None:
+            return err
+        with self._lock:
+            if lib.orc_register_eh_frame(r.start) != 0:
+                return ErrorValue("__register_frame is not available (libgcc_s.so.1)")
+            self._registered[r.start] += 1
+        return None
 
     def deregister(self, r: ExecutorAddrRange) -> ErrorValue | None:
         err = self._check(r)
-        if err is None and lib.orc_deregister_eh_frame(r.start) != 0:
-            err = ErrorValue("__deregister_frame is not available (libgcc_s.so.1)")
-        return err
+        if err is not None:
+            return err
+        with self._lock:
+            if not self._registered[r.start]:
+                del self._registered[r.start]
+                return ErrorValue(
+                    f"eh-frame section at {r.start:#x} was not registered by this session"
+                )
+            if lib.orc_deregister_eh_frame(r.start) != 0:
+                return ErrorValue("__deregister_frame is not available (libgcc_s.so.1)")
+            self._registered[r.start] -= 1
+        return None

@@ -59,5 +59,6 @@ class GDBJITService(Service):
         return self.register(r, True)
 
     def deregister(self, r: ExecutorAddrRange) -> ErrorValue | None:
-        lib.orc_gdb_deregister(r.start)
+        if lib.orc_gdb_deregister(r.start):
+            return ErrorValue(f"no debug object registered at {r.start:#x}")
         return None

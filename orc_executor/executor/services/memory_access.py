@@ -11,6 +11,9 @@ Signatures (``TargetProcess/SimpleExecutorMemoryManager``-era bootstrap function
 
 Every access goes through ``process_vm_readv``/``writev`` on our own process, so a bad
 address yields an error (out-of-band: these result types cannot carry one) instead of a crash.
+Buffer reads and writes of more than :data:`INLINE_MAX_BYTES` in all run on a worker thread
+(never on the event loop); a large read lands straight in its Result frame's buffer (one
+copy), and a write's bytes are taken from the message payload without a copy.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...errors import MemoryAccessError, OutOfBandError
-from ...memmap.native import mem_read, mem_write, read_c_string
+from ...memmap.native import mem_read, mem_read_into, mem_write, read_c_string
 from ...sps import (
     Addr,
     Bytes,
@@ -35,8 +38,15 @@ from ...sps import (
     WrapperSignature,
     signature,
 )
+from ...sps.codec import BytesView
 from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
+from ...transport.framing import FramedPayload
 from ..registry import Service, WrapperSpec
+
+#: Buffer reads or writes of at most this many bytes in all run on the event loop.
+INLINE_MAX_BYTES = 1 << 20
+
+_U64 = struct.Struct("<Q")
 
 BOOT = "__llvm_orc_bootstrap_"
 CI = "orc_rt_ci_sps_"
@@ -75,7 +85,7 @@ def _reader(fmt: str) -> Callable[[list[int]], list[int]]:
     return read
 
 
-def write_buffers(items: list[tuple[int, bytes]]) -> None:
+def write_buffers(items: list[tuple[int, bytes | memoryview]]) -> None:
     try:
         for addr, data in items:
             mem_write(addr, data)
@@ -83,16 +93,49 @@ def write_buffers(items: list[tuple[int, bytes]]) -> None:
         raise OutOfBandError(str(e)) from e
 
 
-def read_buffers(ranges: list[ExecutorAddrRange]) -> list[bytes]:
+def _read_size(ranges: list[ExecutorAddrRange]) -> int:
+    """Bytes the ranges cover in all; raises :class:`OutOfBandError` for an inverted one."""
+    total = 0
+    for r in ranges:
+        if r.end < r.start:
+            raise OutOfBandError(f"bad address range [{r.start:#x}, {r.end:#x})")
+        total += r.end - r.start
+    return total
+
+
+def read_buffers(ranges: list[ExecutorAddrRange]) -> list[bytes] | FramedPayload:
+    """The bytes of each range: a list, or for more than :data:`INLINE_MAX_BYTES` in all,
+    the encoded ``Sequence<Sequence<uint8>>`` read in place into a :class:`FramedPayload`."""
+    total = _read_size(ranges)
     try:
-        out = []
+        if total <= INLINE_MAX_BYTES:
+            return [mem_read(r.start, r.end - r.start) for r in ranges]
+        try:
+            result = FramedPayload(8 + 8 * len(ranges) + total)
+        except MemoryError as e:
+            raise OutOfBandError(f"cannot read {total} bytes: {e}") from None
+        out = result.payload
+        _U64.pack_into(out, 0, len(ranges))
+        off = 8
         for r in ranges:
-            if r.end < r.start:
-                raise OutOfBandError(f"bad address range [{r.start:#x}, {r.end:#x})")
-            out.append(mem_read(r.start, r.end - r.start))
-        return out
+            n = r.end - r.start
+            _U64.pack_into(out, off, n)
+            mem_read_into(r.start, out[off + 8 : off + 8 + n])
+            off += 8 + n
+        return result
     except MemoryAccessError as e:
         raise OutOfBandError(str(e)) from e
+
+
+def _small_read(ranges: list[ExecutorAddrRange]) -> bool:
+    try:
+        return _read_size(ranges) <= INLINE_MAX_BYTES
+    except OutOfBandError:
+        return True  # refused at once
+
+
+def _small_write(items: list[tuple[int, bytes | memoryview]]) -> bool:
+    return sum(len(data) for _addr, data in items) <= INLINE_MAX_BYTES
 
 
 def read_strings(addrs: list[int]) -> list[bytes]:
@@ -102,25 +145,32 @@ def read_strings(addrs: list[int]) -> list[bytes]:
         raise OutOfBandError(str(e)) from e
 
 
-def _specs() -> list[tuple[str, WrapperSignature, Callable[..., Any]]]:
-    specs: list[tuple[str, WrapperSignature, Callable[..., Any]]] = []
+_Spec = tuple[str, WrapperSignature, Callable[..., Any], Callable[..., bool] | None]
+
+
+def _specs() -> list[_Spec]:
+    """(name, signature, handler, ``inline_when`` — set for the buffer wrappers, which run
+    on a worker thread unless small) of every memory-access wrapper."""
+    specs: list[_Spec] = []
     for suffix, t, fmt in _INTS:
         write_sig = signature(Empty, SequenceOf(TupleOf(Addr, t)))
-        specs.append((f"mem_write_{suffix}", write_sig, _writer(fmt)))
+        specs.append((f"mem_write_{suffix}", write_sig, _writer(fmt), None))
         read_sig = signature(SequenceOf(t), SequenceOf(Addr))
-        specs.append((f"mem_read_{suffix}", read_sig, _reader(fmt)))
+        specs.append((f"mem_read_{suffix}", read_sig, _reader(fmt), None))
     specs.append(
-        ("mem_write_buffers", signature(Empty, SequenceOf(TupleOf(Addr, Bytes))), write_buffers)
+        ("mem_write_buffers", signature(Empty, SequenceOf(TupleOf(Addr, BytesView))),
+         write_buffers, _small_write)
     )
     specs.append(
         (
             "mem_read_buffers",
             signature(SequenceOf(Bytes), SequenceOf(SPSExecutorAddrRange)),
             read_buffers,
+            _small_read,
         )
     )
     specs.append(
-        ("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings)
+        ("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings, None)
     )
     return specs
 
@@ -132,7 +182,8 @@ _SPECS = _specs()
 
 
 class MemoryAccessService(Service):
-    """Reads and writes of executor memory on the controller's behalf (cheap: answered inline)."""
+    """Reads and writes of executor memory on the controller's behalf (answered inline, but
+    buffer reads and writes of more than :data:`INLINE_MAX_BYTES` on a worker thread)."""
 
     service_name = "memory-access"
 
@@ -143,11 +194,12 @@ class MemoryAccessService(Service):
         self.pointers = pointers
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        for name, sig, fn in _SPECS:
+        for name, sig, fn, small in _SPECS:
             if name.startswith("mem_read") and not self.reads:
                 continue
             if name.endswith("_pointers") and not self.pointers:
                 continue
-            yield WrapperSpec(f"{BOOT}{name}_wrapper", sig, fn)
+            blocking = small is not None
+            yield WrapperSpec(f"{BOOT}{name}_wrapper", sig, fn, blocking, inline_when=small)
             if self.ci:
-                yield WrapperSpec(f"{CI}{name}", sig, fn)
+                yield WrapperSpec(f"{CI}{name}", sig, fn, blocking, inline_when=small)
