@@ -101,6 +101,12 @@ def _choose_spec(
               envvar="ORC_EXECUTOR_LLVM_VERSION",
               help="Speak to an LLVM N controller (14, 19, 22, modern); default: detected from "
               "the launching process, else modern. Env ORC_EXECUTOR_LLVM_VERSION.")
+@click.option("--on-fault", "on_fault", default=None, envvar="ORC_EXECUTOR_ON_FAULT",
+              type=click.Choice(["recover", "crash"], case_sensitive=False),
+              help="A fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) in JIT'd code run by a "
+              "call from the controller: fail that call and go on (recover), or end the "
+              "process like the stock executor (crash). Default: recover when launched by "
+              "clang-repl, else crash. Env ORC_EXECUTOR_ON_FAULT.")
 @click.option("--log-level", default=None,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level on stderr (default warning; env ORC_EXECUTOR_LOG).")
@@ -123,6 +129,7 @@ def main(
     idle_close: float,
     busy_poll_us: float | None,
     llvm_version: str | None,
+    on_fault: str | None,
     log_level: str | None,
     verbose: int,
 ) -> None:
@@ -168,6 +175,7 @@ def main(
         socket_mode=mode,
         llvm_version=llvm_version,
         busy_poll=None if busy_poll_us is None else busy_poll_us * 1e-6,
+        on_fault=on_fault.lower() if on_fault else None,
     )
     if daemon:
         from .daemon import DaemonOptions, run_daemon

@@ -17,6 +17,7 @@ import trio
 
 from .executor.bootstrap import build_context, select_profile
 from .executor.context import ExecutorContext
+from .executor.fault_policy import apply_fault_policy, select_fault_policy
 from .executor.session import Session, SessionEnd
 from .transport import streams
 from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
@@ -49,6 +50,9 @@ class ServeOptions:
     #: Seconds the reader polls without sleeping for the next call; None: the session's
     #: default (:func:`~orc_executor.executor.session.default_busy_poll`).
     busy_poll: float | None = None
+    #: "recover", "crash", or None to choose from the launching controller
+    #: (:func:`~orc_executor.executor.fault_policy.select_fault_policy`).
+    on_fault: str | None = None
 
 
 async def serve_stream(
@@ -64,6 +68,13 @@ async def serve_stream(
     ctx = contexts.pop(profile, None) if contexts is not None else None
     if ctx is None:
         ctx = build_context(profile)
+    try:
+        policy = select_fault_policy(opts.on_fault, is_socket=is_socket,
+                                     start_pid=opts.controller_pid)
+    except ValueError as e:
+        log.warning("%s: faults in JIT'd code end the process", e)
+        policy = "crash"
+    apply_fault_policy(ctx, policy)
     session = Session(
         stream,
         ctx,
@@ -132,7 +143,8 @@ def run_pipe_session(in_fd: int, out_fd: int) -> None:
     """The launch path of ``orc-executor filedescs=IN,OUT`` / ``IN OUT`` with default
     options (settings from the environment only), without the CLI parser."""
     setup_logging(os.environ.get("ORC_EXECUTOR_LOG") or "warning")
-    opts = ServeOptions(llvm_version=os.environ.get("ORC_EXECUTOR_LLVM_VERSION") or None)
+    opts = ServeOptions(llvm_version=os.environ.get("ORC_EXECUTOR_LLVM_VERSION") or None,
+                        on_fault=os.environ.get("ORC_EXECUTOR_ON_FAULT") or None)
     exit_process(run_connection(FdPair(in_fd, out_fd), opts))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..memmap.memmap import MemoryMapError
-from ..memmap.native import NativeCallError, lib
+from ..memmap.native import JITFault, NativeCallError, lib
 from ..sps import ErrorValue, SPSDecodeError, SPSEncodeError, WrapperSignature, failable
 from ..sps.stream import StreamedArgs
 from ..transport.framing import PayloadSink
@@ -108,6 +108,8 @@ class WrapperSpec:
             value = self.handler(*args)
         except (WrapperError, MemoryMapError) as e:
             return self._fail(str(e))
+        except JITFault as e:
+            return self._fail(str(e))  # the session's log line names the wrapper
         except NativeCallError as e:
             return self._fail(f"{self.name}: {e}")
         except OutOfBandError:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from typing import Any
 
 from ._native import ffi, lib
 
 __all__ = [
+    "JITFault",
     "NativeCallError",
     "call_wrapper",
     "ffi",
@@ -27,24 +29,122 @@ class NativeCallError(Exception):
     """A native wrapper function returned an out-of-band error (``Size == 0 && ValuePtr``)."""
 
 
+class JITFault(NativeCallError):
+    """JIT'd code raised a fault signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) on the
+    thread of a guarded call, which was abandoned. ``signo``, ``code`` (``si_code``) and
+    ``addr`` (``si_addr``: the bad address for SIGSEGV/SIGBUS, the instruction for
+    SIGFPE/SIGILL, 0 for SIGABRT) describe it."""
+
+    def __init__(self, signo: int, code: int, addr: int) -> None:
+        self.signo = signo
+        self.code = code
+        self.addr = addr
+        super().__init__(f"JIT'd code raised {describe_fault(signo, code, addr)}; "
+                         "the call was abandoned")
+
+
+#: si_code FPE_INTDIV
+_FPE_INTDIV = 1
+
+
+def describe_fault(signo: int, code: int, addr: int) -> str:
+    """``SIGSEGV (invalid memory access at address 0x0)`` and the like."""
+    try:
+        name = signal.Signals(signo).name
+    except ValueError:
+        name = f"signal {signo}"
+    if signo == signal.SIGABRT:
+        return f"{name} (abort)"
+    what: dict[int, str] = {
+        signal.SIGSEGV: "invalid memory access",
+        signal.SIGBUS: "bus error",
+        signal.SIGFPE: "integer divide by zero" if code == _FPE_INTDIV else "arithmetic error",
+        signal.SIGILL: "illegal instruction",
+    }
+    return f"{name} ({what.get(signo, 'fault')} at address {addr:#x})"
+
+
+def _fault_of(f: Any) -> JITFault:
+    return JITFault(int(f.signo), int(f.code), int(f.addr))
+
+
+def run_as_main(fn: int, args: list[bytes], *, guarded: bool = False) -> int:
+    """Call ``int fn(int argc, char **argv)`` with ``args`` (no argv[0] added); its result
+    sign-extended. ``guarded``: a fault in the call raises :class:`JITFault` instead of
+    ending the process (needs :func:`install_fault_handlers`)."""
+    argv, _keep = c_argv(args)
+    if not guarded:
+        return int(lib.orc_run_as_main(fn, len(args), argv))
+    ret = ffi.new("int64_t *")
+    f = ffi.new("orc_fault *")
+    if lib.orc_guarded_run_as_main(fn, len(args), argv, ret, f):
+        raise _fault_of(f)
+    return int(ret[0])
+
+
+def run_as_void_function(fn: int, *, guarded: bool = False) -> int:
+    """Call ``int32_t fn(void)``; ``guarded`` as for :func:`run_as_main`."""
+    if not guarded:
+        return int(lib.orc_run_as_void_function(fn))
+    ret = ffi.new("int32_t *")
+    f = ffi.new("orc_fault *")
+    if lib.orc_guarded_run_as_void_function(fn, ret, f):
+        raise _fault_of(f)
+    return int(ret[0])
+
+
+def run_as_int_function(fn: int, arg: int, *, guarded: bool = False) -> int:
+    """Call ``int32_t fn(int32_t)``; ``guarded`` as for :func:`run_as_main`."""
+    if not guarded:
+        return int(lib.orc_run_as_int_function(fn, arg))
+    ret = ffi.new("int32_t *")
+    f = ffi.new("orc_fault *")
+    if lib.orc_guarded_run_as_int_function(fn, arg, ret, f):
+        raise _fault_of(f)
+    return int(ret[0])
+
+
+def run_void_void(fn: int, *, guarded: bool = False) -> None:
+    """Call ``void fn(void)``; ``guarded`` as for :func:`run_as_main`."""
+    if not guarded:
+        lib.orc_run_void_void(fn)
+        return
+    f = ffi.new("orc_fault *")
+    if lib.orc_guarded_run_void_void(fn, f):
+        raise _fault_of(f)
+
+
+def install_fault_handlers() -> None:
+    """Install the process's SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT handlers that recover
+    guarded calls (once; later calls do nothing). Raises ``OSError`` if that fails."""
+    err = lib.orc_fault_install()
+    if err:
+        raise OSError(err, f"installing fault handlers: {os.strerror(err)}")
+
+
 class MemoryAccessError(OSError):
     """Reading or writing executor memory at a bad address (no crash: checked by the kernel)."""
 
 
-def call_wrapper(fn: int, args: bytes | bytearray | memoryview) -> bytes:
+def call_wrapper(
+    fn: int, args: bytes | bytearray | memoryview, *, guarded: bool = False
+) -> bytes:
     """Call ``CWrapperFunctionResult fn(const char *argData, size_t argSize)`` natively.
 
     Runs on the calling thread with the GIL released. Returns the result bytes (the native
     buffer is freed as the C ABI requires); raises :class:`NativeCallError` for an out-of-band
-    error result.
+    error result. ``guarded``: a fault in the call raises :class:`JITFault` instead of
+    ending the process (needs :func:`install_fault_handlers`).
     """
     out = ffi.new("orc_cwfr *")
     n = len(args)
-    if n:
-        buf = ffi.from_buffer(args)
-        lib.orc_call_wrapper(fn, buf, n, out)
+    buf = ffi.from_buffer(args) if n else ffi.NULL
+    if guarded:
+        f = ffi.new("orc_fault *")
+        if lib.orc_guarded_call_wrapper(fn, buf, n, out, f):
+            raise _fault_of(f)
     else:
-        lib.orc_call_wrapper(fn, ffi.NULL, 0, out)
+        lib.orc_call_wrapper(fn, buf, n, out)
     try:
         if lib.orc_cwfr_is_oob(out):
             raise NativeCallError(ffi.string(out.Data.ValuePtr).decode("utf-8", "replace"))

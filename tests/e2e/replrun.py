@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,11 @@ def repl_command(
         cmd.append("--Xcc=-xc")
     cmd.extend(extra)
     return cmd
+
+
+#: The program counters of clang-repl's own stack dump when it aborts (they change from run
+#: to run with ASLR; the symbols and offsets after them do not).
+CRASH_DUMP_PC = re.compile(rb"(?m)^( *#\d+) 0x[0-9a-f]+")
 
 
 class ReplHang(Exception):
@@ -86,7 +92,8 @@ def run_repl(
             proc.communicate()
             continue
         reps = {str(executor): "{executor}", **(replacements or {})}
-        return ReplResult(normalize(out, reps), normalize(err, reps), proc.returncode)
+        err = CRASH_DUMP_PC.sub(rb"\1 {pc}", normalize(err, reps))
+        return ReplResult(normalize(out, reps), err, proc.returncode)
     raise ReplHang(f"clang-repl did not finish in {timeout}s ({hang_retries + 1} runs): "
                    f"{' '.join(cmd)}")
 
