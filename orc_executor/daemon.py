@@ -69,8 +69,11 @@ async def serve_stream(
     if ctx is None:
         ctx = build_context(profile)
     try:
-        policy = select_fault_policy(opts.on_fault, is_socket=is_socket,
-                                     start_pid=opts.controller_pid)
+        # The environment of the process that runs the session (for warm sessions, the
+        # `serve` process's), as for the busy-poll setting.
+        policy = select_fault_policy(
+            opts.on_fault or os.environ.get("ORC_EXECUTOR_ON_FAULT") or None,
+            is_socket=is_socket, start_pid=opts.controller_pid)
     except ValueError as e:
         log.warning("%s: faults in JIT'd code end the process", e)
         policy = "crash"
@@ -143,8 +146,7 @@ def run_pipe_session(in_fd: int, out_fd: int) -> None:
     """The launch path of ``orc-executor filedescs=IN,OUT`` / ``IN OUT`` with default
     options (settings from the environment only), without the CLI parser."""
     setup_logging(os.environ.get("ORC_EXECUTOR_LOG") or "warning")
-    opts = ServeOptions(llvm_version=os.environ.get("ORC_EXECUTOR_LLVM_VERSION") or None,
-                        on_fault=os.environ.get("ORC_EXECUTOR_ON_FAULT") or None)
+    opts = ServeOptions(llvm_version=os.environ.get("ORC_EXECUTOR_LLVM_VERSION") or None)
     exit_process(run_connection(FdPair(in_fd, out_fd), opts))
 
 

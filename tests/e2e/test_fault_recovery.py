@@ -112,6 +112,28 @@ def test_several_faults_in_a_row(clang_repl: Path, executor_path: Path) -> None:
     assert ours.stderr.count(FAILED_CALL) == 5, show(ours)
 
 
+RUNTIME_LOCK_FREE = r"""
+#include <cstdio>
+#include <thread>
+*(volatile int *)0 = 1;
+struct D { ~D() { std::printf("D dtor\n"); std::fflush(stdout); } };
+void th() { static D d; std::printf("thread static\n"); std::fflush(stdout); }
+std::thread t(th); t.join();
+std::printf("done\n"); std::fflush(stdout);
+"""
+
+
+def test_orc_runtime_lock_is_free_after_a_fault(clang_repl: Path, executor_path: Path) -> None:
+    """The ORC runtime runs a statement's initializers through ``dlupdate`` with its
+    JITDylib-state mutex released, so a fault there leaves it free: a thread the program
+    starts afterwards registers a destructor (``__cxa_atexit`` takes that mutex) and the
+    destructor runs at exit."""
+    ours = run_repl(executor_path, RUNTIME_LOCK_FREE, timeout=60)
+    assert ours.returncode == 0, show(ours)
+    assert ours.stdout == b"thread static\ndone\nD dtor\n\n", show(ours)
+    assert [f.split()[0] for f in _faults(ours)] == ["SIGSEGV"]
+
+
 THREAD_FAULT = r"""
 #include <cstdio>
 #include <thread>
