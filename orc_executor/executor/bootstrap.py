@@ -38,6 +38,8 @@ from .services.eh_frame import EHFrameService
 from .services.gdb_jit import GDBJITService
 from .services.memory_access import MemoryAccessService
 from .services.memory_manager import MemoryManagerService
+from .services.perf import PerfService
+from .services.perf import add_lookup_only as add_perf_lookup_only
 from .services.run import RunService
 from .services.shared_memory import SharedMemoryMapperService
 
@@ -314,13 +316,16 @@ def build_context(profile: str = "modern", *, shared_memory: bool = True) -> Exe
         _add_services14(ctx)
     else:
         reg.add_service(MemoryManagerService(ctx))
-        reg.add_service(DylibManagerService(ctx))
+        dylib = DylibManagerService(ctx)
+        reg.add_service(dylib)
         reg.add_service(MemoryAccessService())
         reg.add_service(RunService(ctx))
         reg.add_service(EHFrameService(ctx))
         reg.add_service(GDBJITService(ctx))
         if shared_memory:
             reg.add_service(SharedMemoryMapperService(ctx))
+        reg.add_service(PerfService(ctx))
+        add_perf_lookup_only(reg, dylib.lookup_only)
     _profile_of[ctx] = profile
     return ctx
 
