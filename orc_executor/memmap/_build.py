@@ -92,12 +92,13 @@ uint64_t orc_gdb_descriptor_addr(void);
 typedef struct { int signo; int code; uint64_t addr; } orc_fault;
 int orc_fault_install(void);
 int orc_fault_is_installed(void);
-int orc_guarded_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out,
-                             orc_fault *f);
-int orc_guarded_run_as_main(uint64_t fn, int argc, char **argv, int64_t *ret, orc_fault *f);
-int orc_guarded_run_as_void_function(uint64_t fn, int32_t *ret, orc_fault *f);
-int orc_guarded_run_as_int_function(uint64_t fn, int32_t arg, int32_t *ret, orc_fault *f);
-int orc_guarded_run_void_void(uint64_t fn, orc_fault *f);
+#define ORC_FAULTED ...
+int orc_fault_last(orc_fault *f);
+int orc_guarded_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out);
+int64_t orc_guarded_run_as_main(uint64_t fn, int argc, char **argv);
+int64_t orc_guarded_run_as_void_function(uint64_t fn);
+int64_t orc_guarded_run_as_int_function(uint64_t fn, int32_t arg);
+int orc_guarded_run_void_void(uint64_t fn);
 """
 
 SOURCE = r"""

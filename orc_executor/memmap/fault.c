@@ -32,6 +32,7 @@ struct orc_fault_thread {
     orc_fault fault;
     void *altstack;                  /* ours (munmapped at thread exit), or NULL */
     size_t altsize;
+    sigset_t mask;                   /* the thread's signal mask, restored after recovery */
 };
 
 /* initial-exec: the handler must not reach __tls_get_addr (it may allocate). */
@@ -85,6 +86,9 @@ static struct orc_fault_thread *orc_fault_thread_get(void) {
             }
         }
     }
+    /* The mask is read once: sigsetjmp(jb, 0) saves no mask (no syscall per call); after a
+       recovery the thread gets this mask back (executor threads never change theirs). */
+    pthread_sigmask(SIG_SETMASK, NULL, &t->mask);
     orc_ft = t;
     pthread_setspecific(orc_fault_key, t);
     return t;
@@ -148,47 +152,77 @@ static void orc_fault_resume(void *jb) {
     if (t) t->jb = (sigjmp_buf *)jb;
 }
 
-/* The body of every guarded call: arm, CALL, disarm; after a recovered fault, fill *f and
-   return its signal number (else 0). */
-#define ORC_GUARDED(f, CALL)                                                    \
-    do {                                                                        \
-        struct orc_fault_thread *t = orc_fault_thread_get();                    \
-        (f)->signo = 0;                                                         \
-        if (!t) { CALL; return 0; }                                             \
-        sigjmp_buf jb;                                                          \
-        sigjmp_buf *volatile prev = t->jb;                                      \
-        if (sigsetjmp(jb, 1)) {                                                 \
-            t->jb = prev;                                                       \
-            *(f) = t->fault;                                                    \
-            t->recovering = 0;                                                  \
-            return (f)->signo;                                                  \
-        }                                                                       \
-        t->jb = &jb;                                                            \
-        CALL;                                                                   \
-        t->jb = prev;                                                           \
-        return 0;                                                               \
-    } while (0)
+/* Result of a guarded run_as_* call whose code faulted (outside the int32/int range). */
+#define ORC_FAULTED INT64_MIN
 
-static int orc_guarded_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out,
-                                    orc_fault *f) {
-    ORC_GUARDED(f, *out = ((orc_wrapper_fn)(uintptr_t)fn)(data, size));
+/* Arm this thread's recovery point (t: its state) in the calling function; after a
+   recovered fault, that function returns FAULTED (details: orc_fault_last). The caller
+   disarms with `t->jb = prev` after the call. */
+#define ORC_ARM(t, prev, FAULTED)                                               \
+    sigjmp_buf jb_;                                                             \
+    sigjmp_buf *volatile prev = (t)->jb;                                        \
+    if (sigsetjmp(jb_, 0)) {                                                    \
+        pthread_sigmask(SIG_SETMASK, &(t)->mask, NULL);                         \
+        (t)->jb = prev;                                                         \
+        (t)->recovering = 0;                                                    \
+        return (FAULTED);                                                       \
+    }                                                                           \
+    (t)->fault.signo = 0;                                                       \
+    (t)->jb = &jb_
+
+/* The calling thread's last recovered fault (signo 0 if none); returns its signal. */
+static int orc_fault_last(orc_fault *f) {
+    struct orc_fault_thread *t = orc_ft;
+    if (!t) { memset(f, 0, sizeof *f); return 0; }
+    *f = t->fault;
+    return f->signo;
 }
 
-static int orc_guarded_run_as_main(uint64_t fn, int argc, char **argv, int64_t *ret,
-                                   orc_fault *f) {
-    ORC_GUARDED(f, *ret = (int64_t)((int (*)(int, char **))(uintptr_t)fn)(argc, argv));
+/* 0, or the signal number of a recovered fault. */
+static int orc_guarded_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out) {
+    struct orc_fault_thread *t = orc_fault_thread_get();
+    if (!t) { orc_call_wrapper(fn, data, size, out); return 0; }
+    ORC_ARM(t, prev, t->fault.signo);
+    orc_call_wrapper(fn, data, size, out);
+    t->jb = prev;
+    return 0;
 }
 
-static int orc_guarded_run_as_void_function(uint64_t fn, int32_t *ret, orc_fault *f) {
-    ORC_GUARDED(f, *ret = ((int32_t (*)(void))(uintptr_t)fn)());
+/* The function's result, or ORC_FAULTED. */
+static int64_t orc_guarded_run_as_main(uint64_t fn, int argc, char **argv) {
+    struct orc_fault_thread *t = orc_fault_thread_get();
+    if (!t) return orc_run_as_main(fn, argc, argv);
+    ORC_ARM(t, prev, ORC_FAULTED);
+    int64_t r = orc_run_as_main(fn, argc, argv);
+    t->jb = prev;
+    return r;
 }
 
-static int orc_guarded_run_as_int_function(uint64_t fn, int32_t arg, int32_t *ret,
-                                           orc_fault *f) {
-    ORC_GUARDED(f, *ret = ((int32_t (*)(int32_t))(uintptr_t)fn)(arg));
+static int64_t orc_guarded_run_as_void_function(uint64_t fn) {
+    struct orc_fault_thread *t = orc_fault_thread_get();
+    if (!t) return orc_run_as_void_function(fn);
+    ORC_ARM(t, prev, ORC_FAULTED);
+    int64_t r = orc_run_as_void_function(fn);
+    t->jb = prev;
+    return r;
 }
 
-static int orc_guarded_run_void_void(uint64_t fn, orc_fault *f) {
-    ORC_GUARDED(f, ((void (*)(void))(uintptr_t)fn)());
+static int64_t orc_guarded_run_as_int_function(uint64_t fn, int32_t arg) {
+    struct orc_fault_thread *t = orc_fault_thread_get();
+    if (!t) return orc_run_as_int_function(fn, arg);
+    ORC_ARM(t, prev, ORC_FAULTED);
+    int64_t r = orc_run_as_int_function(fn, arg);
+    t->jb = prev;
+    return r;
+}
+
+/* 0, or the signal number of a recovered fault. */
+static int orc_guarded_run_void_void(uint64_t fn) {
+    struct orc_fault_thread *t = orc_fault_thread_get();
+    if (!t) { orc_run_void_void(fn); return 0; }
+    ORC_ARM(t, prev, t->fault.signo);
+    orc_run_void_void(fn);
+    t->jb = prev;
+    return 0;
 }
 /* ---- end of fault recovery ------------------------------------------------------------- */

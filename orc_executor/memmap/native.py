@@ -45,6 +45,8 @@ class JITFault(NativeCallError):
 
 #: si_code FPE_INTDIV
 _FPE_INTDIV = 1
+#: What a guarded run_as_* call returns after a recovered fault (outside int32's range).
+_FAULTED = int(lib.ORC_FAULTED)
 
 
 def describe_fault(signo: int, code: int, addr: int) -> str:
@@ -64,7 +66,10 @@ def describe_fault(signo: int, code: int, addr: int) -> str:
     return f"{name} ({what.get(signo, 'fault')} at address {addr:#x})"
 
 
-def _fault_of(f: Any) -> JITFault:
+def _last_fault() -> JITFault:
+    """The calling thread's fault that a guarded call just recovered from."""
+    f = ffi.new("orc_fault *")
+    lib.orc_fault_last(f)
     return JITFault(int(f.signo), int(f.code), int(f.addr))
 
 
@@ -75,43 +80,38 @@ def run_as_main(fn: int, args: list[bytes], *, guarded: bool = False) -> int:
     argv, _keep = c_argv(args)
     if not guarded:
         return int(lib.orc_run_as_main(fn, len(args), argv))
-    ret = ffi.new("int64_t *")
-    f = ffi.new("orc_fault *")
-    if lib.orc_guarded_run_as_main(fn, len(args), argv, ret, f):
-        raise _fault_of(f)
-    return int(ret[0])
+    r = int(lib.orc_guarded_run_as_main(fn, len(args), argv))
+    if r == _FAULTED:
+        raise _last_fault()
+    return r
 
 
 def run_as_void_function(fn: int, *, guarded: bool = False) -> int:
     """Call ``int32_t fn(void)``; ``guarded`` as for :func:`run_as_main`."""
     if not guarded:
         return int(lib.orc_run_as_void_function(fn))
-    ret = ffi.new("int32_t *")
-    f = ffi.new("orc_fault *")
-    if lib.orc_guarded_run_as_void_function(fn, ret, f):
-        raise _fault_of(f)
-    return int(ret[0])
+    r = int(lib.orc_guarded_run_as_void_function(fn))
+    if r == _FAULTED:
+        raise _last_fault()
+    return r
 
 
 def run_as_int_function(fn: int, arg: int, *, guarded: bool = False) -> int:
     """Call ``int32_t fn(int32_t)``; ``guarded`` as for :func:`run_as_main`."""
     if not guarded:
         return int(lib.orc_run_as_int_function(fn, arg))
-    ret = ffi.new("int32_t *")
-    f = ffi.new("orc_fault *")
-    if lib.orc_guarded_run_as_int_function(fn, arg, ret, f):
-        raise _fault_of(f)
-    return int(ret[0])
+    r = int(lib.orc_guarded_run_as_int_function(fn, arg))
+    if r == _FAULTED:
+        raise _last_fault()
+    return r
 
 
 def run_void_void(fn: int, *, guarded: bool = False) -> None:
     """Call ``void fn(void)``; ``guarded`` as for :func:`run_as_main`."""
     if not guarded:
         lib.orc_run_void_void(fn)
-        return
-    f = ffi.new("orc_fault *")
-    if lib.orc_guarded_run_void_void(fn, f):
-        raise _fault_of(f)
+    elif lib.orc_guarded_run_void_void(fn):
+        raise _last_fault()
 
 
 def install_fault_handlers() -> None:
@@ -140,9 +140,8 @@ def call_wrapper(
     n = len(args)
     buf = ffi.from_buffer(args) if n else ffi.NULL
     if guarded:
-        f = ffi.new("orc_fault *")
-        if lib.orc_guarded_call_wrapper(fn, buf, n, out, f):
-            raise _fault_of(f)
+        if lib.orc_guarded_call_wrapper(fn, buf, n, out):
+            raise _last_fault()
     else:
         lib.orc_call_wrapper(fn, buf, n, out)
     try:
