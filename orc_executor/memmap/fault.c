@@ -60,11 +60,12 @@ static void orc_fault_thread_exit(void *p) {
     free(t);
 }
 
-/* This thread's state, with an alternate signal stack unless it has one; NULL if out of
-   memory (the call then runs unguarded). */
+/* This thread's state, with an alternate signal stack unless it has one; NULL before
+   orc_fault_install or if out of memory (the call then runs unguarded). */
 static struct orc_fault_thread *orc_fault_thread_get(void) {
     struct orc_fault_thread *t = orc_ft;
     if (t) return t;
+    if (!__atomic_load_n(&orc_fault_installed, __ATOMIC_ACQUIRE)) return NULL;
     t = (struct orc_fault_thread *)calloc(1, sizeof *t);
     if (!t) return NULL;
     stack_t cur;
@@ -128,7 +129,7 @@ static int orc_fault_install(void) {
             for (size_t i = 0; i < ORC_FAULT_NSIG; i++) sigaddset(&sa.sa_mask, orc_fault_signals[i]);
             for (size_t i = 0; i < ORC_FAULT_NSIG && !err; i++)
                 if (sigaction(orc_fault_signals[i], &sa, &orc_fault_prev[i]) != 0) err = errno;
-            if (!err) orc_fault_installed = 1;
+            if (!err) __atomic_store_n(&orc_fault_installed, 1, __ATOMIC_RELEASE);
         }
     }
     pthread_mutex_unlock(&orc_fault_lock);
