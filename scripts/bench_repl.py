@@ -3,7 +3,7 @@
 
 Not a test: prints a markdown table of medians (min–max) and ratios ours/reference.
 
-  .venv/bin/python scripts/bench_repl.py [--reps 5]
+  .venv/bin/python scripts/bench_repl.py [--reps 5] [--warm]
 
 * clang-repl 22 session wall time (a short C++ session: includes, a template, a vector,
   printing), piped to stdin, each executor in alternation;
@@ -21,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,14 +61,35 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--calls", type=int, default=200000)
+    ap.add_argument("--warm", action="store_true",
+                    help="run our sessions through a warm server (orc-executor serve)")
     args = ap.parse_args()
     orc_runtime()
     ref = str(reference_executor(22))
+    ours_env: dict[str, str] = {}
+    server: subprocess.Popen[bytes] | None = None
+    tmp = tempfile.mkdtemp()
+    if args.warm:
+        sock = Path(tmp) / "warm.sock"
+        ours_env = {"ORC_EXECUTOR_WARM_SOCKET": str(sock)}
+        server = subprocess.Popen([OURS, "serve", "--warm", "2"], env={**os.environ, **ours_env},
+                                  stderr=subprocess.DEVNULL)
+        while not sock.exists():
+            time.sleep(0.05)
+        time.sleep(1)
     runs: dict[str, list[float]] = {"reference": [], "recover": [], "crash": []}
-    for _ in range(args.reps):
-        runs["reference"].append(time_session(ref, {}))
-        runs["recover"].append(time_session(OURS, {"ORC_EXECUTOR_ON_FAULT": "recover"}))
-        runs["crash"].append(time_session(OURS, {"ORC_EXECUTOR_ON_FAULT": "crash"}))
+    try:
+        for _ in range(args.reps):
+            runs["reference"].append(time_session(ref, {}))
+            for policy in ("recover", "crash"):
+                # (a warm session reads the policy from the server's environment, so a warm
+                # "crash" row runs with the detected default, recover)
+                runs[policy].append(time_session(OURS, {**ours_env,
+                                                        "ORC_EXECUTOR_ON_FAULT": policy}))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
     base = statistics.median(runs["reference"])
     print("| clang-repl session | wall ms, median (min–max) | ours / reference |")
     print("|---|---|---|")
