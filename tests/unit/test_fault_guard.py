@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,28 @@ def test_run_as_main_and_void_void(funcs: dict[str, int]) -> None:
     with pytest.raises(native.JITFault):
         native.run_void_void(funcs["abrt"], guarded=True)
     native.run_void_void(funcs["ok"], guarded=True)
+
+
+CHILD = r"""
+import ctypes, sys
+from orc_executor.memmap import native
+libc = ctypes.CDLL(None)
+native.install_fault_handlers()
+sleep = ctypes.cast(libc.sleep, ctypes.c_void_p).value
+print("armed", flush=True)
+native.run_as_int_function(sleep, 30, guarded=True)
+print("not reached", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signo", [11, 6])
+def test_signal_sent_by_another_process_is_not_recovered(signo: int) -> None:
+    """kill(2) of SIGSEGV / SIGABRT while a guarded call runs is not a fault of that call:
+    the process ends by the signal, as it would without the handlers."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"armed\n"
+    time.sleep(0.2)  # inside sleep(30)
+    proc.send_signal(signo)
+    assert proc.wait(timeout=20) == -signo
+    assert proc.stdout.read() == b""
