@@ -32,7 +32,6 @@ struct orc_fault_thread {
     orc_fault fault;
     void *altstack;                  /* ours (munmapped at thread exit), or NULL */
     size_t altsize;
-    sigset_t mask;                   /* the thread's signal mask, restored after recovery */
 };
 
 /* initial-exec: the handler must not reach __tls_get_addr (it may allocate). */
@@ -41,6 +40,7 @@ static __thread struct orc_fault_thread *orc_ft __attribute__((tls_model("initia
 static const int orc_fault_signals[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT };
 #define ORC_FAULT_NSIG (sizeof orc_fault_signals / sizeof orc_fault_signals[0])
 static struct sigaction orc_fault_prev[ORC_FAULT_NSIG];
+static sigset_t orc_fault_set;  /* the five signals */
 static pthread_mutex_t orc_fault_lock = PTHREAD_MUTEX_INITIALIZER;
 static int orc_fault_installed;
 static pthread_key_t orc_fault_key;
@@ -87,9 +87,6 @@ static struct orc_fault_thread *orc_fault_thread_get(void) {
             }
         }
     }
-    /* The mask is read once: sigsetjmp(jb, 0) saves no mask (no syscall per call); after a
-       recovery the thread gets this mask back (executor threads never change theirs). */
-    pthread_sigmask(SIG_SETMASK, NULL, &t->mask);
     orc_ft = t;
     pthread_setspecific(orc_fault_key, t);
     return t;
@@ -125,8 +122,9 @@ static int orc_fault_install(void) {
             memset(&sa, 0, sizeof sa);
             sa.sa_sigaction = orc_fault_handler;
             sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-            sigemptyset(&sa.sa_mask);
-            for (size_t i = 0; i < ORC_FAULT_NSIG; i++) sigaddset(&sa.sa_mask, orc_fault_signals[i]);
+            sigemptyset(&orc_fault_set);
+            for (size_t i = 0; i < ORC_FAULT_NSIG; i++) sigaddset(&orc_fault_set, orc_fault_signals[i]);
+            sa.sa_mask = orc_fault_set;
             for (size_t i = 0; i < ORC_FAULT_NSIG && !err; i++)
                 if (sigaction(orc_fault_signals[i], &sa, &orc_fault_prev[i]) != 0) err = errno;
             if (!err) __atomic_store_n(&orc_fault_installed, 1, __ATOMIC_RELEASE);
@@ -158,12 +156,14 @@ static void orc_fault_resume(void *jb) {
 
 /* Arm this thread's recovery point (t: its state) in the calling function; after a
    recovered fault, that function returns FAULTED (details: orc_fault_last). The caller
-   disarms with `t->jb = prev` after the call. */
+   disarms with `t->jb = prev` after the call. No signal mask is saved (no syscall per
+   call): after a recovery the thread keeps the mask the faulting code had, with the five
+   signals (blocked while the handler ran) unblocked again. */
 #define ORC_ARM(t, prev, FAULTED)                                               \
     sigjmp_buf jb_;                                                             \
     sigjmp_buf *volatile prev = (t)->jb;                                        \
     if (sigsetjmp(jb_, 0)) {                                                    \
-        pthread_sigmask(SIG_SETMASK, &(t)->mask, NULL);                         \
+        pthread_sigmask(SIG_UNBLOCK, &orc_fault_set, NULL);                     \
         (t)->jb = prev;                                                         \
         (t)->recovering = 0;                                                    \
         return (FAULTED);                                                       \
