@@ -111,6 +111,12 @@ def _choose_spec(
               envvar="ORC_EXECUTOR_LLVM_VERSION",
               help="Speak to an LLVM N controller (14, 19, 22, modern); default: detected from "
               "the launching process, else modern. Env ORC_EXECUTOR_LLVM_VERSION.")
+@click.option("--on-fault", "on_fault", default=None, envvar="ORC_EXECUTOR_ON_FAULT",
+              type=click.Choice(["recover", "crash"], case_sensitive=False),
+              help="A fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) in JIT'd code run by a "
+              "call from the controller: fail that call and go on (recover), or end the "
+              "process like the stock executor (crash). Default: recover when launched by "
+              "clang-repl, else crash. Env ORC_EXECUTOR_ON_FAULT.")
 @click.option("--log-level", default=None,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level on stderr (default warning; env ORC_EXECUTOR_LOG).")
@@ -135,6 +141,7 @@ def main(
     idle_timeout: float,
     busy_poll_us: float | None,
     llvm_version: str | None,
+    on_fault: str | None,
     log_level: str | None,
     verbose: int,
 ) -> None:
@@ -191,6 +198,7 @@ def main(
         busy_poll=None if busy_poll_us is None else busy_poll_us * 1e-6,
         handshake_timeout=handshake_timeout or None,
         idle_timeout=idle_timeout or None,
+        on_fault=on_fault.lower() if on_fault else None,
     )
     if daemon:
         from .daemon import DaemonOptions, run_daemon

@@ -18,6 +18,7 @@ import trio
 
 from .executor.bootstrap import build_context, select_profile
 from .executor.context import ExecutorContext
+from .executor.fault_policy import apply_fault_policy, select_fault_policy
 from .executor.session import Session, SessionEnd
 from .interpreter import python_module_command
 from .transport import streams
@@ -57,6 +58,9 @@ class ServeOptions:
     #: never). Pipes always get EOF and have neither.
     handshake_timeout: float | None = 10.0
     idle_timeout: float | None = 3600.0
+    #: "recover", "crash", or None to choose from the launching controller
+    #: (:func:`~orc_executor.executor.fault_policy.select_fault_policy`).
+    on_fault: str | None = None
 
 
 async def serve_stream(
@@ -74,6 +78,16 @@ async def serve_stream(
     ctx = contexts.pop(profile, None) if contexts is not None else None
     if ctx is None:
         ctx = build_context(profile)
+    try:
+        # The environment of the process that runs the session (for warm sessions, the
+        # `serve` process's), as for the busy-poll setting.
+        policy = select_fault_policy(
+            opts.on_fault or os.environ.get("ORC_EXECUTOR_ON_FAULT") or None,
+            is_socket=is_socket, start_pid=opts.controller_pid)
+    except ValueError as e:
+        log.warning("%s: faults in JIT'd code end the process", e)
+        policy = "crash"
+    apply_fault_policy(ctx, policy)
     session = Session(
         stream,
         ctx,

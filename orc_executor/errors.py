@@ -13,6 +13,7 @@
     │   └── MemoryMapError  a reserve / initialize / deinitialize / release that cannot be honoured
     ├── OutOfBandError      a call fails and its result type cannot carry an error
     ├── NativeCallError     a native wrapper function returned an out-of-band error
+    │   └── JITFault        JIT'd code raised a fault signal in a guarded call (recovered)
     ├── MemoryAccessError   (also OSError) executor memory at a bad address
     ├── JITDispatchError    an executor → controller call failed out of band
     └── ControllerError     (the package controller) the executor disconnected or sent garbage
@@ -22,6 +23,8 @@ stderr and exit status 1). Every other one becomes an error result of the call t
 """
 
 from __future__ import annotations
+
+import signal
 
 
 class OrcExecutorError(Exception):
@@ -69,6 +72,41 @@ class OutOfBandError(OrcExecutorError):
 
 class NativeCallError(OrcExecutorError):
     """A native wrapper function returned an out-of-band error (``Size == 0 && ValuePtr``)."""
+
+
+class JITFault(NativeCallError):
+    """JIT'd code raised a fault signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) on the
+    thread of a guarded call, which was abandoned. ``signo``, ``code`` (``si_code``) and
+    ``addr`` (``si_addr``: the bad address for SIGSEGV/SIGBUS, the instruction for
+    SIGFPE/SIGILL, 0 for SIGABRT) describe it."""
+
+    def __init__(self, signo: int, code: int, addr: int) -> None:
+        self.signo = signo
+        self.code = code
+        self.addr = addr
+        super().__init__(f"JIT'd code raised {describe_fault(signo, code, addr)}; "
+                         "the call was abandoned")
+
+
+#: si_code FPE_INTDIV
+_FPE_INTDIV = 1
+
+
+def describe_fault(signo: int, code: int, addr: int) -> str:
+    """``SIGSEGV (invalid memory access at address 0x0)`` and the like."""
+    try:
+        name = signal.Signals(signo).name
+    except ValueError:
+        name = f"signal {signo}"
+    if signo == signal.SIGABRT:
+        return f"{name} (abort)"
+    what: dict[int, str] = {
+        signal.SIGSEGV: "invalid memory access",
+        signal.SIGBUS: "bus error",
+        signal.SIGFPE: "integer divide by zero" if code == _FPE_INTDIV else "arithmetic error",
+        signal.SIGILL: "illegal instruction",
+    }
+    return f"{name} ({what.get(signo, 'fault')} at address {addr:#x})"
 
 
 class MemoryAccessError(OrcExecutorError, OSError):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything orc-executor needs on a fresh Debian/Ubuntu machine (idempotent):
-# compilers, LLVM 22 (the controllers and the reference executor), gdb, the venv with the
+# compilers, LLVM 22 (the controllers and the reference executor), clang-repl 22 and its
+# ORC runtime (clang-tools-22, libclang-rt-22-dev), gdb, perf, the venv with the
 # package (its cffi extension is compiled on install) and test tools, and the ORC runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in gcc g++ gdb binutils python3-venv llvm-14 llvm-19 llvm-22 ${ORC_EXTRA_APT:-}; do
+for p in gcc g++ gdb binutils python3-venv llvm-14 llvm-19 llvm-22 clang-tools-22 \
+         libclang-rt-22-dev linux-perf ${ORC_EXTRA_APT:-}; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -38,6 +38,8 @@ from .services.eh_frame import EHFrameService
 from .services.gdb_jit import GDBJITService
 from .services.memory_access import MemoryAccessService
 from .services.memory_manager import MemoryManagerService
+from .services.perf import PerfService
+from .services.perf import add_lookup_only as add_perf_lookup_only
 from .services.run import RunService
 from .services.shared_memory import SharedMemoryMapperService
 
@@ -135,8 +137,8 @@ _PPID_RE = re.compile(r"^PPid:\s*(\d+)\s*$", re.MULTILINE)
 _LIBLLVM_RE = re.compile(r"/libLLVM[-.](?:so\.)?(\d+)\b")
 #: Debian's ``/usr/lib/llvm-14/bin/llvm-jitlink``.
 _LLVM_DIR_RE = re.compile(r"/llvm-(\d+)/bin/[^/]+$")
-#: ``llvm-jitlink-14``, ``lli-19`` (versioned tool names).
-_TOOL_RE = re.compile(r"^(?:llvm-jitlink|lli)(?:-(\d+))?$")
+#: ``llvm-jitlink-14``, ``lli-19``, ``clang-repl-22`` (versioned tool names).
+_TOOL_RE = re.compile(r"^(?:llvm-jitlink|lli|clang-repl)(?:-(\d+))?$")
 #: Processes that sit between a controller and its executor without being one: shells running
 #: wrapper scripts, interpreters (``epc-tap`` is Python), and exec-style launchers.
 _WRAPPER_RE = re.compile(
@@ -208,24 +210,40 @@ def profile_for_detected(version: int | None) -> str:
     return "14" if version is not None and version <= 14 else "modern"
 
 
-def detect_profile(
+@dataclass(frozen=True)
+class Controller:
+    """The LLVM tool found among this process's ancestors (:func:`find_controller`)."""
+
+    pid: int
+    exe: str
+    version: int | None
+    evidence: str
+
+    @property
+    def is_clang_repl(self) -> bool:
+        """clang-repl (``clang-repl``, ``clang-repl-22``...), whose sessions go on after a
+        failed statement."""
+        return os.path.basename(self.exe).startswith("clang-repl")
+
+
+def find_controller(
     proc: ProcReader | None = None, *, start_pid: int | None = None
-) -> tuple[str, str]:
-    """Find the controller among this process's ancestors: ``(profile, why)``.
+) -> tuple[Controller | None, str]:
+    """Find the controller among this process's ancestors: ``(controller or None, why)``.
 
     Walks up from ``start_pid`` (default: the parent) through ``PPid``, skipping wrappers
     (:func:`is_wrapper`), and stops at the first LLVM tool (:func:`llvm_version_of`) or at the
-    first other process; ``modern`` when no LLVM tool is found.
+    first other process.
     """
     reader: ProcReader = proc if proc is not None else ProcFS()
     pid: int | None = os.getppid() if start_pid is None else start_pid
     for _ in range(MAX_ANCESTORS):
         if pid is None or pid <= 0:
-            return "modern", "no LLVM controller among the ancestors"
+            return None, "no LLVM controller among the ancestors"
         try:
             exe = reader.exe(pid)
         except OSError as e:
-            return "modern", f"cannot read the executable of pid {pid}: {e.strerror or e}"
+            return None, f"cannot read the executable of pid {pid}: {e.strerror or e}"
         found: tuple[int | None, str] | None = versioned_path(exe)
         if found is None:
             try:
@@ -235,16 +253,25 @@ def detect_profile(
             found = _version_from_maps(exe, maps)
         if found is not None:
             version, evidence = found
-            profile = profile_for_detected(version)
             shown = f"LLVM {version}" if version is not None else "unversioned LLVM tool"
-            return profile, f"pid {pid} is {shown} ({evidence})"
+            return (Controller(pid, _exe_path(exe), version, evidence),
+                    f"pid {pid} is {shown} ({evidence})")
         if not is_wrapper(exe) or pid == 1:
-            return "modern", f"pid {pid} ({_exe_path(exe)}) is not an LLVM controller"
+            return None, f"pid {pid} ({_exe_path(exe)}) is not an LLVM controller"
         try:
             pid = parent_pid(reader.status(pid))
         except OSError as e:
-            return "modern", f"cannot read the parent of pid {pid}: {e.strerror or e}"
-    return "modern", f"no LLVM controller within {MAX_ANCESTORS} ancestors"
+            return None, f"cannot read the parent of pid {pid}: {e.strerror or e}"
+    return None, f"no LLVM controller within {MAX_ANCESTORS} ancestors"
+
+
+def detect_profile(
+    proc: ProcReader | None = None, *, start_pid: int | None = None
+) -> tuple[str, str]:
+    """The profile of the controller among this process's ancestors (:func:`find_controller`):
+    ``(profile, why)``; ``modern`` when no LLVM tool is found."""
+    controller, why = find_controller(proc, start_pid=start_pid)
+    return (profile_for_detected(controller.version) if controller else "modern"), why
 
 
 def select_profile(
@@ -289,13 +316,16 @@ def build_context(profile: str = "modern", *, shared_memory: bool = True) -> Exe
         _add_services14(ctx)
     else:
         reg.add_service(MemoryManagerService(ctx))
-        reg.add_service(DylibManagerService(ctx))
+        dylib = DylibManagerService(ctx)
+        reg.add_service(dylib)
         reg.add_service(MemoryAccessService())
         reg.add_service(RunService(ctx))
         reg.add_service(EHFrameService(ctx))
         reg.add_service(GDBJITService(ctx))
         if shared_memory:
             reg.add_service(SharedMemoryMapperService(ctx))
+        reg.add_service(PerfService(ctx))
+        add_perf_lookup_only(reg, dylib.lookup_only)
     _profile_of[ctx] = profile
     return ctx
 

@@ -28,6 +28,9 @@ class ExecutorContext:
     def __init__(self, registry: Registry | None = None, memmap: MemoryMap | None = None) -> None:
         self.registry = registry if registry is not None else Registry()
         self.memmap = memmap if memmap is not None else MemoryMap()
+        #: Calls into JIT'd code are guarded: a fault in them fails the call instead of
+        #: ending the process (``--on-fault=recover``; the fault handlers must be installed).
+        self.recover_faults = False
 
     def is_native_function(self, addr: int) -> bool:
         """True if ``addr`` may be called as native code (JIT'd text or a loaded image)."""
@@ -59,8 +62,9 @@ class ExecutorContext:
     def call(self, fn: int, args: bytes | bytearray | memoryview) -> bytes:
         """Call the wrapper function at ``fn`` with SPS ``args``; return the result bytes.
 
-        Raises :class:`OutOfBandError` for an out-of-band failure or an address that is
-        neither ours nor native code. Native calls block the calling thread.
+        Raises :class:`OutOfBandError` for an out-of-band failure, a recovered fault in the
+        native code (:attr:`recover_faults`), or an address that is neither ours nor native
+        code. Native calls block the calling thread.
         """
         spec = self.registry.lookup(fn)
         if spec is not None:
@@ -69,7 +73,7 @@ class ExecutorContext:
         if not self.is_native_function(fn):
             raise OutOfBandError(f"{fn:#x} is not a known wrapper function address")
         try:
-            return call_wrapper(fn, args)
+            return call_wrapper(fn, args, guarded=self.recover_faults)
         except NativeCallError as e:
             raise OutOfBandError(str(e)) from e
 

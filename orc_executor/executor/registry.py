@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
+    JITFault,
     NativeCallError,
     OutOfBandError,
     SPSDecodeError,
@@ -107,6 +108,8 @@ class WrapperSpec:
             value = self.handler(*args)
         except WrapperError as e:  # MemoryMapError too
             return self._fail(str(e))
+        except JITFault as e:
+            return self._fail(str(e))  # the session's log line names the wrapper
         except NativeCallError as e:
             return self._fail(f"{self.name}: {e}")
         except OutOfBandError:

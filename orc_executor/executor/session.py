@@ -547,7 +547,7 @@ class Session:
                         msg.seq, msg.tag)
             self._send_nowait(Opcode.RESULT, msg.seq, 0, b"")
             return
-        name = spec.name if spec is not None else f"{msg.tag:#x}"
+        name = spec.name if spec is not None else f"wrapper function at {msg.tag:#x}"
         # Counted until the trio thread has finished it (_reap); the session's end waits
         # for it (_drain).
         self._inflight += 1

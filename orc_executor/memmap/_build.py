@@ -4,10 +4,13 @@ The native module holds everything that must be real machine code in the executo
 libc memory calls, safe memory access (``process_vm_readv``/``writev`` on ourselves), the C
 wrapper-function ABI (``CWrapperFunctionResult fn(const char *, size_t)``), the JIT dispatch
 function called by JIT'd code (an ``extern "Python"`` callback behind a C trampoline), the
-EH-frame registrar and the GDB JIT interface (``__jit_debug_descriptor``).
+EH-frame registrar, the GDB JIT interface (``__jit_debug_descriptor``) and, in ``fault.c``,
+fault recovery around calls into JIT'd code.
 """
 
 from __future__ import annotations
+
+import os
 
 from cffi import FFI
 
@@ -84,6 +87,18 @@ int orc_gdb_register(uint64_t addr, uint64_t size, int notify);
 int orc_gdb_deregister(uint64_t addr);
 uint64_t orc_gdb_last_entry(uint64_t *size);
 uint64_t orc_gdb_descriptor_addr(void);
+
+/* fault recovery (fault.c) */
+typedef struct { int signo; int code; uint64_t addr; } orc_fault;
+int orc_fault_install(void);
+int orc_fault_is_installed(void);
+#define ORC_FAULTED ...
+int orc_fault_last(orc_fault *f);
+int orc_guarded_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out);
+int64_t orc_guarded_run_as_main(uint64_t fn, int argc, char **argv);
+int64_t orc_guarded_run_as_void_function(uint64_t fn);
+int64_t orc_guarded_run_as_int_function(uint64_t fn, int32_t arg);
+int orc_guarded_run_void_void(uint64_t fn);
 """
 
 SOURCE = r"""
@@ -283,13 +298,19 @@ static orc_cwfr orc_oob(const char *msg) {
     return r;
 }
 
+static void *orc_fault_suspend(void);  /* fault.c */
+static void orc_fault_resume(void *jb);
+
 /* CWrapperFunctionResult __llvm_orc_SimpleRemoteEPC_dispatch_fn(ctx, tag, data, size) */
 __attribute__((visibility("default")))
 orc_cwfr orc_dispatch_fn(void *ctx, const void *tag, const char *data, size_t size) {
     orc_cwfr r;
     r.Size = 0;
     r.Data.ValuePtr = NULL;
-    if (!orc_py_dispatch(ctx, (uint64_t)(uintptr_t)tag, data, size, &r)) {
+    void *armed = orc_fault_suspend();  /* the executor's code: faults are never recovered */
+    int ok = orc_py_dispatch(ctx, (uint64_t)(uintptr_t)tag, data, size, &r);
+    orc_fault_resume(armed);
+    if (!ok) {
         orc_cwfr_dispose(&r);
         return orc_oob("jit_dispatch not available (EPC server shut down)");
     }
@@ -434,6 +455,12 @@ static uint64_t orc_gdb_descriptor_addr(void) {
     return (uint64_t)(uintptr_t)&__jit_debug_descriptor;
 }
 """
+
+# C kept in its own files next to this one, appended to SOURCE.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _name in ("fault.c",):
+    with open(os.path.join(_HERE, _name), encoding="utf-8") as _f:
+        SOURCE += "\n" + _f.read()
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)

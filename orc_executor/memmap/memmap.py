@@ -522,20 +522,24 @@ class MemoryMap:
         return calls, size
 
     def deinitialize(
-        self, keys: Iterable[int], run_action: ActionRunner, what: str = "deinitialize"
+        self, keys: Iterable[int], run_action: ActionRunner, what: str = "deinitialize",
+        *, ignore_unknown: bool = False,
     ) -> None:
         """Deinitialize regions by key, last to first: run their dealloc actions in reverse.
 
         Every key is processed; the error messages are joined by newlines as in
         :meth:`release` (stock wording "In deinitialize, address 0x… is not part of any
         reserved address range" / "… does not correspond to the start of any initialized
-        region").
+        region"). ``ignore_unknown``: keys that name no initialized region are skipped
+        without error (``ExecutorSharedMemoryMapperService::deinitialize``).
         """
         errors: list[str] = []
         for key in reversed(list(keys)):
             with self._lock:
                 slab = self.slab_containing(key)
                 region = slab.regions.pop(key, None) if slab is not None else None
+            if region is None and ignore_unknown:
+                continue
             if slab is None:
                 errors.append(
                     f"In {what}, address {key:#x} is not part of any reserved address range"

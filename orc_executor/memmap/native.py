@@ -10,7 +10,7 @@ import errno
 import os
 from typing import Any
 
-from ..errors import MemoryAccessError, NativeCallError
+from ..errors import JITFault, MemoryAccessError, NativeCallError
 from ._native import ffi, lib
 
 __all__ = [
@@ -24,20 +24,84 @@ __all__ = [
 ]
 
 
-def call_wrapper(fn: int, args: bytes | bytearray | memoryview) -> bytes:
+#: What a guarded run_as_* call returns after a recovered fault (outside int32's range).
+_FAULTED = int(lib.ORC_FAULTED)
+
+
+def _last_fault() -> JITFault:
+    """The calling thread's fault that a guarded call just recovered from."""
+    f = ffi.new("orc_fault *")
+    lib.orc_fault_last(f)
+    return JITFault(int(f.signo), int(f.code), int(f.addr))
+
+
+def run_as_main(fn: int, args: list[bytes], *, guarded: bool = False) -> int:
+    """Call ``int fn(int argc, char **argv)`` with ``args`` (no argv[0] added); its result
+    sign-extended. ``guarded``: a fault in the call raises :class:`JITFault` instead of
+    ending the process (needs :func:`install_fault_handlers`)."""
+    argv, _keep = c_argv(args)
+    if not guarded:
+        return int(lib.orc_run_as_main(fn, len(args), argv))
+    r = int(lib.orc_guarded_run_as_main(fn, len(args), argv))
+    if r == _FAULTED:
+        raise _last_fault()
+    return r
+
+
+def run_as_void_function(fn: int, *, guarded: bool = False) -> int:
+    """Call ``int32_t fn(void)``; ``guarded`` as for :func:`run_as_main`."""
+    if not guarded:
+        return int(lib.orc_run_as_void_function(fn))
+    r = int(lib.orc_guarded_run_as_void_function(fn))
+    if r == _FAULTED:
+        raise _last_fault()
+    return r
+
+
+def run_as_int_function(fn: int, arg: int, *, guarded: bool = False) -> int:
+    """Call ``int32_t fn(int32_t)``; ``guarded`` as for :func:`run_as_main`."""
+    if not guarded:
+        return int(lib.orc_run_as_int_function(fn, arg))
+    r = int(lib.orc_guarded_run_as_int_function(fn, arg))
+    if r == _FAULTED:
+        raise _last_fault()
+    return r
+
+
+def run_void_void(fn: int, *, guarded: bool = False) -> None:
+    """Call ``void fn(void)``; ``guarded`` as for :func:`run_as_main`."""
+    if not guarded:
+        lib.orc_run_void_void(fn)
+    elif lib.orc_guarded_run_void_void(fn):
+        raise _last_fault()
+
+
+def install_fault_handlers() -> None:
+    """Install the process's SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT handlers that recover
+    guarded calls (once; later calls do nothing). Raises ``OSError`` if that fails."""
+    err = lib.orc_fault_install()
+    if err:
+        raise OSError(err, f"installing fault handlers: {os.strerror(err)}")
+
+
+def call_wrapper(
+    fn: int, args: bytes | bytearray | memoryview, *, guarded: bool = False
+) -> bytes:
     """Call ``CWrapperFunctionResult fn(const char *argData, size_t argSize)`` natively.
 
     Runs on the calling thread with the GIL released. Returns the result bytes (the native
     buffer is freed as the C ABI requires); raises :class:`NativeCallError` for an out-of-band
-    error result.
+    error result. ``guarded``: a fault in the call raises :class:`JITFault` instead of
+    ending the process (needs :func:`install_fault_handlers`).
     """
     out = ffi.new("orc_cwfr *")
     n = len(args)
-    if n:
-        buf = ffi.from_buffer(args)
-        lib.orc_call_wrapper(fn, buf, n, out)
+    buf = ffi.from_buffer(args) if n else ffi.NULL
+    if guarded:
+        if lib.orc_guarded_call_wrapper(fn, buf, n, out):
+            raise _last_fault()
     else:
-        lib.orc_call_wrapper(fn, ffi.NULL, 0, out)
+        lib.orc_call_wrapper(fn, buf, n, out)
     try:
         if lib.orc_cwfr_is_oob(out):
             raise NativeCallError(ffi.string(out.Data.ValuePtr).decode("utf-8", "replace"))

@@ -53,6 +53,7 @@ from ..sps.orc import (
     SPSExecutorAddrRange,
     SPSExecutorSymbolDef,
     SPSFinalizeRequest,
+    SPSPerfJITRecordBatch,
     SPSRemoteSymbolLookupSet,
     SPSSharedMemoryFinalizeRequest,
 )
@@ -161,6 +162,15 @@ class JITLoaderGDB(Namespace):
     register_alloc_action: Final = "llvm_orc_registerJITLoaderGDBAllocAction"
 
 
+class JITLoaderPerf(Namespace):
+    """perf support (LLVM's ``JITLoaderPerf.cpp``): looked up by name by
+    ``llvm-jitlink -perf-support``, never advertised."""
+
+    start: Final = "llvm_orc_registerJITLoaderPerfStart"
+    end: Final = "llvm_orc_registerJITLoaderPerfEnd"
+    impl: Final = "llvm_orc_registerJITLoaderPerfImpl"
+
+
 class SimpleNativeMemoryMap(Namespace):
     """orc-rt's memory manager (``rt::orc_rt_SimpleNativeMemoryMapSPSSymbols``)."""
 
@@ -232,6 +242,7 @@ NAMESPACES: Final[tuple[type[Namespace], ...]] = (
     Bootstrap,
     EHFrame,
     JITLoaderGDB,
+    JITLoaderPerf,
     SimpleNativeMemoryMap,
     NativeDylibManager,
     CallSPSCI,
@@ -290,6 +301,9 @@ EH_FRAME: Final = signature(Error, SPSExecutorAddrRange)
 GDB: Final = signature(Error, SPSExecutorAddrRange, Bool)
 #: GDB JIT registration, 14 (no bool); also orc-rt's ``deregister``.
 GDB14: Final = signature(Error, SPSExecutorAddrRange)
+#: perf support: ``Start`` and ``End`` take nothing; ``Impl`` (an alloc action) a record batch.
+PERF_START_END: Final = signature(Error)
+PERF_IMPL: Final = signature(Error, SPSPerfJITRecordBatch)
 
 _MEM_TYPES: Final[tuple[tuple[str, SPSType[int]], ...]] = (
     ("uint8s", UInt8),
@@ -338,6 +352,8 @@ class BootstrapSymbol:
     versions whose controller finds it by name through the dylib manager (llvm-jitlink 14
     and 19 for their EH-frame and GDB helpers) and then calls it as a wrapper function.
     ``also_served_by``: profiles that serve it although none of their versions uses it.
+    ``never_advertised``: answered through dylib lookup only, in every profile (as the stock
+    executors that have it do).
     """
 
     name: str
@@ -345,6 +361,7 @@ class BootstrapSymbol:
     advertised_by: frozenset[str] = _NONE
     looked_up_by: frozenset[str] = _NONE
     also_served_by: frozenset[str] = _NONE
+    never_advertised: bool = False
 
     @property
     def versions(self) -> frozenset[str]:
@@ -403,6 +420,9 @@ TABLE: Final[tuple[BootstrapSymbol, ...]] = (
     _S(JITLoaderGDB.register_wrapper, GDB14, looked_up_by=_V14),
     _S(JITLoaderGDB.register_wrapper, GDB, looked_up_by=_V19),
     _S(JITLoaderGDB.register_alloc_action, GDB, _V22),
+    _S(JITLoaderPerf.start, PERF_START_END, looked_up_by=_V22, never_advertised=True),
+    _S(JITLoaderPerf.end, PERF_START_END, looked_up_by=_V22, never_advertised=True),
+    _S(JITLoaderPerf.impl, PERF_IMPL, looked_up_by=_V22, never_advertised=True),
     _S(SimpleNativeMemoryMap.instance, None, _UPSTREAM),
     _S(SimpleNativeMemoryMap.reserve, RESERVE, _UPSTREAM),
     _S(SimpleNativeMemoryMap.initialize, INITIALIZE, _UPSTREAM),
@@ -506,7 +526,7 @@ def served(profile: str) -> Mapping[str, ServedName]:
     for s in TABLE:
         if not (s.versions & versions or profile in s.also_served_by):
             continue
-        advertised = bool(
+        advertised = not s.never_advertised and bool(
             s.advertised_by & versions
             or profile in s.also_served_by
             or profile in _ADVERTISE_LOOKUPS

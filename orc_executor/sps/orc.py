@@ -18,6 +18,7 @@ from .codec import (
     String,
     TupleOf,
     UInt8,
+    UInt32,
     UInt64,
 )
 
@@ -158,4 +159,69 @@ SPSSetupMessage = TupleOf(
 #: Setup payload, LLVM 14: triple, page size, bootstrap symbols (no bootstrap map).
 SPSSetupMessage14 = TupleOf(
     String, UInt64, MapOf(String, Addr), name="SimpleRemoteEPCExecutorInfo14"
+)
+
+# ---- perf support (LLVM's PerfSharedStructs.h) --------------------------------------------------
+
+
+class CodeLoadRecord(NamedTuple):
+    """``PerfJITCodeLoadRecord``: one function's code (``JIT_CODE_LOAD``)."""
+
+    prefix: tuple[int, int]  # (id, total size)
+    pid: int
+    tid: int
+    vma: int
+    code_addr: int
+    code_size: int
+    code_index: int
+    name: bytes
+
+
+class DebugEntry(NamedTuple):
+    """``PerfJITDebugEntry``: a source line of a code address."""
+
+    addr: int
+    line: int
+    discrim: int
+    name: bytes
+
+
+class DebugInfoRecord(NamedTuple):
+    """``PerfJITDebugInfoRecord`` (``JIT_CODE_DEBUG_INFO``)."""
+
+    prefix: tuple[int, int]
+    code_addr: int
+    entries: list[DebugEntry]
+
+
+class UnwindingRecord(NamedTuple):
+    """``PerfJITCodeUnwindingInfoRecord`` (``JIT_CODE_UNWINDING_INFO``)."""
+
+    prefix: tuple[int, int]
+    unwind_data_size: int
+    eh_frame_hdr_size: int
+    mapped_size: int
+    eh_frame_hdr_addr: int
+    eh_frame_hdr: bytes
+    eh_frame_addr: int
+
+
+SPSPerfJITRecordPrefix = TupleOf(UInt32, UInt32)
+SPSPerfJITCodeLoadRecord = TupleOf(
+    SPSPerfJITRecordPrefix, UInt32, UInt32, UInt64, UInt64, UInt64, UInt64, Bytes,
+    factory=CodeLoadRecord, name="PerfJITCodeLoadRecord",
+)
+SPSPerfJITDebugEntry = TupleOf(UInt64, UInt32, UInt32, Bytes, factory=DebugEntry,
+                               name="PerfJITDebugEntry")
+SPSPerfJITDebugInfoRecord = TupleOf(
+    SPSPerfJITRecordPrefix, UInt64, SequenceOf(SPSPerfJITDebugEntry),
+    factory=DebugInfoRecord, name="PerfJITDebugInfoRecord",
+)
+SPSPerfJITCodeUnwindingInfoRecord = TupleOf(
+    SPSPerfJITRecordPrefix, UInt64, UInt64, UInt64, UInt64, Bytes, UInt64,
+    factory=UnwindingRecord, name="PerfJITCodeUnwindingInfoRecord",
+)
+SPSPerfJITRecordBatch = TupleOf(
+    SequenceOf(SPSPerfJITCodeLoadRecord), SequenceOf(SPSPerfJITDebugInfoRecord),
+    SPSPerfJITCodeUnwindingInfoRecord, name="PerfJITRecordBatch",
 )

@@ -7,7 +7,9 @@ the upstream ``orc_rt_ci_sps_call_*`` names.
 * ``run_as_int_function``: ``int32(Addr fn, int32 arg)``.
 * ``orc_rt_ci_sps_call_void_void``: ``void(Addr fn)``.
 
-All run on a worker thread; the address must be JIT'd text or a loaded image.
+All run on a worker thread; the address must be JIT'd text or a loaded image. With
+``--on-fault=recover`` a fault in the call fails it with an out-of-band error naming the
+signal and address (:class:`~orc_executor.memmap.native.JITFault`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ...errors import OutOfBandError
-from ...memmap.native import c_argv, lib
+from ...memmap import native
 from ...sps import Addr, Bytes, Empty, Int32, Int64, SequenceOf, signature
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
@@ -59,17 +61,16 @@ class RunService(Service):
 
     def run_as_main(self, fn: int, args: list[bytes]) -> int:
         self._check(fn)
-        argv, _keep = c_argv(args)
-        return int(lib.orc_run_as_main(fn, len(args), argv))
+        return native.run_as_main(fn, args, guarded=self.ctx.recover_faults)
 
     def run_void(self, fn: int) -> int:
         self._check(fn)
-        return int(lib.orc_run_as_void_function(fn))
+        return native.run_as_void_function(fn, guarded=self.ctx.recover_faults)
 
     def run_int(self, fn: int, arg: int) -> int:
         self._check(fn)
-        return int(lib.orc_run_as_int_function(fn, arg))
+        return native.run_as_int_function(fn, arg, guarded=self.ctx.recover_faults)
 
     def call_void(self, fn: int) -> None:
         self._check(fn)
-        lib.orc_run_void_void(fn)
+        native.run_void_void(fn, guarded=self.ctx.recover_faults)

@@ -5,7 +5,8 @@
   return (address, name). The controller maps the same name and writes contents directly.
 * ``Initialize``: ``Expected<Addr>(Addr inst, Addr reservation, SharedMemoryFinalizeRequest)``
   — apply protections, run finalize actions; return the region key.
-* ``Deinitialize``: ``Error(Addr inst, Sequence<Addr> keys)``.
+* ``Deinitialize``: ``Error(Addr inst, Sequence<Addr> keys)`` — keys that name no
+  initialized region are ignored (the stock service's behaviour).
 * ``Release``: ``Error(Addr inst, Sequence<Addr> reservations)`` — never called by 19/22
   llvm-jitlink; everything is unmapped at session end anyway.
 """
@@ -93,7 +94,9 @@ class SharedMemoryMapperService(MemoryMapService):
         return self.ctx.cannot_block(p.finalize for p in req.actions)
 
     def deinitialize(self, _inst: int, keys: list[int]) -> None:
-        self.ctx.memmap.deinitialize(keys, self.ctx.run_action)
+        # Keys that name no initialized region are ignored, as the stock service does:
+        # clang-repl deinitializes the allocation of a statement that failed to link.
+        self.ctx.memmap.deinitialize(keys, self.ctx.run_action, ignore_unknown=True)
 
     def release(self, _inst: int, bases: list[int]) -> None:
         self.ctx.memmap.release(bases, self.ctx.run_action)
