@@ -57,6 +57,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from . import handover
 from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
 from .transport import streams
@@ -377,19 +378,31 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 continue  # nothing there (another worker took it), or refused
             header, reply, fds = got
             with reply:
+                # The launching process's state first (refused: the launcher starts cold;
+                # partly applied: this process serves no other launch).
+                try:
+                    handover.apply(handover.LaunchState.from_header(header), fds[-2], fds[-1])
+                except (handover.Refused, ValueError) as e:
+                    log.warning("warm handover refused: %s", e)
+                    close_fds(fds if isinstance(e, ValueError) else fds[:-2])
+                    if isinstance(e, handover.Refused) and e.tainted:
+                        break
+                    continue
+                fds = fds[:-2]
                 # The daemon takes the reply socket (to write the exit status) before the
                 # launcher lets go of its fds: a refused or failed hand-off leaves the
                 # launcher able to start the session cold.
                 try:
                     control.sendmsg([b"S"], fds_ancillary([reply.fileno()]))
-                    reply.send(b"A")
+                    handover.acknowledge(reply)
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
                     close_fds(fds)
                     break
                 taken = header, fds
                 # Our own copy, for the exit status as this process exits (the daemon writes
-                # it too, which covers a process killed by a signal).
+                # it too, which covers a process killed by a signal), and to end this process
+                # if the launcher dies first.
                 try:
                     _report_exit_status(os.dup(reply.fileno()))
                 except OSError:
@@ -426,6 +439,8 @@ def _report_exit_status(fd: int) -> None:
 
     if lib.orc_report_exit_status(fd) != 0:
         os.close(fd)
+    elif lib.orc_watch_launcher(fd) != 0:
+        log.warning("cannot watch the launcher: this session outlives it if it is killed")
 
 
 def _receive_launch(listener: socket.socket
@@ -473,9 +488,12 @@ def _receive_launch(listener: socket.socket
 def _launch_problem(header: object, fds: list[int]) -> str | None:
     if not isinstance(header, dict):
         return "no valid header"
-    if header.get("kind") != "fdpair" or len(fds) not in (2, 5):
+    if header.get("handover") != handover.HANDOVER_VERSION:
+        return "launch without the launching process's state (an older launcher)"
+    # in, out, [stdin, stdout, stderr,] and the launcher's working directory and environ
+    if header.get("kind") != "fdpair" or len(fds) not in (4, 7):
         return f"bad header {header!r} with {len(fds)} fds"
-    if header.get("stdio") and len(fds) != 5:
+    if header.get("stdio") and len(fds) != 7:
         return "stdio announced without its fds"
     version = header.get("llvm_version")
     if version is not None:

@@ -371,6 +371,7 @@ class Session:
 
     def _run_blocking(self, call: _BlockingCall) -> None:
         """Worker thread: run the call, then write its Result if the pipe takes it now."""
+        lib.orc_program_thread()  # the program's signal mask (see orc_executor.handover)
         try:
             result = self._call_sync(call.tag, call.payload, call.name, call.spec, call.streamed)
         except Exception:  # pragma: no cover - handlers report their own failures
@@ -630,6 +631,9 @@ class Session:
             # Created on that call instead, it delays it ~0.3 ms.
             trio.lowlevel.start_thread_soon(_warm_worker_thread, _ignore_outcome)
             end = await self._reader()
+            # The program's buffered output goes out before anything the controller does
+            # next (its last words follow the Hangup or EOF), as the stock executor's exit.
+            lib.orc_flush_stdio()
             # Calls still waiting for a thread never run: only started ones are in flight.
             self._inflight -= len(self._backlog)
             self._backlog.clear()

@@ -84,6 +84,13 @@ int orc_gdb_register(uint64_t addr, uint64_t size, int notify);
 int orc_gdb_deregister(uint64_t addr);
 uint64_t orc_gdb_last_entry(uint64_t *size);
 uint64_t orc_gdb_descriptor_addr(void);
+
+/* the launching process's state, applied in a warm session process (orc_executor.handover) */
+int orc_set_environ(const char *block, size_t size);
+int orc_set_signals(uint64_t ignored, uint64_t program_mask);
+void orc_program_thread(void);
+int orc_watch_launcher(int fd);
+void orc_flush_stdio(void);
 """
 
 SOURCE = r"""
@@ -309,11 +316,13 @@ static size_t orc_tag_count(void) { return ORC_TAG_COUNT; }
 /* ---- exit status for the warm launcher ------------------------------------------------- */
 
 static int orc_status_fd = -1;
+static volatile int orc_exiting;  /* set as the exit status is sent (orc_watch_launcher) */
 static pid_t orc_status_pid;
 
 static void orc_send_exit_status(int status, void *arg) {
     (void)arg;
     if (orc_status_fd < 0 || getpid() != orc_status_pid) return;  /* not in a forked child */
+    orc_exiting = 1;  /* the launcher may exit now: its watcher must not kill this process */
     /* Flush C stdio first: if the reader of stdout is gone, SIGPIPE ends the process here
        and the status comes from the fork server instead (killed by SIGPIPE), as it would. */
     fflush(NULL);
@@ -432,6 +441,123 @@ static uint64_t orc_gdb_last_entry(uint64_t *size) {
 
 static uint64_t orc_gdb_descriptor_addr(void) {
     return (uint64_t)(uintptr_t)&__jit_debug_descriptor;
+}
+
+/* ---- the launching process's state (orc_executor.handover) ---------------------------- */
+
+#include <poll.h>
+#include <signal.h>
+extern char **environ;
+
+/* Make `block` (entries NUL-terminated, as /proc/PID/environ) the C environ, entry for entry
+   in order; the old array and strings are left alone (they may still be referenced). 0, or
+   an errno value. */
+static int orc_set_environ(const char *block, size_t size) {
+    size_t n = 0, k = 0;
+    char *copy = (char *)malloc(size + 1);
+    char **env;
+    if (!copy) return ENOMEM;
+    memcpy(copy, block, size);
+    copy[size] = 0;
+    for (size_t i = 0; i < size; i++) n += copy[i] == 0;
+    if (size && copy[size - 1]) n++;  /* a last entry without its NUL */
+    env = (char **)malloc((n + 1) * sizeof *env);
+    if (!env) {
+        free(copy);
+        return ENOMEM;
+    }
+    for (size_t i = 0; i < size; i += strlen(copy + i) + 1) env[k++] = copy + i;
+    env[k] = NULL;
+    environ = env;
+    return 0;
+}
+
+/* Signals that report a fault of the thread that caused it: never blocked by the executor's
+   own threads, and an executor handler for one is kept. */
+static int orc_synchronous(int sig) {
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
+           sig == SIGSYS || sig == SIGABRT;
+}
+
+static sigset_t orc_program_mask;
+static int orc_program_mask_gen;
+static __thread int orc_thread_mask_gen;
+
+/* Give the process the signal state a program gets from exec: SIG_IGN for the signals in
+   `ignored` (bit N-1 = signal N), SIG_DFL for every other one (an executor handler of a
+   synchronous signal stays); threads that run the program's code take `program_mask`
+   (orc_program_thread), and the calling thread (the executor's own: the event loop) blocks
+   every asynchronous signal, so that signals sent to the process reach the program's
+   threads, as they reach a C program's only thread. 0, or an errno value. */
+static int orc_set_signals(uint64_t ignored, uint64_t program_mask) {
+    sigset_t own;
+    sigemptyset(&orc_program_mask);
+    sigemptyset(&own);
+    for (int sig = 1; sig <= 64; sig++) {
+        struct sigaction sa, old;
+        if (sig == SIGKILL || sig == SIGSTOP || (sig > 31 && sig < SIGRTMIN)) continue;
+        if (program_mask >> (sig - 1) & 1) sigaddset(&orc_program_mask, sig);
+        if (!orc_synchronous(sig)) sigaddset(&own, sig);
+        if (sigaction(sig, NULL, &old) != 0) continue;
+        if (orc_synchronous(sig) && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sigemptyset(&sa.sa_mask);
+        sa.sa_handler = (ignored >> (sig - 1) & 1) ? SIG_IGN : SIG_DFL;
+        if (sigaction(sig, &sa, NULL) != 0) return errno;
+    }
+    __atomic_add_fetch(&orc_program_mask_gen, 1, __ATOMIC_SEQ_CST);
+    return pthread_sigmask(SIG_SETMASK, &own, NULL);
+}
+
+/* A thread about to run the program's code: take the program's signal mask (once). */
+static void orc_program_thread(void) {
+    int gen = __atomic_load_n(&orc_program_mask_gen, __ATOMIC_SEQ_CST);
+    if (gen && orc_thread_mask_gen != gen) {
+        pthread_sigmask(SIG_SETMASK, &orc_program_mask, NULL);
+        orc_thread_mask_gen = gen;
+    }
+}
+
+static void *orc_watch(void *arg) {
+    struct pollfd p;
+    p.fd = (int)(intptr_t)arg;
+    p.events = POLLRDHUP;
+    p.revents = 0;
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+    if (!orc_exiting) kill(getpid(), SIGKILL);  /* the launcher is gone: so is its program */
+    return NULL;
+}
+
+/* End this process (SIGKILL, as the launcher's own process would have been) when the peer of
+   the stream socket `fd` (the launcher) closes it, unless the process is already exiting.
+   The watching thread blocks every signal. 0, or an errno value. */
+static int orc_watch_launcher(int fd) {
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    int rc;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    rc = pthread_create(&t, &attr, orc_watch, (void *)(intptr_t)fd);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* Flush C stdout and stderr, skipping one whose lock another thread holds (JIT'd code blocked
+   in the middle of its own I/O). */
+static void orc_flush_stdio(void) {
+    FILE *streams[2] = {stdout, stderr};
+    for (int i = 0; i < 2; i++) {
+        if (ftrylockfile(streams[i]) == 0) {
+            fflush_unlocked(streams[i]);
+            funlockfile(streams[i]);
+        }
+    }
 }
 """
 
