@@ -221,6 +221,7 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
         rc = lib.orc_set_signals(state.sigign, state.sigmask)
         if rc:
             raise Refused(f"signal dispositions: {os.strerror(rc)}", tainted=True)
+        lib.orc_c_locale()
     finally:
         for fd in (cwd_fd, env_fd):
             try:
@@ -302,6 +303,7 @@ def cold_start(ignored: int | None) -> None:
     # The interpreter's own SIGINT handler goes (trio would install its own over SIG_DFL's).
     signal.signal(signal.SIGINT,
                   signal.SIG_IGN if ignored >> (signal.SIGINT - 1) & 1 else signal.SIG_DFL)
+    lib.orc_c_locale()
     rc = lib.orc_set_signals(ignored, blocked)
     if rc:
         print(f"orc-executor: signal dispositions: {os.strerror(rc)}", file=sys.stderr)

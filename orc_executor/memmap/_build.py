@@ -91,6 +91,7 @@ int orc_set_signals(uint64_t ignored, uint64_t program_mask);
 void orc_program_thread(void);
 int orc_watch_launcher(int fd);
 void orc_flush_stdio(void);
+void orc_c_locale(void);
 """
 
 SOURCE = r"""
@@ -547,6 +548,11 @@ static int orc_watch_launcher(int fd) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }
+
+/* The locale a C program starts in ("C"; the interpreter set LC_CTYPE from the
+   environment at its start-up). */
+#include <locale.h>
+static void orc_c_locale(void) { setlocale(LC_ALL, "C"); }
 
 /* Flush C stdout and stderr, skipping one whose lock another thread holds (JIT'd code blocked
    in the middle of its own I/O). */
