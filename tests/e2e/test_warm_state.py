@@ -139,6 +139,32 @@ int main(void) {
 }
 """
 
+#: Catches the signal its first argument names (unless the second is "default"), waits in
+#: pause(); its handler reports the signal and ends the process.
+SIGNALS_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static void on_signal(int sig) {
+    char msg[] = "handled 00\n";
+    msg[8] = (char)('0' + sig / 10);
+    msg[9] = (char)('0' + sig % 10);
+    write(1, msg, sizeof msg - 1);
+    _exit(3);
+}
+int main(int argc, char **argv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    if (argc < 2 || strcmp(argv[1], "default")) sigaction(atoi(argv[0]), &sa, NULL);
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    for (;;) pause();
+}
+"""
+
 #: Waits until killed.
 SLEEP_C = r"""
 #include <stdio.h>
@@ -157,7 +183,8 @@ MODES = ["cold", "warm", "cold-py", "warm-py"]
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("state")
     out = {name: compile_c(tmp, name, src) for name, src in
-           {"probe": PROBE_C, "dlopen": DLOPEN_C, "signal": SIGNAL_C, "sleep": SLEEP_C}.items()}
+           {"probe": PROBE_C, "dlopen": DLOPEN_C, "signal": SIGNAL_C, "sleep": SLEEP_C,
+            "signals": SIGNALS_C}.items()}
     libdir = tmp / "lib"
     libdir.mkdir()
     (tmp / "lib.c").write_text(LIB_C)
@@ -345,13 +372,16 @@ def _read_line(stream: object, timeout: float) -> str:
     return data.decode()
 
 
-def _start(mode: str, objs: dict[str, Path], obj: str, server: Server, env_mode: str
-           ) -> tuple[subprocess.Popen[bytes], int]:
-    """llvm-jitlink in a process group of its own, once the program said ``ready PID``."""
+def _start(mode: str, objs: dict[str, Path], obj: str, server: Server, env_mode: str,
+           args: list[str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """llvm-jitlink in a process group of its own (in this session: not orphaned, so job
+    control applies), once the program said ``ready PID``."""
     cmd = [str(LLVM22 / "llvm-jitlink"), f"-oop-executor={_executor(mode, objs)}",
            str(objs[obj])]
+    if args:
+        cmd += ["-args", *args]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=_env(env_mode, server, {}), start_new_session=True)
+                         env=_env(env_mode, server, {}), process_group=0)
     line = _read_line(p.stdout, 30)
     assert line.startswith("ready "), line
     return p, int(line.split()[1])
@@ -378,6 +408,75 @@ def test_sigint_to_the_process_group_reaches_the_program(objs: dict[str, Path], 
     assert results[mode][1] == f"handled {int(signal.SIGINT)}\n"
 
 
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM, signal.SIGTSTP]
+#: (signal, what the program does with it); SIGWINCH's default action is nothing (the program
+#: would wait on), SIGTSTP's is a stop (test_job_control).
+SIGNAL_CASES = [(sig, action) for sig in SIGNALS for action in ("handled", "default")
+                if action == "handled" or sig not in (signal.SIGWINCH, signal.SIGTSTP)]
+
+
+@pytest.mark.parametrize(("sig", "action"), SIGNAL_CASES,
+                         ids=[f"{s.name}-{a}" for s, a in SIGNAL_CASES])
+@pytest.mark.parametrize("mode", ["warm", "warm-py", "cold"])
+def test_signals_to_the_executor_process_reach_the_program(
+        objs: dict[str, Path], server: Server, mode: str, sig: signal.Signals,
+        action: str) -> None:
+    """A signal sent to the executor process the controller started: caught by the
+    program's handler, or its default action (the launcher ends by the same signal), as
+    with the reference: same output and controller status, and nothing keeps running."""
+    results = {}
+    for m in (_ref(mode), mode):
+        p, program = _start(m, objs, "signals", server, mode, [str(int(sig)), action])
+        kids = _children(p.pid)
+        assert len(kids) == 1
+        os.kill(kids[0], sig)
+        out, _err = p.communicate(timeout=30)
+        results[m] = (p.returncode, out.decode())
+        deadline = time.monotonic() + 5
+        while _alive(program):
+            assert time.monotonic() < deadline, "the program's process outlived the session"
+            time.sleep(0.02)
+    assert results[mode] == results[_ref(mode)]
+    if action == "handled":
+        assert results[mode][1] == f"handled {int(sig):02d}\n"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _wait_state(pid: int, stopped: bool) -> None:
+    deadline = time.monotonic() + 5
+    while (_state(pid) == "T") != stopped:
+        assert time.monotonic() < deadline, f"{pid} is {_state(pid)}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("mode", ["warm", "warm-py", "cold"])
+def test_job_control(objs: dict[str, Path], server: Server, mode: str) -> None:
+    """SIGTSTP to the executor process (the program leaves it at its default): the program
+    stops, and so does the process the controller started; SIGCONT resumes both; the
+    program then still gets the next signal, as with the reference."""
+    results = {}
+    for m in (_ref(mode), mode):
+        p, program = _start(m, objs, "signals", server, mode, [str(int(signal.SIGUSR1)), "x"])
+        (executor,) = _children(p.pid)
+        os.kill(executor, signal.SIGTSTP)
+        _wait_state(program, True)
+        _wait_state(executor, True)
+        os.kill(executor, signal.SIGCONT)
+        _wait_state(program, False)
+        _wait_state(executor, False)
+        os.kill(executor, signal.SIGUSR1)
+        out, _err = p.communicate(timeout=30)
+        results[m] = (p.returncode, out.decode())
+    assert results[mode] == results[_ref(mode)] == (1, f"handled {int(signal.SIGUSR1)}\n")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_sigkill_of_the_launcher_ends_the_session(objs: dict[str, Path], server: Server,
                                                   mode: str) -> None:
@@ -396,3 +495,27 @@ def test_sigkill_of_the_launcher_ends_the_session(objs: dict[str, Path], server:
         out, _err = p.communicate(timeout=30)
         results[m] = (p.returncode, out.decode())
     assert results[mode] == results[_ref(mode)]
+
+
+CLANG_REPL = LLVM22 / "clang-repl"
+ORC_RT = Path("/usr/lib/llvm-22/lib/clang/22/lib/linux/liborc_rt-x86_64.a")
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm"])
+def test_program_output_comes_before_the_controllers_last_words(server: Server,
+                                                                mode: str) -> None:
+    """clang-repl: ``printf("A\\n")`` then ``%quit``, stdout a pipe: ``A`` comes before the
+    REPL's final newline (C stdio is flushed as the controller hangs up). The reference's
+    exit races the REPL's newline: either order, the same bytes."""
+    script = b'#include <stdio.h>\nprintf("A\\n");\n%quit\n'
+
+    def repl(executor: str) -> bytes:
+        r = subprocess.run([str(CLANG_REPL), f"--oop-executor={executor}",
+                            f"--orc-runtime={ORC_RT}"], input=script, capture_output=True,
+                           timeout=120, env=_env(mode, server, {}))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert sorted(repl(REF)) == sorted(b"A\n\n")
+    for _ in range(3):
+        assert repl(EXE) == b"A\n\n"
