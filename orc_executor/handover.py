@@ -24,6 +24,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 
 #: Version of the state a launch carries (``"handover"`` in its header).
@@ -112,14 +113,22 @@ def state_header() -> str:
             f'"sigmask": {blocked}, "sigign": {ignored}, "rlimits": [{", ".join(limits)}]')
 
 
+_RLIM_COUNT: int | None = None
+
+
 def _rlim_count() -> int:
-    n = 0
-    while True:
-        try:
-            resource.getrlimit(n)
-        except (ValueError, OSError):
-            return n
-        n += 1
+    """``RLIM_NLIMITS``: the resources ``getrlimit`` knows."""
+    global _RLIM_COUNT
+    if _RLIM_COUNT is None:
+        n = 0
+        while True:
+            try:
+                resource.getrlimit(n)
+            except (ValueError, OSError):
+                break
+            n += 1
+        _RLIM_COUNT = n
+    return _RLIM_COUNT
 
 
 def state_fds() -> tuple[int, int]:
@@ -184,6 +193,19 @@ def _startup_only(env: dict[bytes, bytes]) -> dict[bytes, bytes]:
     return {k: v for k, v in env.items() if k.startswith(STARTUP_ONLY_PREFIXES)}
 
 
+_OWN_STARTUP: dict[bytes, bytes] | None = None
+
+
+def prepare() -> None:
+    """Work :func:`apply` would otherwise do on a launch's path: this process's start-up-only
+    variables, the number of resource limits. Call it once, before the first launch (in the
+    process whose environment is the one its loader saw)."""
+    global _OWN_STARTUP
+    if _OWN_STARTUP is None:
+        _OWN_STARTUP = _startup_only(dict(os.environb))
+    _rlim_count()
+
+
 def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
     """Make this process's state the launcher's (then close both fds): refuse (raise
     :class:`Refused`) what cannot be the same."""
@@ -192,7 +214,8 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
     try:
         block = read_environ(env_fd)
         env = _entries(block)
-        ours = _startup_only(dict(os.environb))
+        prepare()
+        ours = _OWN_STARTUP or {}
         theirs = _startup_only(env)
         if ours != theirs:
             names = sorted(k.decode(errors="replace") for k in set(ours) ^ set(theirs) | {
@@ -209,7 +232,8 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
         _set_nice(state.nice)
         for r, (cur, top) in enumerate(state.rlimits[:_rlim_count()]):
             try:
-                resource.setrlimit(r, (cur, top))
+                if resource.getrlimit(r) != (cur, top):
+                    resource.setrlimit(r, (cur, top))
             except (OSError, ValueError) as e:
                 raise Refused(f"resource limit {r} {(cur, top)}: {e}", tainted=True) from None
         try:
@@ -231,7 +255,10 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
 
 
 def _set_nice(nice: int) -> None:
-    """Every thread of this process at ``nice`` (threads started later inherit it)."""
+    """Every thread of this process at ``nice`` (threads started later inherit it; a
+    worker has one thread here, whose nice value is usually the launch's already)."""
+    if threading.active_count() == 1 and os.getpriority(os.PRIO_PROCESS, 0) == nice:
+        return
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:

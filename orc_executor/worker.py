@@ -178,6 +178,7 @@ def _prepare(listener: socket.socket | None, background: bool = False
 
     if background:
         _lower_this_thread(idle=True)
+    handover.prepare()
     contexts = {}
     for profile in PROFILES:
         ctx = build_context(profile)

@@ -505,6 +505,7 @@ static int orc_set_signals(uint64_t ignored, uint64_t program_mask) {
         memset(&sa, 0, sizeof sa);
         sigemptyset(&sa.sa_mask);
         sa.sa_handler = (ignored >> (sig - 1) & 1) ? SIG_IGN : SIG_DFL;
+        if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == sa.sa_handler) continue;
         if (sigaction(sig, &sa, NULL) != 0) return errno;
     }
     __atomic_add_fetch(&orc_program_mask_gen, 1, __ATOMIC_SEQ_CST);
