@@ -23,6 +23,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ class LaunchState:
     sigmask: int
     sigign: int
     rlimits: list[tuple[int, int]]
+    cpus: set[int]
+    policy: int
+    priority: int
+    ioprio: int
+    personality: int
 
     @classmethod
     def from_header(cls, header: dict[str, object]) -> LaunchState:
@@ -57,19 +63,34 @@ class LaunchState:
         if header.get("handover") != HANDOVER_VERSION:
             raise ValueError("launch without the launching process's state (an older launcher)")
         ints: dict[str, int] = {}
-        for key in ("umask", "nice", "sigmask", "sigign"):
+        for key, low, high in (("umask", 0, 0o777), ("nice", -20, 19), ("sigmask", 0, 2**64 - 1),
+                               ("sigign", 0, 2**64 - 1), ("ioprio", 0, 2**16 - 1),
+                               ("personality", 0, 2**32 - 1)):
             value = header.get(key)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValueError(f"malformed {key} in the launch header")
             ints[key] = value
         limits = header.get("rlimits")
         if not isinstance(limits, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(x, int) for x in p)
-                for p in limits):
+                isinstance(p, list) and len(p) == 2
+                and all(isinstance(x, int) and -1 <= x < 2**64 for x in p) for p in limits):
             raise ValueError("malformed resource limits in the launch header")
-        return cls(umask=ints["umask"] & 0o777, nice=ints["nice"],
-                   sigmask=ints["sigmask"] & (2**64 - 1), sigign=ints["sigign"] & (2**64 - 1),
-                   rlimits=[(_rlim(a), _rlim(b)) for a, b in limits])
+        sched = header.get("sched")
+        if not isinstance(sched, list) or len(sched) != 2 or not all(
+                isinstance(x, int) and 0 <= x < 2**31 for x in sched):
+            raise ValueError("malformed scheduling policy in the launch header")
+        cpus = header.get("cpus")
+        try:
+            mask = int(cpus, 16) if isinstance(cpus, str) and len(cpus) <= 4096 else None
+        except ValueError:
+            mask = None
+        if not mask:
+            raise ValueError("malformed CPU affinity in the launch header")
+        return cls(umask=ints["umask"], nice=ints["nice"], sigmask=ints["sigmask"],
+                   sigign=ints["sigign"], rlimits=[(_rlim(a), _rlim(b)) for a, b in limits],
+                   cpus={i for i in range(mask.bit_length()) if mask >> i & 1},
+                   policy=sched[0], priority=sched[1], ioprio=ints["ioprio"],
+                   personality=ints["personality"])
 
 
 def _rlim(v: int) -> int:
@@ -109,8 +130,14 @@ def state_header() -> str:
         cur, top = resource.getrlimit(r)
         limits.append(f"[{_json_rlim(cur)}, {_json_rlim(top)}]")
     nice = os.getpriority(os.PRIO_PROCESS, 0)
+    from .memmap._native import lib  # (not .native: its imports cost ~4 ms)
+
+    cpus = sum(1 << c for c in os.sched_getaffinity(0))
     return (f', "handover": {HANDOVER_VERSION}, "umask": {um}, "nice": {nice}, '
-            f'"sigmask": {blocked}, "sigign": {ignored}, "rlimits": [{", ".join(limits)}]')
+            f'"sigmask": {blocked}, "sigign": {ignored}, "cpus": "{cpus:x}", '
+            f'"sched": [{os.sched_getscheduler(0)}, {os.sched_getparam(0).sched_priority}], '
+            f'"ioprio": {lib.orc_get_ioprio()}, "personality": {lib.orc_personality()}, '
+            f'"rlimits": [{", ".join(limits)}]')
 
 
 _RLIM_COUNT: int | None = None
@@ -222,6 +249,11 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
                 k for k in ours.keys() & theirs.keys() if ours[k] != theirs[k]})
             raise Refused(f"{', '.join(names)} differ(s) from the server's (read at start-up "
                           f"only)", tainted=False)
+        if state.personality != lib.orc_personality():
+            raise Refused(f"personality {state.personality:#x} differs from the server's "
+                          f"(the address space is laid out already)", tainted=False)
+        if not stat.S_ISDIR(os.fstat(cwd_fd).st_mode):
+            raise Refused("the working directory fd is no directory", tainted=False)
         if len(state.rlimits) < _rlim_count():
             raise Refused("resource limits missing from the launch", tainted=False)
         for r in STARTUP_ONLY_RLIMITS:
@@ -230,11 +262,12 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
                               "only)", tainted=False)
         # What can fail first; nothing of it changes this process unless it succeeds.
         _set_nice(state.nice)
+        _set_scheduling(state)
         for r, (cur, top) in enumerate(state.rlimits[:_rlim_count()]):
             try:
                 if resource.getrlimit(r) != (cur, top):
                     resource.setrlimit(r, (cur, top))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, OverflowError) as e:
                 raise Refused(f"resource limit {r} {(cur, top)}: {e}", tainted=True) from None
         try:
             os.fchdir(cwd_fd)
@@ -270,6 +303,25 @@ def _set_nice(nice: int) -> None:
             pass
         except OSError as e:
             raise Refused(f"nice {nice}: {e}", tainted=tid != tids[0]) from None
+
+
+def _set_scheduling(state: LaunchState) -> None:
+    """Scheduling policy, I/O priority and CPU affinity of the calling thread (the only one;
+    threads started later inherit them)."""
+    from .memmap.native import lib
+
+    try:
+        if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != (
+                state.policy, state.priority):
+            os.sched_setscheduler(0, state.policy, os.sched_param(state.priority))
+        if lib.orc_get_ioprio() != state.ioprio:
+            rc = lib.orc_set_ioprio(state.ioprio)
+            if rc:
+                raise OSError(rc, f"I/O priority {state.ioprio}: {os.strerror(rc)}")
+        if os.sched_getaffinity(0) != state.cpus:
+            os.sched_setaffinity(0, state.cpus)
+    except (OSError, ValueError, OverflowError) as e:
+        raise Refused(f"scheduling: {e}", tainted=True) from None
 
 
 def _set_environ(block: bytes, env: dict[bytes, bytes]) -> None:

@@ -92,6 +92,9 @@ void orc_program_thread(void);
 int orc_watch_launcher(int fd);
 void orc_flush_stdio(void);
 void orc_c_locale(void);
+int orc_get_ioprio(void);
+int orc_set_ioprio(int value);
+int orc_personality(void);
 """
 
 SOURCE = r"""
@@ -549,6 +552,16 @@ static int orc_watch_launcher(int fd) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }
+
+/* The calling thread's I/O priority (ioprio_get; -1 on error), setting it (0 or an errno
+   value), and the process's personality (personality(2); -1 on error). */
+#include <sys/personality.h>
+#include <sys/syscall.h>
+static int orc_get_ioprio(void) { return (int)syscall(SYS_ioprio_get, 1, 0); }
+static int orc_set_ioprio(int value) {
+    return syscall(SYS_ioprio_set, 1, 0, value) == 0 ? 0 : errno;
+}
+static int orc_personality(void) { return personality(0xffffffff); }
 
 /* The locale a C program starts in ("C"; the interpreter set LC_CTYPE from the
    environment at its start-up). */

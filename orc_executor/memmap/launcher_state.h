@@ -4,7 +4,8 @@
  *
  *   - what a program inherits across fork+exec, sent with the launch: in the JSON header
  *     (`"handover": 1`, `umask`, `nice`, `sigmask` and `sigign`: bit N-1 = signal N,
- *     `rlimits`: [cur, max] per resource 0..RLIM_NLIMITS-1, -1 = RLIM_INFINITY), and two fds
+ *     `rlimits`: [cur, max] per resource 0..RLIM_NLIMITS-1, -1 = RLIM_INFINITY; `cpus`: the
+ *     CPU affinity mask in hex, `sched`: [policy, priority], `ioprio`, `personality`), and two fds
  *     after the stdio ones: the working directory (O_PATH) and a memfd holding `environ`
  *     (each entry NUL-terminated, in order; any size);
  *   - the acknowledgement: 'A', the session process's pid (4 bytes, little-endian), and a
@@ -15,6 +16,8 @@
 #define ORC_LAUNCHER_STATE_H
 
 #include <poll.h>
+#include <sched.h>
+#include <sys/personality.h>
 #include <sys/wait.h>
 
 extern char **environ;
@@ -50,6 +53,38 @@ static unsigned long long ignored_signals(void) {
 
 static long long rlim_json(rlim_t v) { return v == RLIM_INFINITY ? -1 : (long long)v; }
 
+/* Append `, "cpus": "HEX", "sched": [policy, priority], "ioprio": N, "personality": N`. */
+static int sched_json(char *out, size_t size) {
+    cpu_set_t cpus;
+    struct sched_param param;
+    char hex[CPU_SETSIZE / 4 + 1];
+    size_t n = 0;
+    int policy, started = 0;
+    long ioprio;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) != 0) return 0;
+    for (int nib = CPU_SETSIZE / 4 - 1; nib >= 0; nib--) {
+        int v = 0;
+        for (int b = 3; b >= 0; b--) v = v << 1 | (CPU_ISSET(nib * 4 + b, &cpus) ? 1 : 0);
+        if (v || started || nib == 0) {
+            hex[n++] = "0123456789abcdef"[v];
+            started = 1;
+        }
+    }
+    hex[n] = 0;
+    policy = sched_getscheduler(0);
+    if (policy < 0 || sched_getparam(0, &param) != 0) return 0;
+    ioprio = syscall(SYS_ioprio_get, 1, 0);
+    if (ioprio < 0) return 0;
+    {
+        size_t len = strlen(out);
+        int k = snprintf(out + len, size - len,
+                         ", \"cpus\": \"%s\", \"sched\": [%d, %d], \"ioprio\": %ld, "
+                         "\"personality\": %d", hex, policy, param.sched_priority, ioprio,
+                         personality(0xffffffff));
+        return k > 0 && (size_t)k < size - len;
+    }
+}
+
 /* Append `, "handover": 1, "umask": ..., ...` to the header; 0 if it does not fit. */
 static int state_json(char *out, size_t size) {
     sigset_t mask;
@@ -71,6 +106,7 @@ static int state_json(char *out, size_t size) {
     }
     if (!append(out, size, ", \"sigmask\": %llu, \"sigign\": %llu", blocked, ignored_signals()))
         return 0;
+    if (!sched_json(out, size)) return 0;
     if (!append(out, size, ", \"rlimits\": [", 0, 0)) return 0;
     for (int r = 0; r < RLIM_NLIMITS; r++) {
         struct rlimit rl;

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from orc_executor.memmap.native import lib
 from tests.e2e.jitrun import compile_c
 from tests.e2e.test_warm_handover import Server, _alive, _children
 
@@ -32,7 +33,11 @@ REF = str(LLVM22 / "llvm-jitlink-executor")
 PROBE_C = r"""
 #define _GNU_SOURCE
 #include <locale.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +85,19 @@ static void report(FILE *out) {
     }
     fprintf(out, "\nnice=%d\n", getpriority(PRIO_PROCESS, 0));
     fprintf(out, "locale=%s\n", setlocale(LC_ALL, NULL));
+    cpu_set_t cpus;
+    sched_getaffinity(0, sizeof cpus, &cpus);
+    fprintf(out, "cpus:");
+    for (int c = 0; c < CPU_SETSIZE; c++) if (CPU_ISSET(c, &cpus)) fprintf(out, " %d", c);
+    struct sched_param param;
+    sched_getparam(0, &param);
+    fprintf(out, "\nsched=%d,%d ioprio=%ld personality=%#x timerslack=%d\n",
+            sched_getscheduler(0), param.sched_priority, syscall(SYS_ioprio_get, 1, 0),
+            personality(0xffffffff), prctl(PR_GET_TIMERSLACK));
+    FILE *oom = fopen("/proc/self/oom_score_adj", "r");
+    int adj = -9999;
+    if (oom) { if (fscanf(oom, "%d", &adj) != 1) adj = -9998; fclose(oom); }
+    fprintf(out, "oom_score_adj=%d\n", adj);
     time_t t = 86400 * 180;
     struct tm tm;
     localtime_r(&t, &tm);
@@ -176,6 +194,8 @@ int main(void) {
 }
 """
 
+IOPRIO_IDLE = 3 << 13  # ionice -c3
+
 MODES = ["cold", "warm", "cold-py", "warm-py"]
 
 
@@ -242,6 +262,10 @@ def _unusual_state() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGUSR1, signal.SIGRTMIN + 3})
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    if lib.orc_set_ioprio(IOPRIO_IDLE) != 0:
+        os._exit(99)
 
 
 def _jitlink(mode: str, objs: dict[str, Path], obj: str, env: dict[str, str], cwd: Path,
@@ -303,10 +327,12 @@ def test_probe_sees_the_launching_process_state(objs: dict[str, Path], server: S
     assert _differences(results[mode], results[_ref(mode)]) == []
     text = results[_ref(mode)][1]
     for line in ("umask=027", "nice=3", "getenv(PROBE_VAR)=héllo wörld", "localtime=5:30 IST",
+                 f"cpus: {min(os.sched_getaffinity(0))}", "locale=C",
                  f"rlimit[{resource.RLIMIT_CORE}]={12345 * 1024},-1",
                  f"blocked: {int(signal.SIGUSR1)} {int(signal.SIGRTMIN) + 3}"):
         assert line in text.splitlines(), line
     assert f" {int(signal.SIGTTOU)}:ign" in text and f" {int(signal.SIGPIPE)}:dfl" in text
+    assert f"sched={os.SCHED_BATCH},0 ioprio={IOPRIO_IDLE} " in text
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -519,3 +545,66 @@ def test_program_output_comes_before_the_controllers_last_words(server: Server,
     assert sorted(repl(REF)) == sorted(b"A\n\n")
     for _ in range(3):
         assert repl(EXE) == b"A\n\n"
+
+
+@pytest.mark.parametrize("mode", ["warm", "warm-py"])
+def test_other_personality_starts_cold(objs: dict[str, Path], server: Server, tmp_path: Path,
+                                       mode: str) -> None:
+    """``setarch -R`` (no address space randomization) cannot apply to a running process: the
+    launch starts cold, and the program sees what the reference sees."""
+    results = {}
+    for m in (_ref(mode), mode):
+        cmd = ["setarch", "-R", str(LLVM22 / "llvm-jitlink"),
+               f"-oop-executor={_executor(m, objs)}", str(objs["probe"])]
+        r = subprocess.run(cmd, capture_output=True, timeout=60, env=_env(mode, server, {}),
+                           cwd=tmp_path)
+        text, ppid = _split_ppid(r.stdout.decode())
+        assert ppid != server.zygote()  # cold
+        results[m] = (r.returncode, text)
+    assert _differences(results[mode], results[_ref(mode)]) == []
+    assert "personality=0x40000 " in results[mode][1]
+
+
+def test_launches_with_bad_state_are_refused(objs: dict[str, Path], server: Server) -> None:
+    """Launches whose state is missing (an older launcher), malformed or unusable are
+    refused unanswered (their launchers start cold); the pool stays ready."""
+    import json
+    import socket
+
+    from orc_executor.transport.fdpass import fds_ancillary
+
+    good = json.loads('{"kind": "fdpair", "stdio": false' + _state_header() + "}")
+    env_fd = os.memfd_create("env")
+    os.write(env_fd, b"A=1\0")
+    cwd_fd = os.open("/", os.O_PATH)
+    r, w = os.pipe()
+    bad: list[tuple[dict[str, object], int]] = [
+        ({k: v for k, v in good.items() if k != "handover"}, cwd_fd),  # an older launcher
+        (dict(good, umask="022"), cwd_fd),
+        (dict(good, rlimits=[[1, 2, 3]]), cwd_fd),
+        (dict(good, cpus="zz"), cwd_fd),
+        (dict(good, sched=[0]), cwd_fd),
+        (dict(good, nice=99), cwd_fd),
+        (dict(good, personality=good["personality"] ^ 0x40000), cwd_fd),  # type: ignore[operator]
+        (good, r),  # the working directory is a pipe
+    ]
+    for header, cwd in bad:
+        a, b = socket.socketpair()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as launch:
+            launch.sendmsg([json.dumps(header).encode()],
+                           fds_ancillary([b.fileno(), r, w, cwd, env_fd]), 0, str(server.sock))
+        b.close()
+        a.settimeout(10)
+        assert a.recv(1) == b"", header  # closed unanswered: no 'A'
+        a.close()
+    for fd in (env_fd, cwd_fd, r, w):
+        os.close(fd)
+    server.wait_idle(2)
+    _rc, out, _pid = _jitlink("warm", objs, "probe", server.env, Path("/"))
+    assert _split_ppid(out)[1] == server.zygote()
+
+
+def _state_header() -> str:
+    from orc_executor.handover import state_header
+
+    return state_header()
