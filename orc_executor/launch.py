@@ -5,7 +5,8 @@ When a controller launches us with pipes (``filedescs=IN,OUT``, ``IN OUT``, ``pi
 ``socket:adopt=``, ``fd=``) and a warm server (``orc-executor serve``) is running for this
 user, the pipes and stdin/stdout/stderr are handed to one of its pre-started session
 processes in one datagram on a unix socket (``SCM_RIGHTS``; the process receives it itself
-and acknowledges the session with one byte on the reply socket the datagram carries), and
+and acknowledges the session on the reply socket the datagram carries), with this process's
+state (:mod:`orc_executor.handover`: the session process takes it on), and
 this process only waits for the session's exit status and exits with it. Otherwise (no
 server, or any other command line) the full CLI runs in this process (the cold path). Only
 stdlib modules that the interpreter has already loaded at start-up are imported before that

@@ -13,12 +13,16 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   :func:`orc_executor.launch.try_warm`) on the warm socket themselves, so the launch reaches
   the session process in one ``SCM_RIGHTS`` hop. The warm socket is a unix *datagram*
   socket, and a launch is one datagram: a JSON header (``{"kind": "fdpair", "stdio": true,
-  "controller_pid": N, "llvm_version": V}``) with fds ``reply, in, out, stdin, stdout,
-  stderr``, where ``reply`` is one end of a socketpair the launcher keeps the other end of.
+  "controller_pid": N, "llvm_version": V, "handover": 1, ...}``: the launching process's
+  state, :mod:`orc_executor.handover`) with fds ``reply, in, out, stdin, stdout, stderr,
+  cwd, environ``, where ``reply`` is one end of a socketpair the launcher keeps the other end
+  of. The worker applies the state before it acknowledges (a launch without it, from an older
+  launcher, or whose state cannot apply here is refused).
   (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
   CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
   ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
-  the daemon (``S`` with the fd), then acknowledges with one byte ``A`` on it: only then
+  the daemon (``S`` with the fd), then acknowledges with ``A``, its pid (4 bytes,
+  little-endian) and a pidfd of itself on it (the launcher forwards signals to it): only then
   does the launcher close its copies (without the ``A`` it starts the session cold itself).
   The daemon writes the exit status to the reply socket when the worker has exited (4
   bytes, little-endian signed; negative = killed by that signal); the worker itself sends

@@ -12,9 +12,10 @@
  *     `/tmp/orc-executor-UID/warm.sock`, a unix datagram socket), it hands the protocol fds
  *     and stdin/stdout/stderr to one of the server's ready session processes in one datagram
  *     (SCM_RIGHTS: first one end of a socketpair for the reply, then the fds; the data is a
- *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`), which a
- *     ready process receives itself; once that process acknowledges the session on the reply
- *     socket (one byte `A`) it closes its copies, waits for the session's exit status (4 bytes, little-endian,
+ *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`, and this
+ *     process's state: launcher_state.h), which a ready process receives itself; once that
+ *     process acknowledges the session on the reply socket (`A`, its pid and a pidfd) it
+ *     forwards signals to it (launcher_state.h), closes its copies, waits for the session's exit status (4 bytes, little-endian,
  *     signed: negative = killed by that signal; written by the server) and ends the same way;
  *   - otherwise (no server, no acknowledgement, `ORC_EXECUTOR_COLD` set, any other command
  *     line) it execs the Python entry point in this same process (same pid, same fds): the
