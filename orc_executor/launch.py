@@ -69,13 +69,13 @@ def try_warm(args: list[str]) -> int | None:
     from .transport.fdpass import fds_ancillary
 
     version = _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION"))
-    header = (
-        f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
-        f'"llvm_version": {version}{handover.state_header()}}}'
-    ).encode()
     try:
+        header = (
+            f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
+            f'"llvm_version": {version}{handover.state_header()}}}'
+        ).encode()
         cwd, env = handover.state_fds()
-    except OSError:
+    except (OSError, ImportError):  # (the native module not built: no state to send)
         return None
     # One datagram: the reply socket's other end first, then the fds (see the worker).
     sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
