@@ -183,6 +183,25 @@ int main(int argc, char **argv) {
 }
 """
 
+#: Writes to stdout until that fails; reports how on stderr.
+PIPE_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    char buf[4096];
+    memset(buf, 'x', sizeof buf);
+    for (int i = 0; i < 100000; i++) {
+        if (write(1, buf, sizeof buf) < 0) {
+            fprintf(stderr, "write: %s\n", strerror(errno));
+            return 4;
+        }
+    }
+    return 0;
+}
+"""
+
 #: Waits until killed.
 SLEEP_C = r"""
 #include <stdio.h>
@@ -204,7 +223,7 @@ def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("state")
     out = {name: compile_c(tmp, name, src) for name, src in
            {"probe": PROBE_C, "dlopen": DLOPEN_C, "signal": SIGNAL_C, "sleep": SLEEP_C,
-            "signals": SIGNALS_C}.items()}
+            "signals": SIGNALS_C, "pipe": PIPE_C}.items()}
     libdir = tmp / "lib"
     libdir.mkdir()
     (tmp / "lib.c").write_text(LIB_C)
@@ -608,3 +627,22 @@ def _state_header() -> str:
     from orc_executor.handover import state_header
 
     return state_header()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_writing_to_a_closed_pipe(objs: dict[str, Path], server: Server, mode: str) -> None:
+    """The program writes to stdout after its reader went away: SIGPIPE at its default
+    action ends it, as the reference (the interpreter ignores SIGPIPE at start-up; a session
+    process gives the program the controller's disposition)."""
+    results = {}
+    for m in (_ref(mode), mode):
+        r, w = os.pipe()
+        os.close(r)
+        with subprocess.Popen([str(LLVM22 / "llvm-jitlink"), f"-oop-executor={_executor(m, objs)}",
+                               str(objs["pipe"])], stdout=w, stderr=subprocess.PIPE,
+                              env=_env(mode, server, {})) as p:
+            os.close(w)
+            _out, err = p.communicate(timeout=60)
+        results[m] = (p.returncode, b"write:" in err)
+    assert results[mode] == results[_ref(mode)]
+    assert not results[mode][1]  # never saw EPIPE: SIGPIPE ended it
