@@ -367,12 +367,20 @@ def acknowledge(reply: socket.socket) -> None:
 # ---- the cold path -------------------------------------------------------------------------
 
 
-def cold_start(ignored: int | None) -> None:
-    """In a session process started cold (the launcher exec'd the interpreter): undo what the
-    interpreter changed of the inherited signal state. ``ignored``: the signals the launcher
-    found ignored (``--ignored=HEX``), else SIGPIPE and SIGXFSZ are taken as not ignored."""
+#: The signals the native launcher found ignored before it exec'd the interpreter
+#: (``--ignored=HEX``, set by :func:`orc_executor.launch.main`), if it did.
+inherited_ignored: int | None = None
+
+
+def cold_start(ignored: int | None = None) -> None:
+    """In a process that runs one session itself (started cold: the launcher exec'd the
+    interpreter): undo what the interpreter changed of the inherited signal state, and put it
+    in the C locale. ``ignored``: the signals found ignored before the interpreter started
+    (default :data:`inherited_ignored`), else SIGPIPE and SIGXFSZ are taken as not ignored."""
     from .memmap.native import lib
 
+    if ignored is None:
+        ignored = inherited_ignored
     if ignored is None:
         ignored = ignored_signals((signal.SIGPIPE, signal.SIGXFSZ))
     blocked = 0

@@ -234,6 +234,10 @@ def main() -> None:
                 pass
             args = args[1:]
         sys.argv[1:] = args
+        if ignored is not None:
+            from . import handover
+
+            handover.inherited_ignored = ignored
     if args[:1] == ["serve"]:
         from .cli import serve
 

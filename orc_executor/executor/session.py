@@ -358,6 +358,8 @@ class Session:
         if self._threads_running >= self.max_concurrent_calls:
             self._backlog.append(call)
             return
+        if not self._threads_running:
+            lib.orc_program_rest(0)  # signals now go to the program's thread
         self._threads_running += 1
         try:
             trio.lowlevel.start_thread_soon(
@@ -371,12 +373,14 @@ class Session:
 
     def _run_blocking(self, call: _BlockingCall) -> None:
         """Worker thread: run the call, then write its Result if the pipe takes it now."""
-        lib.orc_program_thread()  # the program's signal mask (see orc_executor.handover)
+        lib.orc_program_enter()  # the program's signal mask while it runs (orc_set_signals)
         try:
             result = self._call_sync(call.tag, call.payload, call.name, call.spec, call.streamed)
         except Exception:  # pragma: no cover - handlers report their own failures
             log.exception("%s failed", call.name)
             result = b""
+        finally:
+            lib.orc_program_leave()
         frame = encode_header(Opcode.RESULT, call.seq, 0, len(result)) + result
         if not self._write_from_thread(frame):
             call.frame = frame
@@ -407,6 +411,8 @@ class Session:
             self._call_done(call)
         while self._backlog and self._threads_running < self.max_concurrent_calls:
             self._start_blocking(self._backlog.popleft())
+        if not self._threads_running:
+            lib.orc_program_rest(1)  # no program code runs: signals come here
 
     async def _reaper(self, wake_fd: int) -> None:
         """Run :meth:`_reap` whenever a worker thread wakes trio's wait (the reader's poll
@@ -700,8 +706,10 @@ class Session:
 
 def _warm_worker_thread() -> None:
     """The first worker thread's start, off the first blocking call's path: libgcc_s's
-    EH-frame entry points looked up (the first initialize with EH frames), and this thread's
-    malloc arena made (the JIT'd program's first allocation in the thread)."""
+    EH-frame entry points looked up (the first initialize with EH frames), this thread's
+    malloc arena made (the JIT'd program's first allocation in the thread), and the
+    executor's signal mask taken (it inherited the event loop's)."""
+    lib.orc_executor_thread()
     lib.orc_eh_frame_preload()
     ffi.new("char[]", 4096)
 

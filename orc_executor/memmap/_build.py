@@ -88,7 +88,10 @@ uint64_t orc_gdb_descriptor_addr(void);
 /* the launching process's state, applied in a warm session process (orc_executor.handover) */
 int orc_set_environ(const char *block, size_t size);
 int orc_set_signals(uint64_t ignored, uint64_t program_mask);
-void orc_program_thread(void);
+void orc_program_enter(void);
+void orc_program_leave(void);
+void orc_executor_thread(void);
+void orc_program_rest(int rest);
 int orc_watch_launcher(int fd);
 void orc_flush_stdio(void);
 void orc_c_locale(void);
@@ -483,24 +486,28 @@ static int orc_synchronous(int sig) {
            sig == SIGSYS || sig == SIGABRT;
 }
 
-static sigset_t orc_program_mask;
-static int orc_program_mask_gen;
-static __thread int orc_thread_mask_gen;
+static sigset_t orc_program_mask, orc_executor_mask;
+static pthread_mutex_t orc_mask_lock = PTHREAD_MUTEX_INITIALIZER;
+static int orc_program_active;
+static int orc_at_rest = 1;  /* orc_program_rest's last state (the event loop's thread only) */
 
 /* Give the process the signal state a program gets from exec: SIG_IGN for the signals in
    `ignored` (bit N-1 = signal N), SIG_DFL for every other one (an executor handler of a
-   synchronous signal stays); threads that run the program's code take `program_mask`
-   (orc_program_thread), and the calling thread (the executor's own: the event loop) blocks
-   every asynchronous signal, so that signals sent to the process reach the program's
-   threads, as they reach a C program's only thread. 0, or an errno value. */
+   synchronous signal stays), and `program_mask` as the program's signal mask. Signals sent
+   to the process must reach the thread that runs the program's code, as they reach a C
+   program's only thread (a handler interrupts its pause()): a thread takes the program's
+   mask while it runs the program's code (orc_program_enter/leave), the executor's own
+   threads block every asynchronous signal meanwhile, and the calling thread (the event
+   loop's) has the program's mask while no program code runs (orc_program_rest), so that a
+   signal then still has its effect. 0, or an errno value. */
 static int orc_set_signals(uint64_t ignored, uint64_t program_mask) {
-    sigset_t own;
-    sigemptyset(&orc_program_mask);
+    sigset_t prog, own;
+    sigemptyset(&prog);
     sigemptyset(&own);
     for (int sig = 1; sig <= 64; sig++) {
         struct sigaction sa, old;
         if (sig == SIGKILL || sig == SIGSTOP || (sig > 31 && sig < SIGRTMIN)) continue;
-        if (program_mask >> (sig - 1) & 1) sigaddset(&orc_program_mask, sig);
+        if (program_mask >> (sig - 1) & 1) sigaddset(&prog, sig);
         if (!orc_synchronous(sig)) sigaddset(&own, sig);
         if (sigaction(sig, NULL, &old) != 0) continue;
         if (orc_synchronous(sig) && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
@@ -511,17 +518,56 @@ static int orc_set_signals(uint64_t ignored, uint64_t program_mask) {
         if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == sa.sa_handler) continue;
         if (sigaction(sig, &sa, NULL) != 0) return errno;
     }
-    __atomic_add_fetch(&orc_program_mask_gen, 1, __ATOMIC_SEQ_CST);
-    return pthread_sigmask(SIG_SETMASK, &own, NULL);
+    pthread_mutex_lock(&orc_mask_lock);
+    orc_program_mask = prog;
+    orc_executor_mask = own;
+    pthread_mutex_unlock(&orc_mask_lock);
+    __atomic_store_n(&orc_program_active, 1, __ATOMIC_RELEASE);
+    orc_at_rest = 1;
+    return pthread_sigmask(SIG_SETMASK, &prog, NULL);
 }
 
-/* A thread about to run the program's code: take the program's signal mask (once). */
-static void orc_program_thread(void) {
-    int gen = __atomic_load_n(&orc_program_mask_gen, __ATOMIC_SEQ_CST);
-    if (gen && orc_thread_mask_gen != gen) {
-        pthread_sigmask(SIG_SETMASK, &orc_program_mask, NULL);
-        orc_thread_mask_gen = gen;
+/* A thread about to run the program's code: the program's mask. */
+static void orc_program_enter(void) {
+    sigset_t prog;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE)) return;
+    pthread_mutex_lock(&orc_mask_lock);
+    prog = orc_program_mask;
+    pthread_mutex_unlock(&orc_mask_lock);
+    pthread_sigmask(SIG_SETMASK, &prog, NULL);
+}
+
+/* A thread back from the program's code: the executor's mask; the mask the program left
+   is the program's from now on (its sigprocmask calls last, as in a C program). */
+static void orc_program_leave(void) {
+    sigset_t now;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE)) return;
+    pthread_sigmask(SIG_SETMASK, &orc_executor_mask, &now);
+    pthread_mutex_lock(&orc_mask_lock);
+    orc_program_mask = now;
+    pthread_mutex_unlock(&orc_mask_lock);
+}
+
+/* An executor thread that never runs the program's code: the executor's mask. */
+static void orc_executor_thread(void) {
+    if (__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE))
+        pthread_sigmask(SIG_SETMASK, &orc_executor_mask, NULL);
+}
+
+/* The event loop's thread: the program's mask while no program code runs (`rest`), else the
+   executor's. */
+static void orc_program_rest(int rest) {
+    sigset_t prog;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE) || rest == orc_at_rest) return;
+    orc_at_rest = rest;
+    if (!rest) {
+        pthread_sigmask(SIG_SETMASK, &orc_executor_mask, NULL);
+        return;
     }
+    pthread_mutex_lock(&orc_mask_lock);
+    prog = orc_program_mask;
+    pthread_mutex_unlock(&orc_mask_lock);
+    pthread_sigmask(SIG_SETMASK, &prog, NULL);
 }
 
 static void *orc_watch(void *arg) {

@@ -646,3 +646,27 @@ def test_writing_to_a_closed_pipe(objs: dict[str, Path], server: Server, mode: s
         results[m] = (p.returncode, b"write:" in err)
     assert results[mode] == results[_ref(mode)]
     assert not results[mode][1]  # never saw EPIPE: SIGPIPE ended it
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize("mode", ["cold", "warm"])
+def test_signal_between_calls_has_its_default_action(server: Server, mode: str,
+                                                     sig: signal.Signals) -> None:
+    """A signal that arrives while no program code runs (the session open, between calls)
+    ends the executor by that signal, as it ends the reference: no thread of ours keeps it
+    blocked then. (Driven by the package's controller: llvm-jitlink leaves no such pause.)"""
+    import trio
+
+    from orc_executor.controller import Controller
+    from orc_executor.executor.services import memory_manager as mm
+
+    async def status(exe: str) -> int | None:
+        c = await Controller.launch([exe], env=_env(mode, server, {}))
+        async with c:
+            inst = c.symbol(mm.PREFIX + "Instance")
+            await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+            assert c.process is not None
+            c.process.send_signal(sig)
+            return await c.wait_exit()
+
+    assert trio.run(status, REF) == trio.run(status, EXE) == -sig
