@@ -233,9 +233,10 @@ def prepare() -> None:
     _rlim_count()
 
 
-def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
+def apply(state: LaunchState, cwd_fd: int, env_fd: int, *, rehearsal: bool = False) -> None:
     """Make this process's state the launcher's (then close both fds): refuse (raise
-    :class:`Refused`) what cannot be the same."""
+    :class:`Refused`) what cannot be the same. ``rehearsal``: the state is this process's
+    own (:func:`rehearse`); the signal state and locale are left alone."""
     from .memmap.native import lib
 
     try:
@@ -261,8 +262,9 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
                 raise Refused(f"resource limit {r} differs from the server's (read at start-up "
                               "only)", tainted=False)
         # What can fail first; nothing of it changes this process unless it succeeds.
-        _set_nice(state.nice)
-        _set_scheduling(state)
+        if not rehearsal:  # (per thread: a rehearsing thread's own may be lowered)
+            _set_nice(state.nice)
+            _set_scheduling(state)
         for r, (cur, top) in enumerate(state.rlimits[:_rlim_count()]):
             try:
                 if resource.getrlimit(r) != (cur, top):
@@ -275,6 +277,8 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int) -> None:
             raise Refused(f"working directory: {e}", tainted=True) from None
         os.umask(state.umask)
         _set_environ(block, env)
+        if rehearsal:
+            return
         rc = lib.orc_set_signals(state.sigign, state.sigmask)
         if rc:
             raise Refused(f"signal dispositions: {os.strerror(rc)}", tainted=True)
@@ -340,11 +344,22 @@ def _set_environ(block: bytes, env: dict[bytes, bytes]) -> None:
     time.tzset()
 
 
-def watch_launcher(reply: socket.socket) -> None:
-    """End this process when the launcher that owns the other end of ``reply`` dies."""
-    from .memmap.native import lib
+def rehearse() -> None:
+    """Take this process's own state as a launch's and apply it (no change; nice,
+    scheduling, signals and locale left alone), and acknowledge on a socketpair: a session
+    process forked from here (or getting ready) then finds those code paths and pages warm.
+    Raises what :func:`apply` raises."""
+    import json
 
-    lib.orc_watch_launcher(reply.fileno())
+    state = LaunchState.from_header(json.loads('{"kind": null' + state_header() + "}"))
+    cwd, env = state_fds()
+    apply(state, cwd, env, rehearsal=True)
+    from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_received
+
+    a, b = socket.socketpair()
+    with a, b:
+        acknowledge(a)
+        close_fds(fds_received(b.recvmsg(16, ANCILLARY_SPACE)[1]))
 
 
 def acknowledge(reply: socket.socket) -> None:

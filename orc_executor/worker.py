@@ -100,6 +100,12 @@ def run(control_fd: int, listen_fd: int | None = None) -> int:
         contexts = _in_thread(lambda: _prepare(None))
         return trio.run(_serve_handover, control, contexts)
     listener = socket.socket(fileno=listen_fd)
+    from .memmap.native import lib
+
+    # The thread that ends this process if its launcher dies, started now (its start is
+    # slow on a busy machine), blocking every signal (so before any handler of ours).
+    if lib.orc_watch_prepare() != 0:
+        log.debug("cannot start the launcher watch now: it starts with the session")
     got = _receive_options(control)
     if got is None:
         return 0
@@ -183,6 +189,10 @@ def _prepare(listener: socket.socket | None, background: bool = False
     if background:
         _lower_this_thread(idle=True)
     handover.prepare()
+    try:
+        handover.rehearse()
+    except Exception as e:  # a warm-up problem must never stop the worker
+        log.debug("launch state rehearsal failed: %s", e)
     contexts = {}
     for profile in PROFILES:
         ctx = build_context(profile)
@@ -575,6 +585,7 @@ def _preload() -> None:
 
     load_process_libraries()
     try:
+        handover.rehearse()
         rehearse_session()
     except Exception as e:  # a warm-up problem must never stop the fork server
         log.debug("session rehearsal failed: %s", e)

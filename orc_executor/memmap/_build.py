@@ -92,6 +92,7 @@ void orc_program_enter(void);
 void orc_program_leave(void);
 void orc_executor_thread(void);
 void orc_program_rest(int rest);
+int orc_watch_prepare(void);
 int orc_watch_launcher(int fd);
 void orc_flush_stdio(void);
 void orc_c_locale(void);
@@ -570,26 +571,32 @@ static void orc_program_rest(int rest) {
     pthread_sigmask(SIG_SETMASK, &prog, NULL);
 }
 
+#include <sys/epoll.h>
+static int orc_watch_epoll = -1;
+
 static void *orc_watch(void *arg) {
-    struct pollfd p;
-    p.fd = (int)(intptr_t)arg;
-    p.events = POLLRDHUP;
-    p.revents = 0;
-    while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+    int fd = (int)(intptr_t)arg;
+    if (fd >= 0) {
+        struct pollfd p;
+        p.fd = fd;
+        p.events = POLLRDHUP;
+        p.revents = 0;
+        while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+    } else {  /* prepared in advance: the fd is added to the epoll set, which wakes nobody */
+        struct epoll_event ev;
+        while (epoll_wait(orc_watch_epoll, &ev, 1, -1) < 1) {}
+    }
     if (!orc_exiting) kill(getpid(), SIGKILL);  /* the launcher is gone: so is its program */
     return NULL;
 }
 
-/* End this process (SIGKILL, as the launcher's own process would have been) when the peer of
-   the stream socket `fd` (the launcher) closes it, unless the process is already exiting.
-   The watching thread blocks every signal. 0, or an errno value. */
-static int orc_watch_launcher(int fd) {
+static int orc_watch_start(int fd) {
     pthread_t t;
     pthread_attr_t attr;
     sigset_t all, old;
     int rc;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_sigmask(SIG_SETMASK, &all, &old);  /* the thread blocks every signal */
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 64 * 1024);
@@ -597,6 +604,36 @@ static int orc_watch_launcher(int fd) {
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
+}
+
+/* Start the thread of orc_watch_launcher now, before the fd is known: a thread's start (or
+   a wake-up of one) costs up to ~1 ms on a busy machine, on the session's critical path
+   otherwise. 0, or an errno value. */
+static int orc_watch_prepare(void) {
+    int rc;
+    if (orc_watch_epoll >= 0) return 0;
+    orc_watch_epoll = epoll_create1(EPOLL_CLOEXEC);
+    if (orc_watch_epoll < 0) return errno;
+    rc = orc_watch_start(-1);
+    if (rc) {
+        close(orc_watch_epoll);
+        orc_watch_epoll = -1;
+    }
+    return rc;
+}
+
+/* End this process (SIGKILL, as the launcher's own process would have been) when the peer of
+   the stream socket `fd` (the launcher) closes it, unless the process is already exiting.
+   The watching thread blocks every signal. 0, or an errno value. */
+static int orc_watch_launcher(int fd) {
+    if (orc_watch_epoll >= 0) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLRDHUP | EPOLLHUP;
+        ev.data.fd = fd;
+        return epoll_ctl(orc_watch_epoll, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : errno;
+    }
+    return orc_watch_start(fd);
 }
 
 /* The calling thread's I/O priority (ioprio_get; -1 on error), setting it (0 or an errno
