@@ -112,6 +112,7 @@ SOURCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -325,12 +326,19 @@ static size_t orc_tag_count(void) { return ORC_TAG_COUNT; }
 
 static int orc_status_fd = -1;
 static volatile int orc_exiting;  /* set as the exit status is sent (orc_watch_launcher) */
+static int orc_watch_epoll = -1;   /* (orc_watch_prepare) */
+
+/* Stop watching `fd` (the launcher's hang-up once it has the status wakes nobody). */
+static void orc_watch_forget(int fd) {
+    if (orc_watch_epoll >= 0) epoll_ctl(orc_watch_epoll, EPOLL_CTL_DEL, fd, NULL);
+}
 static pid_t orc_status_pid;
 
 static void orc_send_exit_status(int status, void *arg) {
     (void)arg;
     if (orc_status_fd < 0 || getpid() != orc_status_pid) return;  /* not in a forked child */
     orc_exiting = 1;  /* the launcher may exit now: its watcher must not kill this process */
+    orc_watch_forget(orc_status_fd);
     /* Flush C stdio first: if the reader of stdout is gone, SIGPIPE ends the process here
        and the status comes from the fork server instead (killed by SIGPIPE), as it would. */
     fflush(NULL);
@@ -571,8 +579,6 @@ static void orc_program_rest(int rest) {
     pthread_sigmask(SIG_SETMASK, &prog, NULL);
 }
 
-#include <sys/epoll.h>
-static int orc_watch_epoll = -1;
 
 static void *orc_watch(void *arg) {
     int fd = (int)(intptr_t)arg;
@@ -587,6 +593,10 @@ static void *orc_watch(void *arg) {
         while (epoll_wait(orc_watch_epoll, &ev, 1, -1) < 1) {}
     }
     if (!orc_exiting) kill(getpid(), SIGKILL);  /* the launcher is gone: so is its program */
+    /* The process is exiting (the launcher left once it had the status): wait for the end
+       here, as returning would (the thread's exit and stack release slowed the process's
+       exit_group by milliseconds on a busy machine, the controller waiting for EOF). */
+    for (;;) pause();
     return NULL;
 }
 
