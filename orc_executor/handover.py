@@ -1,20 +1,24 @@
 """The launching process's state, so that a warm session is the same program as a cold one.
 
 A program inherits across fork+exec its working directory, environment, umask, resource
-limits, signal mask, ignored signals and nice value. A warm launch (``launcher.c``,
-:func:`orc_executor.launch.try_warm`) sends them with its fds; the session process applies
-them (:func:`apply`) before it acknowledges the launch, so before Setup. The header fields
-(JSON, with the launch's own):
+limits, signal mask, ignored signals, nice value, scheduling policy, I/O priority and CPU
+affinity. A warm launch (``launcher_state.h``, :func:`orc_executor.launch.try_warm`) sends
+them with its fds; the session process applies them (:func:`apply`) before it acknowledges
+the launch, so before Setup. The header fields (JSON, with the launch's own):
 
-* ``"handover": 1``; ``umask``, ``nice`` (ints); ``sigmask``, ``sigign``: the blocked and
-  the ignored signals (bit N-1 = signal N); ``rlimits``: ``[cur, max]`` for each resource
-  0..``RLIM_NLIMITS``-1, -1 for ``RLIM_INFINITY``;
+* ``"handover": 1``; ``umask``, ``nice``, ``ioprio``, ``personality`` (ints); ``sigmask``,
+  ``sigign``: the blocked and the ignored signals (bit N-1 = signal N); ``rlimits``:
+  ``[cur, max]`` for each resource 0..``RLIM_NLIMITS``-1, -1 for ``RLIM_INFINITY``;
+  ``cpus``: the CPU affinity mask (hex string); ``sched``: ``[policy, priority]``;
 * two fds after the stdio ones: the working directory (``O_PATH``) and a memfd holding
-  ``environ`` (each entry NUL-terminated, in order; any size).
+  ``environ`` (each entry NUL-terminated, in order; any size up to :data:`MAX_ENVIRON`).
 
 What the dynamic loader and the C library read once at process start-up cannot change in a
-running process: if the launch's values differ from this process's (:data:`STARTUP_ONLY`),
-:func:`apply` refuses and the launcher starts cold. Stdlib and the native module only.
+running process: if the launch's values differ from this process's
+(:data:`STARTUP_ONLY_PREFIXES`, :data:`STARTUP_ONLY_RLIMITS`, the personality),
+:func:`apply` refuses and the launcher starts cold. A launch whose state this process
+cannot take (a lower nice value, a higher hard limit, ...) is refused too; if part of it was
+applied already, the process serves no launch after it (:attr:`Refused.tainted`).
 """
 
 from __future__ import annotations
@@ -266,7 +270,7 @@ def apply(state: LaunchState, cwd_fd: int, env_fd: int, *, rehearsal: bool = Fal
             if resource.getrlimit(r) != state.rlimits[r]:
                 raise Refused(f"resource limit {r} differs from the server's (read at start-up "
                               "only)", tainted=False)
-        # What can fail first; nothing of it changes this process unless it succeeds.
+        # From here on, a refusal leaves this process changed (tainted).
         if not rehearsal:  # (per thread: a rehearsing thread's own may be lowered)
             _set_nice(state.nice)
             _set_scheduling(state)
