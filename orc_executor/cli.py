@@ -207,6 +207,9 @@ def main(
         dopts = DaemonOptions(max_sessions=max(1, max_sessions), warm=max(0, warm),
                               grace=grace, allow_uid=allow_uid)
         _exit(run_daemon(conn.address, opts, dopts))
+    from .handover import cold_start
+
+    cold_start()  # one session in this process: the program's signal state and locale
     status = run_connection(conn, opts)
     _exit(status)
 

@@ -79,8 +79,8 @@ async def serve_stream(
     if ctx is None:
         ctx = build_context(profile)
     try:
-        # The environment of the process that runs the session (for warm sessions, the
-        # `serve` process's), as for the busy-poll setting.
+        # The environment of the process that runs the session: the launching process's
+        # (warm sessions apply it before this), as for the busy-poll setting.
         policy = select_fault_policy(
             opts.on_fault or os.environ.get("ORC_EXECUTOR_ON_FAULT") or None,
             is_socket=is_socket, start_pid=opts.controller_pid)

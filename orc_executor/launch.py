@@ -5,7 +5,8 @@ When a controller launches us with pipes (``filedescs=IN,OUT``, ``IN OUT``, ``pi
 ``socket:adopt=``, ``fd=``) and a warm server (``orc-executor serve``) is running for this
 user, the pipes and stdin/stdout/stderr are handed to one of its pre-started session
 processes in one datagram on a unix socket (``SCM_RIGHTS``; the process receives it itself
-and acknowledges the session with one byte on the reply socket the datagram carries), and
+and acknowledges the session on the reply socket the datagram carries), with this process's
+state (:mod:`orc_executor.handover`: the session process takes it on), and
 this process only waits for the session's exit status and exits with it. Otherwise (no
 server, or any other command line) the full CLI runs in this process (the cold path). Only
 stdlib modules that the interpreter has already loaded at start-up are imported before that
@@ -61,36 +62,51 @@ def try_warm(args: list[str]) -> int | None:
     path = warm_socket_path()
     if not os.path.exists(path):
         return None
+    import signal
     import socket
 
+    from . import handover
     from .transport.fdpass import fds_ancillary
 
     version = _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION"))
-    header = (
-        f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
-        f'"llvm_version": {version}}}'
-    ).encode()
+    try:
+        header = (
+            f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
+            f'"llvm_version": {version}{handover.state_header()}}}'
+        ).encode()
+        cwd, env = handover.state_fds()
+    except (OSError, ImportError):  # (the native module not built: no state to send)
+        return None
     # One datagram: the reply socket's other end first, then the fds (see the worker).
     sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Signals to forward wait until the session process is known.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _forwarded())
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as launch:
-            launch.sendmsg([header], fds_ancillary([theirs.fileno(), fds[0], fds[1], 0, 1, 2]),
-                           0, path)
+            launch.sendmsg([header], fds_ancillary(
+                [theirs.fileno(), fds[0], fds[1], 0, 1, 2, cwd, env]), 0, path)
         theirs.close()
-        # One byte 'A': a session process took the session. Without it (the reply socket
-        # closed: nothing could take it, the server is stopping, the header was refused)
-        # nothing was started, and the cold path runs with our fds intact.
-        ack = sock.recv(1)
+        # 'A', the session process's pid and a pidfd of it: a session process took the
+        # session. Without it (the reply socket closed: nothing could take it, the server is
+        # stopping, the launch was refused) nothing was started, and the cold path runs
+        # with our fds intact.
+        session = _receive_ack(sock)
     except OSError:
-        ack = b""
-    if ack != b"A":
+        session = None
+    finally:
+        os.close(cwd)
+        os.close(env)
+    if session is None:
         theirs.close()
         sock.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return None
     # The session process owns the pipes now: drop ours so EOF reaches the controller
     # when that process ends.
     for fd in set(fds):
         os.close(fd)
+    _forward_signals(*session)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) - set(_forwarded()))
     data = b""
     try:
         while len(data) < 4:
@@ -111,6 +127,75 @@ def try_warm(args: list[str]) -> int | None:
         os.kill(os.getpid(), -status)
         return 128 - status
     return status
+
+
+def _forwarded() -> tuple[int, ...]:
+    """Signals forwarded to the session process (as launcher.c)."""
+    import signal as s
+
+    return (s.SIGINT, s.SIGTERM, s.SIGHUP, s.SIGQUIT, s.SIGUSR1, s.SIGUSR2, s.SIGWINCH,
+            s.SIGCONT, s.SIGTSTP, s.SIGALRM)
+
+
+def _receive_ack(sock: object) -> tuple[int, int | None] | None:
+    """The session process's pid and pidfd from its acknowledgement, or ``None``."""
+    import socket
+
+    from .transport.fdpass import ANCILLARY_SPACE, fds_received
+
+    assert isinstance(sock, socket.socket)
+    data = b""
+    pidfd: int | None = None
+    while len(data) < 5:
+        chunk, anc, _flags, _addr = sock.recvmsg(5 - len(data), ANCILLARY_SPACE)
+        for fd in fds_received(anc):
+            if pidfd is None:
+                pidfd = fd
+            else:
+                os.close(fd)
+        if not chunk or not (data + chunk).startswith(b"A"):
+            if pidfd is not None:
+                os.close(pidfd)
+            return None
+        data += chunk
+    return int.from_bytes(data[1:5], "little"), pidfd
+
+
+def _forward_signals(pid: int, pidfd: int | None) -> None:
+    """Deliver the signals this process receives to the session process (see launcher.c)."""
+    import signal
+
+    def send(sig: int) -> None:
+        try:
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, sig)
+            else:
+                os.kill(pid, sig)
+        except OSError:
+            pass
+
+    def on_signal(sig: int, _frame: object) -> None:
+        if sig != signal.SIGTSTP:
+            send(sig)
+            return
+        # The session process's group is orphaned: SIGTSTP's default stop is discarded there.
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = f.read()
+        except OSError:
+            status = ""
+        bits = {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines()
+                if line.startswith(("SigIgn:", "SigCgt:"))}
+        bit = 1 << (sig - 1)
+        if bits.get("SigCgt", 0) & bit:
+            send(sig)
+        elif not bits.get("SigIgn", 0) & bit:
+            send(signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    for sig in _forwarded():
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, on_signal)
 
 
 def _json_str(value: str | None) -> str:
@@ -139,9 +224,20 @@ def main() -> None:
     (``python -m orc_executor.launch --cold ARGS``: the warm handover was already tried)."""
     args = sys.argv[1:]
     cold = args[:1] == ["--cold"]
+    ignored: int | None = None
     if cold:
         args = args[1:]
+        if args[:1] and args[0].startswith("--ignored="):  # from launcher.c
+            try:
+                ignored = int(args[0].split("=", 1)[1], 16)
+            except ValueError:
+                pass
+            args = args[1:]
         sys.argv[1:] = args
+        if ignored is not None:
+            from . import handover
+
+            handover.inherited_ignored = ignored
     if args[:1] == ["serve"]:
         from .cli import serve
 
@@ -166,6 +262,9 @@ def main() -> None:
 
         gc.disable()
         from .daemon import run_pipe_session
+        from .handover import cold_start
+
+        cold_start(ignored)
 
         gc.freeze()
         gc.enable()

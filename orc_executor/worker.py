@@ -13,12 +13,16 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   :func:`orc_executor.launch.try_warm`) on the warm socket themselves, so the launch reaches
   the session process in one ``SCM_RIGHTS`` hop. The warm socket is a unix *datagram*
   socket, and a launch is one datagram: a JSON header (``{"kind": "fdpair", "stdio": true,
-  "controller_pid": N, "llvm_version": V}``) with fds ``reply, in, out, stdin, stdout,
-  stderr``, where ``reply`` is one end of a socketpair the launcher keeps the other end of.
+  "controller_pid": N, "llvm_version": V, "handover": 1, ...}``: the launching process's
+  state, :mod:`orc_executor.handover`) with fds ``reply, in, out, stdin, stdout, stderr,
+  cwd, environ``, where ``reply`` is one end of a socketpair the launcher keeps the other end
+  of. The worker applies the state before it acknowledges (a launch without it, from an older
+  launcher, or whose state cannot apply here is refused).
   (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
   CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
   ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
-  the daemon (``S`` with the fd), then acknowledges with one byte ``A`` on it: only then
+  the daemon (``S`` with the fd), then acknowledges with ``A``, its pid (4 bytes,
+  little-endian) and a pidfd of itself on it (the launcher forwards signals to it): only then
   does the launcher close its copies (without the ``A`` it starts the session cold itself).
   The daemon writes the exit status to the reply socket when the worker has exited (4
   bytes, little-endian signed; negative = killed by that signal); the worker itself sends
@@ -58,6 +62,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from . import handover
 from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
 from .transport import streams
@@ -96,6 +101,12 @@ def run(control_fd: int, listen_fd: int | None = None) -> int:
         contexts = _in_thread(lambda: _prepare(None))
         return trio.run(_serve_handover, control, contexts)
     listener = socket.socket(fileno=listen_fd)
+    from .memmap.native import lib
+
+    # The thread that ends this process if its launcher dies, started now (its start is
+    # slow on a busy machine), blocking every signal (so before any handler of ours).
+    if lib.orc_watch_prepare() != 0:
+        log.debug("cannot start the launcher watch now: it starts with the session")
     got = _receive_options(control)
     if got is None:
         return 0
@@ -178,6 +189,11 @@ def _prepare(listener: socket.socket | None, background: bool = False
 
     if background:
         _lower_this_thread(idle=True)
+    handover.prepare()
+    try:
+        handover.rehearse()
+    except Exception as e:  # a warm-up problem must never stop the worker
+        log.debug("launch state rehearsal failed: %s", e)
     contexts = {}
     for profile in PROFILES:
         ctx = build_context(profile)
@@ -378,19 +394,31 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 continue  # nothing there (another worker took it), or refused
             header, reply, fds = got
             with reply:
+                # The launching process's state first (refused: the launcher starts cold;
+                # partly applied: this process serves no other launch).
+                try:
+                    handover.apply(handover.LaunchState.from_header(header), fds[-2], fds[-1])
+                except (handover.Refused, ValueError) as e:
+                    log.warning("warm handover refused: %s", e)
+                    close_fds(fds if isinstance(e, ValueError) else fds[:-2])
+                    if isinstance(e, handover.Refused) and e.tainted:
+                        break
+                    continue
+                fds = fds[:-2]
                 # The daemon takes the reply socket (to write the exit status) before the
                 # launcher lets go of its fds: a refused or failed hand-off leaves the
                 # launcher able to start the session cold.
                 try:
                     control.sendmsg([b"S"], fds_ancillary([reply.fileno()]))
-                    reply.send(b"A")
+                    handover.acknowledge(reply)
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
                     close_fds(fds)
                     break
                 taken = header, fds
                 # Our own copy, for the exit status as this process exits (the daemon writes
-                # it too, which covers a process killed by a signal).
+                # it too, which covers a process killed by a signal), and to end this process
+                # if the launcher dies first.
                 try:
                     _report_exit_status(os.dup(reply.fileno()))
                 except OSError:
@@ -427,6 +455,8 @@ def _report_exit_status(fd: int) -> None:
 
     if lib.orc_report_exit_status(fd) != 0:
         os.close(fd)
+    elif lib.orc_watch_launcher(fd) != 0:
+        log.warning("cannot watch the launcher: this session outlives it if it is killed")
 
 
 def _receive_launch(listener: socket.socket
@@ -474,9 +504,12 @@ def _receive_launch(listener: socket.socket
 def _launch_problem(header: object, fds: list[int]) -> str | None:
     if not isinstance(header, dict):
         return "no valid header"
-    if header.get("kind") != "fdpair" or len(fds) not in (2, 5):
+    if header.get("handover") != handover.HANDOVER_VERSION:
+        return "launch without the launching process's state (an older launcher)"
+    # in, out, [stdin, stdout, stderr,] and the launcher's working directory and environ
+    if header.get("kind") != "fdpair" or len(fds) not in (4, 7):
         return f"bad header {header!r} with {len(fds)} fds"
-    if header.get("stdio") and len(fds) != 5:
+    if header.get("stdio") and len(fds) != 7:
         return "stdio announced without its fds"
     version = header.get("llvm_version")
     if version is not None:
@@ -562,6 +595,7 @@ def _preload() -> None:
 
     load_process_libraries()
     try:
+        handover.rehearse()
         rehearse_session()
     except Exception as e:  # a warm-up problem must never stop the fork server
         log.debug("session rehearsal failed: %s", e)

@@ -423,6 +423,8 @@ class Session:
         if self._threads_running >= self.max_concurrent_calls:
             self._backlog.append(call)
             return
+        if not self._threads_running:
+            lib.orc_program_rest(0)  # signals now go to the program's thread
         self._threads_running += 1
         try:
             trio.lowlevel.start_thread_soon(
@@ -436,6 +438,7 @@ class Session:
 
     def _run_blocking(self, call: _BlockingCall) -> None:
         """Worker thread: run the call, then write its Result if the pipe takes it now."""
+        lib.orc_program_enter()  # the program's signal mask while it runs (orc_set_signals)
         try:
             result = self._call_sync(call.tag, call.payload, call.name, call.spec, call.streamed)
             frame = _frame(Opcode.RESULT, call.seq, 0, result)
@@ -446,6 +449,8 @@ class Session:
             log.error("%s failed: %s: %s", call.name, type(e).__name__, e,
                       exc_info=log.isEnabledFor(logging.DEBUG))
             frame = encode_header(Opcode.RESULT, call.seq, 0, 0)
+        finally:
+            lib.orc_program_leave()
         if not self._write_from_thread(frame):
             call.frame = frame
 
@@ -475,6 +480,8 @@ class Session:
             self._call_done(call)
         while self._backlog and self._threads_running < self.max_concurrent_calls:
             self._start_blocking(self._backlog.popleft())
+        if not self._threads_running:
+            lib.orc_program_rest(1)  # no program code runs: signals come here
 
     async def _reaper(self, wake_fd: int) -> None:
         """Run :meth:`_reap` whenever a worker thread wakes trio's wait (the reader's poll
@@ -744,6 +751,9 @@ class Session:
             # Created on that call instead, it delays it ~0.3 ms.
             trio.lowlevel.start_thread_soon(_warm_worker_thread, _ignore_outcome)
             end = await self._reader()
+            # The program's buffered output goes out before anything the controller does
+            # next (its last words follow the Hangup or EOF), as the stock executor's exit.
+            lib.orc_flush_stdio()
             # Calls still waiting for a thread never run: only started ones are in flight.
             self._inflight -= len(self._backlog)
             self._backlog.clear()
@@ -810,8 +820,10 @@ class Session:
 
 def _warm_worker_thread() -> None:
     """The first worker thread's start, off the first blocking call's path: libgcc_s's
-    EH-frame entry points looked up (the first initialize with EH frames), and this thread's
-    malloc arena made (the JIT'd program's first allocation in the thread)."""
+    EH-frame entry points looked up (the first initialize with EH frames), this thread's
+    malloc arena made (the JIT'd program's first allocation in the thread), and the
+    executor's signal mask taken (it inherited the event loop's)."""
+    lib.orc_executor_thread()
     lib.orc_eh_frame_preload()
     ffi.new("char[]", 4096)
 

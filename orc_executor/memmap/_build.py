@@ -99,6 +99,21 @@ int64_t orc_guarded_run_as_main(uint64_t fn, int argc, char **argv);
 int64_t orc_guarded_run_as_void_function(uint64_t fn);
 int64_t orc_guarded_run_as_int_function(uint64_t fn, int32_t arg);
 int orc_guarded_run_void_void(uint64_t fn);
+
+/* the launching process's state, applied in a warm session process (orc_executor.handover) */
+int orc_set_environ(const char *block, size_t size);
+int orc_set_signals(uint64_t ignored, uint64_t program_mask);
+void orc_program_enter(void);
+void orc_program_leave(void);
+void orc_executor_thread(void);
+void orc_program_rest(int rest);
+int orc_watch_prepare(void);
+int orc_watch_launcher(int fd);
+void orc_flush_stdio(void);
+void orc_c_locale(void);
+int orc_get_ioprio(void);
+int orc_set_ioprio(int value);
+int orc_personality(void);
 """
 
 SOURCE = r"""
@@ -112,6 +127,7 @@ SOURCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -330,11 +346,20 @@ static size_t orc_tag_count(void) { return ORC_TAG_COUNT; }
 /* ---- exit status for the warm launcher ------------------------------------------------- */
 
 static int orc_status_fd = -1;
+static volatile int orc_exiting;  /* set as the exit status is sent (orc_watch_launcher) */
+static int orc_watch_epoll = -1;   /* (orc_watch_prepare) */
+
+/* Stop watching `fd` (the launcher's hang-up once it has the status wakes nobody). */
+static void orc_watch_forget(int fd) {
+    if (orc_watch_epoll >= 0) epoll_ctl(orc_watch_epoll, EPOLL_CTL_DEL, fd, NULL);
+}
 static pid_t orc_status_pid;
 
 static void orc_send_exit_status(int status, void *arg) {
     (void)arg;
     if (orc_status_fd < 0 || getpid() != orc_status_pid) return;  /* not in a forked child */
+    orc_exiting = 1;  /* the launcher may exit now: its watcher must not kill this process */
+    orc_watch_forget(orc_status_fd);
     /* Flush C stdio first: if the reader of stdout is gone, SIGPIPE ends the process here
        and the status comes from the fork server instead (killed by SIGPIPE), as it would. */
     fflush(NULL);
@@ -453,6 +478,220 @@ static uint64_t orc_gdb_last_entry(uint64_t *size) {
 
 static uint64_t orc_gdb_descriptor_addr(void) {
     return (uint64_t)(uintptr_t)&__jit_debug_descriptor;
+}
+
+/* ---- the launching process's state (orc_executor.handover) ---------------------------- */
+
+#include <poll.h>
+#include <signal.h>
+extern char **environ;
+
+/* Make `block` (entries NUL-terminated, as /proc/PID/environ) the C environ, entry for entry
+   in order; the old array and strings are left alone (they may still be referenced). 0, or
+   an errno value. */
+static int orc_set_environ(const char *block, size_t size) {
+    size_t n = 0, k = 0;
+    char *copy = (char *)malloc(size + 1);
+    char **env;
+    if (!copy) return ENOMEM;
+    memcpy(copy, block, size);
+    copy[size] = 0;
+    for (size_t i = 0; i < size; i++) n += copy[i] == 0;
+    if (size && copy[size - 1]) n++;  /* a last entry without its NUL */
+    env = (char **)malloc((n + 1) * sizeof *env);
+    if (!env) {
+        free(copy);
+        return ENOMEM;
+    }
+    for (size_t i = 0; i < size; i += strlen(copy + i) + 1) env[k++] = copy + i;
+    env[k] = NULL;
+    environ = env;
+    return 0;
+}
+
+/* Signals that report a fault of the thread that caused it: never blocked by the executor's
+   own threads, and an executor handler for one is kept. */
+static int orc_synchronous(int sig) {
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
+           sig == SIGSYS || sig == SIGABRT;
+}
+
+static sigset_t orc_program_mask, orc_executor_mask;
+static pthread_mutex_t orc_mask_lock = PTHREAD_MUTEX_INITIALIZER;
+static int orc_program_active;
+static int orc_at_rest = 1;  /* orc_program_rest's last state (the event loop's thread only) */
+
+/* Give the process the signal state a program gets from exec: SIG_IGN for the signals in
+   `ignored` (bit N-1 = signal N), SIG_DFL for every other one (an executor handler of a
+   synchronous signal stays), and `program_mask` as the program's signal mask. Signals sent
+   to the process must reach the thread that runs the program's code, as they reach a C
+   program's only thread (a handler interrupts its pause()): a thread takes the program's
+   mask while it runs the program's code (orc_program_enter/leave), the executor's own
+   threads block every asynchronous signal meanwhile, and the calling thread (the event
+   loop's) has the program's mask while no program code runs (orc_program_rest), so that a
+   signal then still has its effect. 0, or an errno value. */
+static int orc_set_signals(uint64_t ignored, uint64_t program_mask) {
+    sigset_t prog, own;
+    sigemptyset(&prog);
+    sigemptyset(&own);
+    for (int sig = 1; sig <= 64; sig++) {
+        struct sigaction sa, old;
+        if (sig == SIGKILL || sig == SIGSTOP || (sig > 31 && sig < SIGRTMIN)) continue;
+        if (program_mask >> (sig - 1) & 1) sigaddset(&prog, sig);
+        if (!orc_synchronous(sig)) sigaddset(&own, sig);
+        if (sigaction(sig, NULL, &old) != 0) continue;
+        if (orc_synchronous(sig) && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sigemptyset(&sa.sa_mask);
+        sa.sa_handler = (ignored >> (sig - 1) & 1) ? SIG_IGN : SIG_DFL;
+        if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == sa.sa_handler) continue;
+        if (sigaction(sig, &sa, NULL) != 0) return errno;
+    }
+    pthread_mutex_lock(&orc_mask_lock);
+    orc_program_mask = prog;
+    orc_executor_mask = own;
+    pthread_mutex_unlock(&orc_mask_lock);
+    __atomic_store_n(&orc_program_active, 1, __ATOMIC_RELEASE);
+    orc_at_rest = 1;
+    return pthread_sigmask(SIG_SETMASK, &prog, NULL);
+}
+
+/* A thread about to run the program's code: the program's mask. */
+static void orc_program_enter(void) {
+    sigset_t prog;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE)) return;
+    pthread_mutex_lock(&orc_mask_lock);
+    prog = orc_program_mask;
+    pthread_mutex_unlock(&orc_mask_lock);
+    pthread_sigmask(SIG_SETMASK, &prog, NULL);
+}
+
+/* A thread back from the program's code: the executor's mask; the mask the program left
+   is the program's from now on (its sigprocmask calls last, as in a C program). */
+static void orc_program_leave(void) {
+    sigset_t now;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE)) return;
+    pthread_sigmask(SIG_SETMASK, &orc_executor_mask, &now);
+    pthread_mutex_lock(&orc_mask_lock);
+    orc_program_mask = now;
+    pthread_mutex_unlock(&orc_mask_lock);
+}
+
+/* An executor thread that never runs the program's code: the executor's mask. */
+static void orc_executor_thread(void) {
+    if (__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE))
+        pthread_sigmask(SIG_SETMASK, &orc_executor_mask, NULL);
+}
+
+/* The event loop's thread: the program's mask while no program code runs (`rest`), else the
+   executor's. */
+static void orc_program_rest(int rest) {
+    sigset_t prog;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE) || rest == orc_at_rest) return;
+    orc_at_rest = rest;
+    if (!rest) {
+        pthread_sigmask(SIG_SETMASK, &orc_executor_mask, NULL);
+        return;
+    }
+    pthread_mutex_lock(&orc_mask_lock);
+    prog = orc_program_mask;
+    pthread_mutex_unlock(&orc_mask_lock);
+    pthread_sigmask(SIG_SETMASK, &prog, NULL);
+}
+
+
+static void *orc_watch(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    if (fd >= 0) {
+        struct pollfd p;
+        p.fd = fd;
+        p.events = POLLRDHUP;
+        p.revents = 0;
+        while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+    } else {  /* prepared in advance: the fd is added to the epoll set, which wakes nobody */
+        struct epoll_event ev;
+        while (epoll_wait(orc_watch_epoll, &ev, 1, -1) < 1) {}
+    }
+    if (!orc_exiting) kill(getpid(), SIGKILL);  /* the launcher is gone: so is its program */
+    /* The process is exiting (the launcher left once it had the status): wait for the end
+       here, as returning would (the thread's exit and stack release slowed the process's
+       exit_group by milliseconds on a busy machine, the controller waiting for EOF). */
+    for (;;) pause();
+    return NULL;
+}
+
+static int orc_watch_start(int fd) {
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    int rc;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);  /* the thread blocks every signal */
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    rc = pthread_create(&t, &attr, orc_watch, (void *)(intptr_t)fd);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* Start the thread of orc_watch_launcher now, before the fd is known: a thread's start (or
+   a wake-up of one) costs up to ~1 ms on a busy machine, on the session's critical path
+   otherwise. 0, or an errno value. */
+static int orc_watch_prepare(void) {
+    int rc;
+    if (orc_watch_epoll >= 0) return 0;
+    orc_watch_epoll = epoll_create1(EPOLL_CLOEXEC);
+    if (orc_watch_epoll < 0) return errno;
+    rc = orc_watch_start(-1);
+    if (rc) {
+        close(orc_watch_epoll);
+        orc_watch_epoll = -1;
+    }
+    return rc;
+}
+
+/* End this process (SIGKILL, as the launcher's own process would have been) when the peer of
+   the stream socket `fd` (the launcher) closes it, unless the process is already exiting.
+   The watching thread blocks every signal. 0, or an errno value. */
+static int orc_watch_launcher(int fd) {
+    if (orc_watch_epoll >= 0) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLRDHUP | EPOLLHUP;
+        ev.data.fd = fd;
+        return epoll_ctl(orc_watch_epoll, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : errno;
+    }
+    return orc_watch_start(fd);
+}
+
+/* The calling thread's I/O priority (ioprio_get; -1 on error), setting it (0 or an errno
+   value), and the process's personality (personality(2); -1 on error). */
+#include <sys/personality.h>
+#include <sys/syscall.h>
+static int orc_get_ioprio(void) { return (int)syscall(SYS_ioprio_get, 1, 0); }
+static int orc_set_ioprio(int value) {
+    return syscall(SYS_ioprio_set, 1, 0, value) == 0 ? 0 : errno;
+}
+static int orc_personality(void) { return personality(0xffffffff); }
+
+/* The locale a C program starts in ("C"; the interpreter set LC_CTYPE from the
+   environment at its start-up). */
+#include <locale.h>
+static void orc_c_locale(void) { setlocale(LC_ALL, "C"); }
+
+/* Flush C stdout and stderr, skipping one whose lock another thread holds (JIT'd code blocked
+   in the middle of its own I/O). */
+static void orc_flush_stdio(void) {
+    FILE *streams[2] = {stdout, stderr};
+    for (int i = 0; i < 2; i++) {
+        if (ftrylockfile(streams[i]) == 0) {
+            fflush_unlocked(streams[i]);
+            funlockfile(streams[i]);
+        }
+    }
 }
 """
 

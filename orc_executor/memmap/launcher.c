@@ -12,9 +12,10 @@
  *     `/tmp/orc-executor-UID/warm.sock`, a unix datagram socket), it hands the protocol fds
  *     and stdin/stdout/stderr to one of the server's ready session processes in one datagram
  *     (SCM_RIGHTS: first one end of a socketpair for the reply, then the fds; the data is a
- *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`), which a
- *     ready process receives itself; once that process acknowledges the session on the reply
- *     socket (one byte `A`) it closes its copies, waits for the session's exit status (4 bytes, little-endian,
+ *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`, and this
+ *     process's state: launcher_state.h), which a ready process receives itself; once that
+ *     process acknowledges the session on the reply socket (`A`, its pid and a pidfd) it
+ *     forwards signals to it (launcher_state.h), closes its copies, waits for the session's exit status (4 bytes, little-endian,
  *     signed: negative = killed by that signal; written by the server) and ends the same way;
  *   - otherwise (no server, no acknowledgement, `ORC_EXECUTOR_COLD` set, any other command
  *     line) it execs the Python entry point in this same process (same pid, same fds): the
@@ -31,12 +32,18 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "launcher_state.h"
 
 static int parse_int(const char *s, int *out) {
     char *end;
@@ -129,8 +136,8 @@ static int try_warm(int argc, char **argv) {
     int fds[2];
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_un addr;
-    char header[512];
-    int sock, pair[2], reply, handed[6];
+    char header[HEADER_MAX];
+    int sock, pair[2], reply, handed[8], cwd, env;
     struct msghdr msg;
     struct iovec iov;
     union {
@@ -141,6 +148,7 @@ static int try_warm(int argc, char **argv) {
     unsigned char status[4];
     size_t got = 0;
     int32_t value;
+    sigset_t launch_mask;
 
     if (getenv("ORC_EXECUTOR_COLD") && *getenv("ORC_EXECUTOR_COLD")) return -1;
     if (!pipe_fds(argc, argv, fds)) return -1;
@@ -149,13 +157,28 @@ static int try_warm(int argc, char **argv) {
              "{\"kind\": \"fdpair\", \"stdio\": true, \"controller_pid\": %d, \"llvm_version\": ",
              (int)getppid());
     if (!json_str(header, sizeof header - 2, getenv("ORC_EXECUTOR_LLVM_VERSION"))) return -1;
+    /* Everything a program inherits across exec, taken before anything here changes it. */
+    if (!state_json(header, sizeof header - 2)) return -1;
     strcat(header, "}");
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return -1;
+    cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cwd < 0) return -1;
+    env = environ_fd();
+    if (env < 0) {
+        close(cwd);
+        return -1;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        close(cwd);
+        close(env);
+        return -1;
+    }
     reply = pair[0];
     sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (sock < 0) {
         close(pair[0]);
         close(pair[1]);
+        close(cwd);
+        close(env);
         return -1;
     }
     memset(&addr, 0, sizeof addr);
@@ -168,6 +191,8 @@ static int try_warm(int argc, char **argv) {
     handed[3] = 0;
     handed[4] = 1;
     handed[5] = 2;
+    handed[6] = cwd;
+    handed[7] = env;
     iov.iov_base = header;
     iov.iov_len = strlen(header);
     memset(&msg, 0, sizeof msg);
@@ -183,29 +208,35 @@ static int try_warm(int argc, char **argv) {
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof handed);
     memcpy(CMSG_DATA(cm), handed, sizeof handed);
+    /* Signals to forward wait (blocked) until the session process is known. */
+    block_forwarded(&launch_mask);
     if (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) { /* no server there: a stale socket file */
         close(sock);
         close(pair[0]);
         close(pair[1]);
+        close(cwd);
+        close(env);
+        sigprocmask(SIG_SETMASK, &launch_mask, NULL);
         return -1;
     }
     close(sock);
+    close(cwd);
+    close(env);
     close(pair[1]); /* the session process's end now: EOF here if it goes away unanswered */
-    /* Wait for the session process to acknowledge the session (one byte 'A'). Anything else
-       (the reply socket closed: no process could take it, the server is stopping, the header
-       was refused) means nothing was started, and the cold path runs with our fds intact. */
-    for (;;) {
-        unsigned char ack;
-        ssize_t n = recv(reply, &ack, 1, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n == 1 && ack == 'A') break;
+    /* Wait for the session process to acknowledge the session (one byte 'A', its pid, and a
+       pidfd of it). Anything else (the reply socket closed: no process could take it, the
+       server is stopping, the launch was refused) means nothing was started, and the cold
+       path runs with our fds and signal mask intact. */
+    if (!receive_ack(reply)) {
         close(reply);
+        sigprocmask(SIG_SETMASK, &launch_mask, NULL);
         return -1;
     }
     /* The session process owns the pipes now: drop ours so EOF reaches the controller
        when that process ends. */
     close(fds[0]);
     if (fds[1] != fds[0]) close(fds[1]);
+    forward_signals(&launch_mask);
 
     while (got < sizeof status) {
         ssize_t n = recv(reply, status + got, sizeof status - got, 0);
@@ -222,7 +253,11 @@ static int try_warm(int argc, char **argv) {
     value = (int32_t)((uint32_t)status[0] | (uint32_t)status[1] << 8 |
                       (uint32_t)status[2] << 16 | (uint32_t)status[3] << 24);
     if (value < 0) { /* mirror a session killed by a signal */
+        sigset_t one;
         signal(-value, SIG_DFL);
+        sigemptyset(&one);
+        sigaddset(&one, -value);
+        sigprocmask(SIG_UNBLOCK, &one, NULL);
         kill(getpid(), -value);
         return 128 - value;
     }
@@ -235,7 +270,7 @@ static int executable(const char *path) {
 }
 
 static void exec_python(int argc, char **argv) {
-    char self[PATH_MAX], python[PATH_MAX + 16];
+    char self[PATH_MAX], python[PATH_MAX + 16], ignored[32];
     const char *env = getenv("ORC_EXECUTOR_PYTHON");
     char **args = calloc((size_t)argc + 6, sizeof *args);
     ssize_t n;
@@ -263,6 +298,10 @@ static void exec_python(int argc, char **argv) {
     args[k++] = "-m";
     args[k++] = "orc_executor.launch";
     args[k++] = "--cold";
+    /* The signals the controller left ignored: the interpreter sets SIGPIPE and SIGXFSZ to
+       SIG_IGN itself at start-up, so the cold path learns their dispositions from here. */
+    snprintf(ignored, sizeof ignored, "--ignored=%llx", (unsigned long long)ignored_signals());
+    args[k++] = ignored;
     for (int i = 1; i < argc; i++) args[k++] = argv[i];
     args[k] = NULL;
     if (python[0])

@@ -219,15 +219,14 @@ def test_lib_directive_missing_library(clang_repl: Path, executor_path: Path,
     assert b"libnothere.so" in ours.stderr, show(ours)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 21 item 4 (flush C stdio on hangup, branch handover): orc-executor closes its "
-    "pipe to the controller before its exit flushes stdio, so clang-repl (which waits for "
-    "that EOF) prints its last newline before the JIT'd code's buffered output; the stock "
-    "executor exits, flushing, first"))
 def test_output_left_buffered_at_exit(clang_repl: Path, executor_path: Path) -> None:
     """Output left in stdio's buffer at the end of the session (no ``%quit``) comes out
     where the stock executor's does."""
     script = '#include <cstdio>\nint x = 42;\nstd::printf("x=%d\\n", x);\n'
     ref, ours = compare_repl(executor_path, script)
-    assert ref.stdout == b"x=42\n\n", show(ref)
-    _check_same(ref, ours)
+    # The stock executor races its exit (which flushes) against clang-repl's last newline
+    # and prints either order; orc-executor flushes as soon as the controller hangs up, so
+    # the program's output always comes first, as in the reference's usual order.
+    assert ref.stdout in (b"x=42\n\n", b"\nx=42\n"), show(ref)
+    assert ours.stdout == b"x=42\n\n", show(ours)
+    assert (ours.stderr, ours.returncode) == (ref.stderr, ref.returncode), show(ours)

@@ -270,7 +270,8 @@ def test_no_acknowledgement_means_cold_start(objs: dict[str, Path], tmp_path: Pa
     finally:
         t.join(timeout=10)
         listener.close()
-    assert seen == [6]  # the reply socket, in, out, stdin, stdout, stderr
+    # the reply socket, in, out, stdin, stdout, stderr, working directory, environ
+    assert seen == [8]
     _pid, parent = _check_echo(r, ["5"])
     assert parent == r.pid  # in the process llvm-jitlink started
 
