@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 
 from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
+from .host import RETURN_ZERO_CODE
 from .transport import streams
 from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
 from .transport.spec import FdPair
@@ -299,10 +300,11 @@ async def _rehearsal_calls() -> None:
             await call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle, [("printf", False)])
             mem = c.symbol(mm.PREFIX + "Instance")
             base = await call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, mem, 8192)
-            # xor eax, eax; ret, and at +16 an empty .eh_frame (its zero terminator), which the
-            # alloc actions register and, at release, deregister: libgcc returns at once for an
-            # empty section, but the session's alloc-action paths are exercised.
-            code = b"\x31\xc0\xc3".ljust(16, b"\xcc") + bytes(4)
+            # return 0 (this architecture's code), and at +16 an empty .eh_frame (its zero
+            # terminator), which the alloc actions register and, at release, deregister:
+            # libgcc returns at once for an empty section, but the session's alloc-action
+            # paths are exercised.
+            code = (RETURN_ZERO_CODE or bytes(16)) + bytes(4)
             eh = EH_SIG.encode_args(ExecutorAddrRange(base + 16, base + 20))
             eh_pair = AllocActionCallPair(
                 WrapperFunctionCall(c.symbol("llvm_orc_registerEHFrameAllocAction"), eh),
@@ -310,8 +312,9 @@ async def _rehearsal_calls() -> None:
             )
             req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [eh_pair])
             await call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, mem, req)
-            await call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
-                       base, [b"rehearsal"])
+            if RETURN_ZERO_CODE is not None:
+                await call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
+                           base, [b"rehearsal"])
             await call(mm.PREFIX + "release_wrapper", mm.RELEASE, mem, [base])
 
 

@@ -43,6 +43,9 @@ char *strerror(int errnum);
 /* the warm launcher's exit status, sent as the process exits (see orc_report_exit_status) */
 int orc_report_exit_status(int fd);
 
+/* instruction-cache coherence after writing code (no-op on x86) */
+void orc_sync_icache(uint64_t addr, size_t size);
+
 /* shared memory (ExecutorSharedMemoryMapperService) */
 void *orc_shm_reserve(const char *name, size_t size);
 int orc_shm_unlink(const char *name);
@@ -157,6 +160,18 @@ static int orc_protect(uint64_t addr, size_t size, int prot) {
 static int orc_discard(uint64_t addr, size_t size) {
     return madvise((void *)(uintptr_t)addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
 }
+
+/* ---- instruction cache (aarch64 and other non-x86 targets) ---------------------------- */
+
+/* Make [addr, addr + size) coherent between the data and instruction caches after code was
+   written there (on aarch64: clean to the point of unification, invalidate the icache). The
+   range must be mapped and readable. Compiles to nothing on x86. */
+static void orc_sync_icache(uint64_t addr, size_t size) {
+    char *p = (char *)(uintptr_t)addr;
+    __builtin___clear_cache(p, p + size);
+}
+
+/* ---- shared memory -------------------------------------------------------------------- */
 
 static void *orc_shm_reserve(const char *name, size_t size) {
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0700);

@@ -1,0 +1,35 @@
+"""The host facts Setup announces (orc_executor/host.py)."""
+
+from __future__ import annotations
+
+import os
+
+from orc_executor import host
+from orc_executor.executor.bootstrap import build_context, setup_info
+from orc_executor.memmap.native import ffi, lib
+
+
+def test_triples_are_spelled_as_llvm_spells_them() -> None:
+    # What Debian's stock llvm-jitlink-executor sends (x86_64: tests/data/traces; arm64: its
+    # LLVM_HOST_TRIPLE, and the cross tests compare with it under qemu).
+    assert host.process_triple("x86_64") == "x86_64-pc-linux-gnu"
+    assert host.process_triple("aarch64") == "aarch64-unknown-linux-gnu"
+    assert host.process_triple("arm64") == "aarch64-unknown-linux-gnu"
+    assert host.process_triple("riscv64") == "riscv64-unknown-linux-gnu"
+
+
+def test_setup_announces_this_host() -> None:
+    info = setup_info(build_context())
+    assert info.triple == host.process_triple(os.uname().machine)
+    assert info.page_size == os.sysconf("SC_PAGE_SIZE") == host.PAGE_SIZE
+
+
+def test_return_zero_code_matches_the_architecture() -> None:
+    arch = os.uname().machine
+    coherent = arch in ("x86_64", "i686")
+    assert host.NEEDS_ICACHE_SYNC is not coherent
+    if arch == "x86_64":
+        assert host.RETURN_ZERO_CODE == b"\x31\xc0\xc3" + b"\xcc" * 13
+    # syncing any readable range is harmless (a no-op on x86)
+    buf = bytearray(64)
+    lib.orc_sync_icache(int(ffi.cast("uintptr_t", ffi.from_buffer(buf))), len(buf))
