@@ -6,6 +6,8 @@
   other architecture, ``-musl`` instead of ``-gnu`` without glibc).
 * :data:`PAGE_SIZE`: the page size in bytes (``sysconf(_SC_PAGESIZE)``; aarch64 kernels use 4,
   16 or 64 KiB pages).
+* :data:`EH_RETURN_ADDRESS_REGISTER`: the DWARF register an ``.eh_frame`` CIE names as the
+  return address in this architecture's code (how code linked for another one is recognized).
 * :data:`RETURN_ZERO_CODE`: ``int f(void) { return 0; }`` in this architecture's machine code.
 * :data:`NEEDS_ICACHE_SYNC`: whether code written through the data side must be made visible
   to instruction fetch (``__builtin___clear_cache``) before it runs. x86 keeps the caches
@@ -54,3 +56,9 @@ _RETURN_ZERO = {
 }
 #: This host's entry of the table above (``None`` for an architecture without one).
 RETURN_ZERO_CODE: bytes | None = _RETURN_ZERO.get(PROCESS_TRIPLE.split("-", 1)[0])
+
+#: DWARF return-address register of each architecture's CIEs (x86_64: 16 = RIP, i386: 8 = EIP,
+#: aarch64: 30 = X30/LR, riscv: 1 = ra).
+EH_RA_REGISTERS = {"x86_64": 16, "i686": 8, "aarch64": 30, "riscv64": 1}
+#: This host's entry (``None`` for an architecture without one: nothing is checked).
+EH_RETURN_ADDRESS_REGISTER: int | None = EH_RA_REGISTERS.get(PROCESS_TRIPLE.split("-", 1)[0])
