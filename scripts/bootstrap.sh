@@ -9,7 +9,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in gcc g++ gdb binutils python3-venv llvm-14 llvm-19 llvm-22 ${ORC_EXTRA_APT:-}; do
+for p in gcc g++ gdb binutils python3-venv llvm-14 llvm-19 llvm-22 openssh-client openssh-server \
+         ${ORC_EXTRA_APT:-}; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -40,4 +41,8 @@ fi
 if [ -x scripts/fetch-orc-runtime.sh ]; then
     scripts/fetch-orc-runtime.sh >/dev/null
 fi
+# The aarch64 build the cross tests use (tests/cross): qemu-user, the cross compilers and an
+# arm64 sysroot (scripts/cross.sh installs and unpacks what it needs; a re-run is quick).
+scripts/cross.sh aarch64 .cross/aarch64 >/dev/null \
+    || { echo "bootstrap: scripts/cross.sh aarch64 failed" >&2; exit 1; }
 echo "bootstrap: ready ($(.venv/bin/orc-executor --version 2>/dev/null || echo orc-executor))" >&2

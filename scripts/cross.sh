@@ -138,7 +138,7 @@ shutil.copytree(sys.argv[1], sys.argv[2], ignore=shutil.ignore_patterns(
 ext=_native.cpython-${pyver/./}-$gnu.so
 build=$dir/build
 mkdir -p "$build"
-"$host_py" - "$repo/orc_executor/memmap/_build.py" "$build/_native.c.new" >&2 <<'EOF'
+"$host_py" - "$repo/orc_executor/memmap/_build.py" "$build/_native.c.new" >/dev/null <<'EOF'
 import runpy, sys
 runpy.run_path(sys.argv[1])["ffibuilder"].emit_c_code(sys.argv[2])
 EOF
