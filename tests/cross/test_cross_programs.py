@@ -78,6 +78,18 @@ def test_c_program_over_pipes(cross: CrossBuild, name: str) -> None:
     assert ours.text == reference.text
 
 
+@pytest.mark.parametrize("flag", ["-use-memmgr=shared", "-debugger-support"])
+def test_shared_memory_and_gdb_registration(cross: CrossBuild, flag: str) -> None:
+    """The shared-memory mapper (the controller writes content into a POSIX shared memory
+    object both processes map) and the GDB JIT interface (a -g object registered with
+    ``__jit_debug_register_code``) on aarch64."""
+    case = CASES_BY_NAME["debug_info"]
+    objs = [compile_aarch64(src, case.cflags) for src in case.source_paths]
+    reference = jitlink(cross.reference, objs, case.args, flags=[flag])
+    check_facts(case, reference)
+    assert jitlink(cross.ours, objs, case.args, flags=[flag]).text == reference.text
+
+
 # ---- C++ with the aarch64 ORC runtime ------------------------------------------------------------
 
 
