@@ -68,7 +68,7 @@ def try_warm(args: list[str]) -> int | None:
     version = _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION"))
     header = (
         f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
-        f'"llvm_version": {version}}}'
+        f'"llvm_version": {version}, "machine": {_json_str(os.uname().machine)}}}'
     ).encode()
     # One datagram: the reply socket's other end first, then the fds (see the worker).
     sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

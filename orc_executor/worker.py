@@ -13,8 +13,10 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   :func:`orc_executor.launch.try_warm`) on the warm socket themselves, so the launch reaches
   the session process in one ``SCM_RIGHTS`` hop. The warm socket is a unix *datagram*
   socket, and a launch is one datagram: a JSON header (``{"kind": "fdpair", "stdio": true,
-  "controller_pid": N, "llvm_version": V}``) with fds ``reply, in, out, stdin, stdout,
-  stderr``, where ``reply`` is one end of a socketpair the launcher keeps the other end of.
+  "controller_pid": N, "llvm_version": V, "machine": M}``; a launcher on another machine
+  type than the server's, e.g. emulated, is refused and starts cold) with fds ``reply, in,
+  out, stdin, stdout, stderr``, where ``reply`` is one end of a socketpair the launcher keeps
+  the other end of.
   (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
   CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
   ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
@@ -480,6 +482,9 @@ def _launch_problem(header: object, fds: list[int]) -> str | None:
         return f"bad header {header!r} with {len(fds)} fds"
     if header.get("stdio") and len(fds) != 5:
         return "stdio announced without its fds"
+    machine = header.get("machine")
+    if machine is not None and machine != os.uname().machine:
+        return f"the launcher runs on {machine!r}, this server on {os.uname().machine!r}"
     version = header.get("llvm_version")
     if version is not None:
         from .executor.bootstrap import profile_for_version

@@ -12,7 +12,7 @@
  *     `/tmp/orc-executor-UID/warm.sock`, a unix datagram socket), it hands the protocol fds
  *     and stdin/stdout/stderr to one of the server's ready session processes in one datagram
  *     (SCM_RIGHTS: first one end of a socketpair for the reply, then the fds; the data is a
- *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`), which a
+ *     JSON header naming the controller's pid, `$ORC_EXECUTOR_LLVM_VERSION` and `uname -m`), which a
  *     ready process receives itself; once that process acknowledges the session on the reply
  *     socket (one byte `A`) it closes its copies, waits for the session's exit status (4 bytes, little-endian,
  *     signed: negative = killed by that signal; written by the server) and ends the same way;
@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 static int parse_int(const char *s, int *out) {
@@ -130,6 +131,7 @@ static int try_warm(int argc, char **argv) {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_un addr;
     char header[512];
+    struct utsname uts;
     int sock, pair[2], reply, handed[6];
     struct msghdr msg;
     struct iovec iov;
@@ -149,6 +151,13 @@ static int try_warm(int argc, char **argv) {
              "{\"kind\": \"fdpair\", \"stdio\": true, \"controller_pid\": %d, \"llvm_version\": ",
              (int)getppid());
     if (!json_str(header, sizeof header - 2, getenv("ORC_EXECUTOR_LLVM_VERSION"))) return -1;
+    /* The machine this launcher runs on: a server of another architecture (e.g. a native one
+       next to an emulated one) refuses the session, and the cold path runs. */
+    if (uname(&uts) == 0) {
+        if (strlen(header) + 14 >= sizeof header) return -1;
+        strcat(header, ", \"machine\": ");
+        if (!json_str(header, sizeof header - 2, uts.machine)) return -1;
+    }
     strcat(header, "}");
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return -1;
     reply = pair[0];

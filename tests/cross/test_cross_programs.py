@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -246,4 +247,33 @@ def test_warm_server_under_qemu(cross: CrossBuild, tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_native_warm_server_refuses_the_emulated_launcher(cross: CrossBuild,
+                                                            tmp_path: Path) -> None:
+    """An x86_64 ``orc-executor serve`` on the same warm socket: the aarch64 launcher's
+    handover names its machine, the server refuses it, and the launch runs cold (aarch64)."""
+    native = Path(sys.executable).parent / "orc-executor"
+    sock_dir = tmp_path / "warm"
+    sock_dir.mkdir(mode=0o700)
+    env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(sock_dir / "warm.sock"))
+    server = subprocess.Popen([str(native), "serve", "--warm", "1"], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        assert server.stderr is not None
+        deadline = time.monotonic() + 60
+        line = b""
+        while b"warm server on" not in line:
+            assert time.monotonic() < deadline and server.poll() is None, line
+            line = server.stderr.readline()
+        case = CASES_BY_NAME["args_exit"]
+        objs = [compile_aarch64(src, case.cflags) for src in case.source_paths]
+        ours = jitlink(cross.ours, objs, case.args, env=env)
+        check_facts(case, ours)
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=60)
+    assert b"warm handover refused: the launcher runs on 'aarch64', this server on 'x86_64'" \
+        in err
 
