@@ -146,7 +146,8 @@ if ! cmp -s "$build/_native.c.new" "$build/_native.c" || [ ! -s "$build/$ext" ];
     log "cross-compiling the cffi extension ($gnu-gcc)"
     "$gnu-gcc" -shared -fPIC -O2 -fno-strict-aliasing -pthread \
         -I "$sysroot/usr/include/python$pyver" -idirafter "$sysroot/usr/include" \
-        -x c "$build/_native.c.new" -o "$build/$ext.tmp" -ldl -lpthread -lrt
+        -x c "$build/_native.c.new" -o "$build/$ext.tmp" -ldl -lpthread -lrt \
+        2>"$build/cc.log" || { cat "$build/cc.log" >&2; exit 1; }
     mv "$build/$ext.tmp" "$build/$ext"
     mv "$build/_native.c.new" "$build/_native.c"
 fi
