@@ -76,8 +76,8 @@ mkdir -p "$debs" "$sysroot"
 for p in "${pkgs[@]}"; do
     [ -e "$debs/$p.unpacked" ] && continue
     tmp=$(mktemp -d "$debs/.dl.XXXXXX")
-    (cd "$tmp" && apt_locked apt-get download -q -o APT::Sandbox::User=root "$p:$debarch" \
-        >/dev/null)
+    (cd "$tmp" && flock /tmp/apt.lock apt-get download -q -o APT::Sandbox::User="$(id -un)" \
+        "$p:$debarch" >/dev/null)
     deb=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -n 1)
     [ -n "$deb" ] || { log "apt-get download $p:$debarch gave no .deb"; exit 1; }
     if [ "$p" = "llvm-$llvm" ]; then
