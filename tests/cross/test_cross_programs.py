@@ -277,3 +277,23 @@ def test_native_warm_server_refuses_the_emulated_launcher(cross: CrossBuild,
     assert b"warm handover refused: the launcher runs on 'aarch64', this server on 'x86_64'" \
         in err
 
+
+
+# ---- Setup ---------------------------------------------------------------------------------------
+
+
+async def test_setup_announces_aarch64_like_the_reference(cross: CrossBuild) -> None:
+    """The package's controller reads both executors' Setup: the same triple (as LLVM's
+    ``sys::getProcessTriple`` spells it on Debian's arm64 build) and page size."""
+    from orc_executor.controller import Controller
+
+    setups = []
+    for executor in (cross.reference, cross.ours):
+        async with await Controller.launch([str(executor)]) as c:
+            setups.append(await c.wait_setup())
+    reference, ours = setups
+    assert reference.triple == ours.triple == "aarch64-unknown-linux-gnu"
+    assert reference.page_size == ours.page_size == os.sysconf("SC_PAGE_SIZE")
+    for name in ("__llvm_orc_SimpleRemoteEPC_dispatch_ctx",
+                 "__llvm_orc_SimpleRemoteEPC_dispatch_fn"):
+        assert name in reference.symbols and name in ours.symbols
