@@ -33,6 +33,7 @@ from tests.cross.crossrun import (  # noqa: E402
     compile_aarch64,
     cross_build,
     prelink,
+    start_warm_server,
 )
 
 PROGRAMS = ROOT / "tests" / "programs"
@@ -72,19 +73,6 @@ def run_once(executor: Path, jit_args: Sequence[str], args: Sequence[str],
     return time.perf_counter() - t0
 
 
-def start_warm(cross: CrossBuild, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen([str(cross.ours), "serve", "--warm", "2"], env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-    assert server.stderr is not None
-    line = b""
-    while b"warm server on" not in line:
-        if server.poll() is not None:
-            raise RuntimeError(f"warm server ended: {server.stderr.read().decode()}")
-        line = server.stderr.readline()
-    return server
-
-
 def fmt(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:.0f} ({min(xs) * 1000:.0f}–{max(xs) * 1000:.0f})"
 
@@ -100,9 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-cross-") as tmp:
         progs = programs(cross, Path(tmp))
         cold_env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=f"{tmp}/none/warm.sock")
-        os.mkdir(f"{tmp}/warm", 0o700)
-        warm_env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=f"{tmp}/warm/warm.sock")
-        server = start_warm(cross, warm_env)
+        server, warm_env = start_warm_server(cross.ours, Path(tmp) / "warm", warm=2)
         try:
             times: dict[str, dict[str, list[float]]] = {}
             for name, (jit_args, args) in progs.items():

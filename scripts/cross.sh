@@ -31,6 +31,9 @@ case $1 in
 esac
 mkdir -p "$2"
 dir=$(cd "$2" && pwd)
+# One run at a time per DIR (concurrent test sessions and benchmarks refresh the same build).
+exec 9>"$dir/.cross.lock"
+flock 9
 sysroot=$dir/sysroot
 site=$sysroot/usr/lib/python3/dist-packages
 pyver=3.11

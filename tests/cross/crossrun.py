@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,3 +132,24 @@ def _normalize(data: bytes, executor: Path | str | None) -> bytes:
     if executor:
         data = data.replace(str(executor).encode(), b"{executor}")
     return data.replace(str(LLVM_JITLINK).encode(), b"{jitlink}")
+
+
+def start_warm_server(executor: Path, sock_dir: Path, *, timeout: float = 240,
+                      warm: int = 1) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """``EXECUTOR serve --warm N`` on ``sock_dir/warm.sock`` (``sock_dir`` is created 0700),
+    once its session processes are ready: the server (its stderr a pipe, read up to the
+    "warm server on" line) and the environment that points launches at it."""
+    sock_dir.mkdir(mode=0o700)
+    env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(sock_dir / "warm.sock"))
+    server = subprocess.Popen([str(executor), "serve", "--warm", str(warm)], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    assert server.stderr is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    while b"warm server on" not in line:  # logged once the session processes are ready
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise RuntimeError(f"the warm server did not start: {line!r}")
+        line = server.stderr.readline()
+    return server, env

@@ -27,6 +27,7 @@ from tests.cross.crossrun import (
     compile_aarch64,
     jitlink,
     prelink,
+    start_warm_server,
 )
 from tests.e2e.test_lazy import LAZY_C_STDOUT
 from tests.e2e.test_orc_runtime import CTORS_STDOUT, EXCEPTIONS_STDOUT, TLS_STDOUT
@@ -223,19 +224,8 @@ def test_warm_server_under_qemu(cross: CrossBuild, tmp_path: Path) -> None:
     """``bin/orc-executor serve`` (the mode the README recommends under emulation): the
     launcher hands sessions to pre-started aarch64 session processes; same output as the
     reference for a callback-heavy program and a threaded one."""
-    sock_dir = tmp_path / "warm"
-    sock_dir.mkdir(mode=0o700)
-    env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(sock_dir / "warm.sock"))
-    server = subprocess.Popen([str(cross.ours), "serve", "--warm", "1"], env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+    server, env = start_warm_server(cross.ours, tmp_path / "warm")
     try:
-        assert server.stderr is not None
-        deadline = time.monotonic() + 240
-        line = b""
-        while b"warm server on" not in line:  # logged once the session processes are ready
-            assert time.monotonic() < deadline and server.poll() is None, line
-            line = server.stderr.readline()
         for name in ("qsort_desc", "threads"):
             case = CASES_BY_NAME[name]
             with tempfile.TemporaryDirectory(prefix="cross-") as tmp:
@@ -254,19 +244,8 @@ def test_native_warm_server_refuses_the_emulated_launcher(cross: CrossBuild,
     """An x86_64 ``orc-executor serve`` on the same warm socket: the aarch64 launcher's
     handover names its machine, the server refuses it, and the launch runs cold (aarch64)."""
     native = Path(sys.executable).parent / "orc-executor"
-    sock_dir = tmp_path / "warm"
-    sock_dir.mkdir(mode=0o700)
-    env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(sock_dir / "warm.sock"))
-    server = subprocess.Popen([str(native), "serve", "--warm", "1"], env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+    server, env = start_warm_server(native, tmp_path / "warm", timeout=60)
     try:
-        assert server.stderr is not None
-        deadline = time.monotonic() + 60
-        line = b""
-        while b"warm server on" not in line:
-            assert time.monotonic() < deadline and server.poll() is None, line
-            line = server.stderr.readline()
         case = CASES_BY_NAME["args_exit"]
         objs = [compile_aarch64(src, case.cflags) for src in case.source_paths]
         ours = jitlink(cross.ours, objs, case.args, env=env)
@@ -276,7 +255,6 @@ def test_native_warm_server_refuses_the_emulated_launcher(cross: CrossBuild,
         _, err = server.communicate(timeout=60)
     assert b"warm handover refused: the launcher runs on 'aarch64', this server on 'x86_64'" \
         in err
-
 
 
 # ---- Setup ---------------------------------------------------------------------------------------
