@@ -13,8 +13,12 @@
 #                    cross-compiled by aarch64-linux-gnu-gcc against libpython3.11-dev:arm64)
 #                    and its pure-Python dependencies (pip wheels; cffi's _cffi_backend as its
 #                    manylinux aarch64 wheel)
-# DIR/bin/orc-executor           runs orc-executor under qemu-aarch64 with its arguments
+# DIR/bin/orc-executor           runs orc-executor under qemu-aarch64 with its arguments (the
+#                                aarch64 launcher DIR/lib/orc-executor: warm handover to a
+#                                `DIR/bin/orc-executor serve`, else the cold start)
 # DIR/bin/llvm-jitlink-executor  runs the arm64 reference executor the same way
+# DIR/lib/python3                runs the aarch64 interpreter under qemu (host shell script)
+# DIR/liborc_rt-aarch64.a        the aarch64 ORC runtime (a link into the sysroot)
 #
 # Prints DIR's absolute path. Installs what it needs on the host (qemu-user, the cross
 # compilers); apt and dpkg run under `flock /tmp/apt.lock`. Re-running refreshes the copy of
