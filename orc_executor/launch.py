@@ -72,7 +72,8 @@ def try_warm(args: list[str]) -> int | None:
     try:
         header = (
             f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
-            f'"llvm_version": {version}{handover.state_header()}}}'
+            f'"llvm_version": {version}, "machine": {_json_str(os.uname().machine)}'
+            f'{handover.state_header()}}}'
         ).encode()
         cwd, env = handover.state_fds()
     except (OSError, ImportError):  # (the native module not built: no state to send)

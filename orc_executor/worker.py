@@ -13,11 +13,12 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   :func:`orc_executor.launch.try_warm`) on the warm socket themselves, so the launch reaches
   the session process in one ``SCM_RIGHTS`` hop. The warm socket is a unix *datagram*
   socket, and a launch is one datagram: a JSON header (``{"kind": "fdpair", "stdio": true,
-  "controller_pid": N, "llvm_version": V, "handover": 1, ...}``: the launching process's
-  state, :mod:`orc_executor.handover`) with fds ``reply, in, out, stdin, stdout, stderr,
-  cwd, environ``, where ``reply`` is one end of a socketpair the launcher keeps the other end
-  of. The worker applies the state before it acknowledges (a launch without it, from an older
-  launcher, or whose state cannot apply here is refused).
+  "controller_pid": N, "llvm_version": V, "machine": M, "handover": 1, ...}``: the launching
+  process's state, :mod:`orc_executor.handover`) with fds ``reply, in, out, stdin, stdout,
+  stderr, cwd, environ``, where ``reply`` is one end of a socketpair the launcher keeps the
+  other end of. The worker applies the state before it acknowledges (a launch without it, from
+  an older launcher, whose state cannot apply here, or from a launcher on another machine type
+  than the server's, e.g. emulated, is refused, and the launcher starts cold).
   (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
   CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
   ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
@@ -65,6 +66,7 @@ from typing import Any, TypeVar
 from . import handover
 from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
+from .host import RETURN_ZERO_CODE
 from .transport import streams
 from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
 from .transport.spec import FdPair
@@ -316,10 +318,11 @@ async def _rehearsal_calls() -> None:
             await call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle, [("printf", False)])
             mem = c.symbol(mm.PREFIX + "Instance")
             base = await call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, mem, 8192)
-            # xor eax, eax; ret, and at +16 an empty .eh_frame (its zero terminator), which the
-            # alloc actions register and, at release, deregister: libgcc returns at once for an
-            # empty section, but the session's alloc-action paths are exercised.
-            code = b"\x31\xc0\xc3".ljust(16, b"\xcc") + bytes(4)
+            # return 0 (this architecture's code), and at +16 an empty .eh_frame (its zero
+            # terminator), which the alloc actions register and, at release, deregister:
+            # libgcc returns at once for an empty section, but the session's alloc-action
+            # paths are exercised.
+            code = (RETURN_ZERO_CODE or bytes(16)) + bytes(4)
             eh = EH_SIG.encode_args(ExecutorAddrRange(base + 16, base + 20))
             eh_pair = AllocActionCallPair(
                 WrapperFunctionCall(c.symbol("llvm_orc_registerEHFrameAllocAction"), eh),
@@ -327,8 +330,9 @@ async def _rehearsal_calls() -> None:
             )
             req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [eh_pair])
             await call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, mem, req)
-            await call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
-                       base, [b"rehearsal"])
+            if RETURN_ZERO_CODE is not None:
+                await call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
+                           base, [b"rehearsal"])
             await call(mm.PREFIX + "release_wrapper", mm.RELEASE, mem, [base])
 
 
@@ -511,6 +515,9 @@ def _launch_problem(header: object, fds: list[int]) -> str | None:
         return f"bad header {header!r} with {len(fds)} fds"
     if header.get("stdio") and len(fds) != 7:
         return "stdio announced without its fds"
+    machine = header.get("machine")
+    if machine is not None and machine != os.uname().machine:
+        return f"the launcher runs on {machine!r}, this server on {os.uname().machine!r}"
     version = header.get("llvm_version")
     if version is not None:
         from .executor.bootstrap import profile_for_version

@@ -11,7 +11,7 @@ SUDO=""
 
 need_pkgs=()
 for p in gcc g++ gdb binutils python3-venv llvm-14 llvm-19 llvm-22 clang-tools-22 \
-         libclang-rt-22-dev linux-perf ${ORC_EXTRA_APT:-}; do
+         libclang-rt-22-dev linux-perf openssh-client openssh-server ${ORC_EXTRA_APT:-}; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -42,4 +42,8 @@ fi
 if [ -x scripts/fetch-orc-runtime.sh ]; then
     scripts/fetch-orc-runtime.sh >/dev/null
 fi
+# The aarch64 build the cross tests use (tests/cross): qemu-user, the cross compilers and an
+# arm64 sysroot (scripts/cross.sh installs and unpacks what it needs; a re-run is quick).
+scripts/cross.sh aarch64 .cross/aarch64 >/dev/null \
+    || { echo "bootstrap: scripts/cross.sh aarch64 failed" >&2; exit 1; }
 echo "bootstrap: ready ($(.venv/bin/orc-executor --version 2>/dev/null || echo orc-executor))" >&2

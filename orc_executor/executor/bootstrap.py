@@ -22,13 +22,13 @@ process is inspected (:func:`detect_profile`), else ``modern``.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import re
 import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..host import PAGE_SIZE, PROCESS_TRIPLE
 from ..memmap.native import lib
 from ..sps.orc import SPSSetupMessage, SPSSetupMessage14
 from .context import ExecutorContext
@@ -45,7 +45,8 @@ from .services.shared_memory import SharedMemoryMapperService
 
 log = logging.getLogger(__name__)
 
-TRIPLE = "x86_64-pc-linux-gnu"
+#: The triple Setup announces: this host's (:data:`~orc_executor.host.PROCESS_TRIPLE`).
+TRIPLE = PROCESS_TRIPLE
 DISPATCH_CTX = "__llvm_orc_SimpleRemoteEPC_dispatch_ctx"
 DISPATCH_FN = "__llvm_orc_SimpleRemoteEPC_dispatch_fn"
 
@@ -380,5 +381,5 @@ def profile_of(ctx: ExecutorContext) -> str:
 def setup_info(ctx: ExecutorContext) -> SetupInfo:
     """The Setup payload for ``ctx``'s registry (14 layout for the 14 profile)."""
     return SetupInfo(
-        TRIPLE, mmap.PAGESIZE, {}, ctx.registry.symbols(), layout14=profile_of(ctx) == "14"
+        TRIPLE, PAGE_SIZE, {}, ctx.registry.symbols(), layout14=profile_of(ctx) == "14"
     )

@@ -46,6 +46,9 @@ char *strerror(int errnum);
 /* the warm launcher's exit status, sent as the process exits (see orc_report_exit_status) */
 int orc_report_exit_status(int fd);
 
+/* instruction-cache coherence after writing code (no-op on x86) */
+void orc_sync_icache(uint64_t addr, size_t size);
+
 /* shared memory (ExecutorSharedMemoryMapperService) */
 void *orc_shm_reserve(const char *name, size_t size);
 int orc_shm_unlink(const char *name);
@@ -189,6 +192,18 @@ static int orc_discard(uint64_t addr, size_t size) {
     return madvise((void *)(uintptr_t)addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
 }
 
+/* ---- instruction cache (aarch64 and other non-x86 targets) ---------------------------- */
+
+/* Make [addr, addr + size) coherent between the data and instruction caches after code was
+   written there (on aarch64: clean to the point of unification, invalidate the icache). The
+   range must be mapped and readable. Compiles to nothing on x86. */
+static void orc_sync_icache(uint64_t addr, size_t size) {
+    char *p = (char *)(uintptr_t)addr;
+    __builtin___clear_cache(p, p + size);
+}
+
+/* ---- shared memory -------------------------------------------------------------------- */
+
 static void *orc_shm_reserve(const char *name, size_t size) {
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0700);
     if (fd < 0) return NULL;
@@ -211,18 +226,80 @@ static int orc_shm_unlink(const char *name) {
     return shm_unlink(name) == 0 ? 0 : errno;
 }
 
+/* ---- safe copies without process_vm_readv/writev (qemu-user has neither) ------------- */
+
+/* Copy n bytes from src to dst through a pipe: the kernel (or qemu-user) checks both buffers
+   and fails with EFAULT instead of faulting. 0 or an errno value. One pipe per process (a
+   forked child makes its own), used under a lock. */
+static pthread_mutex_t orc_pipe_lock = PTHREAD_MUTEX_INITIALIZER;
+static int orc_pipe_fds[2] = { -1, -1 };
+static pid_t orc_pipe_pid;
+
+static int orc_pipe_copy(void *dst, const void *src, size_t n) {
+    char drain[4096];
+    int err = 0;
+    pthread_mutex_lock(&orc_pipe_lock);
+    if (orc_pipe_fds[0] < 0 || orc_pipe_pid != getpid()) {
+        if (orc_pipe_fds[0] >= 0) { close(orc_pipe_fds[0]); close(orc_pipe_fds[1]); }
+        orc_pipe_fds[0] = orc_pipe_fds[1] = -1;
+        if (pipe2(orc_pipe_fds, O_CLOEXEC) != 0) {
+            err = errno;
+            pthread_mutex_unlock(&orc_pipe_lock);
+            return err;
+        }
+        orc_pipe_pid = getpid();
+    }
+    while (n && !err) {
+        ssize_t w = write(orc_pipe_fds[1], src, n < sizeof drain ? n : sizeof drain);
+        if (w < 0) { if (errno != EINTR) err = errno; continue; }
+        size_t got = 0;
+        while (got < (size_t)w) {
+            ssize_t r = read(orc_pipe_fds[0], (char *)dst + got, (size_t)w - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) {
+                err = r < 0 ? errno : EIO;
+                while (got < (size_t)w) {  /* empty the pipe for the next copy */
+                    r = read(orc_pipe_fds[0], drain, (size_t)w - got);
+                    if (r <= 0 && errno != EINTR) break;
+                    if (r > 0) got += (size_t)r;
+                }
+                break;
+            }
+            got += (size_t)r;
+        }
+        src = (const char *)src + w;
+        dst = (char *)dst + w;
+        n -= (size_t)w;
+    }
+    pthread_mutex_unlock(&orc_pipe_lock);
+    return err;
+}
+
+/* process_vm_readv/writev returned ENOSYS once: use orc_pipe_copy from then on. */
+static int orc_no_vm_rw;
+
 static int orc_mem_read(uint64_t addr, void *dst, size_t n) {
     if (n == 0) return 0;
+    if (orc_no_vm_rw) return orc_pipe_copy(dst, (const void *)(uintptr_t)addr, n);
     struct iovec local = { dst, n }, remote = { (void *)(uintptr_t)addr, n };
     ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    if (r < 0 && errno == ENOSYS) {
+        orc_no_vm_rw = 1;
+        return orc_pipe_copy(dst, (const void *)(uintptr_t)addr, n);
+    }
     if (r < 0) return errno;
     return (size_t)r == n ? 0 : EFAULT;
 }
 
 static int orc_mem_write(uint64_t addr, const void *src, size_t n) {
     if (n == 0) return 0;
+    if (orc_no_vm_rw) return orc_pipe_copy((void *)(uintptr_t)addr, src, n);
     struct iovec local = { (void *)src, n }, remote = { (void *)(uintptr_t)addr, n };
     ssize_t r = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+    if (r < 0 && errno == ENOSYS) {
+        orc_no_vm_rw = 1;
+        return orc_pipe_copy((void *)(uintptr_t)addr, src, n);
+    }
     if (r < 0) return errno;
     return (size_t)r == n ? 0 : EFAULT;
 }

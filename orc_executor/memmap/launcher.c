@@ -12,7 +12,7 @@
  *     `/tmp/orc-executor-UID/warm.sock`, a unix datagram socket), it hands the protocol fds
  *     and stdin/stdout/stderr to one of the server's ready session processes in one datagram
  *     (SCM_RIGHTS: first one end of a socketpair for the reply, then the fds; the data is a
- *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`, and this
+ *     JSON header naming the controller's pid, `$ORC_EXECUTOR_LLVM_VERSION`, `uname -m` and this
  *     process's state: launcher_state.h), which a ready process receives itself; once that
  *     process acknowledges the session on the reply socket (`A`, its pid and a pidfd) it
  *     forwards signals to it (launcher_state.h), closes its copies, waits for the session's exit status (4 bytes, little-endian,
@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "launcher_state.h"
@@ -137,6 +138,7 @@ static int try_warm(int argc, char **argv) {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_un addr;
     char header[HEADER_MAX];
+    struct utsname uts;
     int sock, pair[2], reply, handed[8], cwd, env;
     struct msghdr msg;
     struct iovec iov;
@@ -157,6 +159,13 @@ static int try_warm(int argc, char **argv) {
              "{\"kind\": \"fdpair\", \"stdio\": true, \"controller_pid\": %d, \"llvm_version\": ",
              (int)getppid());
     if (!json_str(header, sizeof header - 2, getenv("ORC_EXECUTOR_LLVM_VERSION"))) return -1;
+    /* The machine this launcher runs on: a server of another architecture (e.g. a native one
+       next to an emulated one) refuses the session, and the cold path runs. */
+    if (uname(&uts) == 0) {
+        if (strlen(header) + 14 >= sizeof header) return -1;
+        strcat(header, ", \"machine\": ");
+        if (!json_str(header, sizeof header - 2, uts.machine)) return -1;
+    }
     /* Everything a program inherits across exec, taken before anything here changes it. */
     if (!state_json(header, sizeof header - 2)) return -1;
     strcat(header, "}");

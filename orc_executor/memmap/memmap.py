@@ -23,7 +23,6 @@ import bisect
 import errno
 import itertools
 import logging
-import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -31,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..errors import MemoryMapError
+from ..host import NEEDS_ICACHE_SYNC
+from ..host import PAGE_SIZE as PAGE_SIZE
 from ..sps.orc import (
     PROT_EXEC,
     PROT_READ,
@@ -43,8 +44,6 @@ from ..sps.orc import (
 from .native import ffi, lib
 
 log = logging.getLogger(__name__)
-
-PAGE_SIZE = mmap.PAGESIZE
 
 #: Runs one alloc action; returns ``None`` on success or an error message.
 ActionRunner = Callable[[WrapperFunctionCall], "str | None"]
@@ -60,6 +59,15 @@ def _protect(lo: int, hi: int, prot: int) -> None:
     e = lib.orc_protect(lo, hi - lo, prot)
     if e:
         raise MemoryMapError(f"mprotect({lo:#x}, {hi - lo}) failed: {os.strerror(e)}")
+
+
+def _sync_icache(ranges: Iterable[tuple[int, int]]) -> None:
+    """Make the new content of the executable ranges ``[lo, hi)`` visible to instruction fetch
+    (``__builtin___clear_cache``), before anything can run in them. Only called on
+    architectures whose instruction cache is not coherent with data writes
+    (:data:`~orc_executor.host.NEEDS_ICACHE_SYNC`)."""
+    for lo, hi in ranges:
+        lib.orc_sync_icache(lo, hi - lo)
 
 
 def _page_floor(a: int) -> int:
@@ -373,6 +381,8 @@ class MemoryMap:
             if copy_content:
                 self._copy_segments(slab, plan.nonempty, placed)
             self._protect_segments(slab, plan.nonempty)
+            if NEEDS_ICACHE_SYNC:
+                _sync_icache(plan.executable)
             self._run_finalize(region, actions, run_action)
         except BaseException:
             with self._lock:

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ...errors import MemoryAccessError
+from ...host import EH_RA_REGISTERS, EH_RETURN_ADDRESS_REGISTER, PROCESS_TRIPLE
 from ...memmap.native import lib, mem_read
 from ...sps import Error, ErrorValue, signature
 from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
@@ -58,20 +59,30 @@ class EHFrameService(Service):
             fn = self.register if REGISTER_NAMES[name] else self.deregister
             yield WrapperSpec(name, EH_SIG, fn)
 
-    def _check(self, r: ExecutorAddrRange) -> ErrorValue | None:
+    def _check(self, r: ExecutorAddrRange, *, registering: bool = False) -> ErrorValue | None:
         if r.end <= r.start or self.ctx.memmap.slab_containing(r.start, r.end - r.start) is None:
             return ErrorValue(
                 f"eh-frame range [{r.start:#x}, {r.end:#x}) is not inside JIT'd memory"
             )
         try:
             # libgcc reads the section: reserved-only (PROT_NONE) pages would crash us.
-            mem_read(r.start, r.end - r.start)
+            data = mem_read(r.start, r.end - r.start)
         except MemoryAccessError:
             return ErrorValue(f"eh-frame range [{r.start:#x}, {r.end:#x}) is not readable")
+        if registering and EH_RETURN_ADDRESS_REGISTER is not None:
+            ra = cie_return_address_register(data)
+            if ra is not None and ra != EH_RETURN_ADDRESS_REGISTER:
+                arch = next((a for a, n in EH_RA_REGISTERS.items() if n == ra), "unknown")
+                return ErrorValue(
+                    f"eh-frame at {r.start:#x} describes code for another architecture "
+                    f"(return address register {ra}: {arch}); this executor runs "
+                    f"{PROCESS_TRIPLE} (register {EH_RETURN_ADDRESS_REGISTER}): link for "
+                    f"{PROCESS_TRIPLE}"
+                )
         return None
 
     def register(self, r: ExecutorAddrRange) -> ErrorValue | None:
-        err = self._check(r)
+        err = self._check(r, registering=True)
         if err is not None:
             return err
         with self._lock:
@@ -93,4 +104,37 @@ class EHFrameService(Service):
             if lib.orc_deregister_eh_frame(r.start) != 0:
                 return ErrorValue("__deregister_frame is not available (libgcc_s.so.1)")
             self._registered[r.start] -= 1
+        return None
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def cie_return_address_register(data: bytes) -> int | None:
+    """The return-address register of the CIE an ``.eh_frame`` section starts with (DWARF
+    CIE: length, id 0, version 1 or 3, augmentation string, code and data alignment factors,
+    then the register: one byte in version 1, ULEB128 in 3); ``None`` when the section does not
+    start with a well-formed CIE (then nothing is concluded)."""
+    try:
+        if len(data) < 12 or int.from_bytes(data[0:4], "little") in (0, 0xFFFFFFFF):
+            return None
+        if data[4:8] != b"\0\0\0\0" or data[8] not in (1, 3):
+            return None
+        version = data[8]
+        end = data.index(0, 9)
+        if b"eh" in data[9:end]:
+            return None  # an old-style augmentation with a pointer: not produced today
+        pos = end + 1
+        _, pos = _uleb(data, pos)  # code alignment factor
+        _, pos = _uleb(data, pos)  # data alignment factor (SLEB128: same length rules)
+        return data[pos] if version == 1 else _uleb(data, pos)[0]
+    except (IndexError, ValueError):
         return None
