@@ -184,6 +184,7 @@ class Session:
         sock.settimeout(max(timeout, 30))  # a cold start on a busy machine
         self.decoder = FrameDecoder(MAX_MESSAGE)
         self.seq = 0
+        self.last_frame = b""
         setup = self.next_message()
         sock.settimeout(timeout)
         if setup.opcode != Opcode.SETUP:
@@ -212,6 +213,7 @@ class Session:
         return msg
 
     def send(self, frame: bytes) -> None:
+        self.last_frame = frame
         try:
             self.sock.sendall(frame)
         except OSError as e:
@@ -237,12 +239,14 @@ class Session:
             any(lo <= addr < hi for lo, hi in self.exec_maps) or self.in_slab(addr))
 
     def writes_unowned(self, addr: int, n: int) -> bool:
-        """A write of ``n`` bytes at ``addr`` would reach mapped memory outside our slabs."""
+        """A write of ``n`` bytes at ``addr`` would reach mapped memory outside our slabs
+        (the session's mappings as they are now: thread stacks and buffers come and go)."""
         if n <= 0:
             return False
         end = addr + n
         if any(lo <= addr and end <= lo + size for lo, size in self.slabs):
             return False
+        self.mapped = [(lo, hi) for lo, hi, _p in _maps(self.pid)]
         return any(addr < hi and lo < end for lo, hi in self.mapped)
 
     def close(self) -> None:
@@ -556,10 +560,13 @@ class Fuzzer:
                 self.header_input(s, fdp, tag, payload)
         except Hang:
             self.stats.hangs += 1
-            self.problem(f"hang: no answer within {self.args.timeout}s to {last_input[0]}")
+            self.problem(f"hang: no answer within {self.args.timeout}s to {last_input[0]}: "
+                         f"{s.last_frame[:256].hex()}")
             self.save(last_input)
             if self.proc is not None:
-                self.proc.kill()
+                self.proc.kill()  # its SIGKILL is ours, not a crash
+                self.proc.wait()
+                self.proc = None
             self.end_session(ended_by_input=True)
             return
         except Ended as e:

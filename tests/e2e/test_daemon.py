@@ -229,9 +229,12 @@ async def test_allow_uid_refuses_other_peers(tmp_path: Path) -> None:
     )
     try:
         with trio.fail_after(10):
-            while not path.exists():
-                await trio.sleep(0.02)
-        stream = await trio.open_unix_socket(str(path))
+            while True:  # the socket file exists from bind(), a moment before listen()
+                try:
+                    stream = await trio.open_unix_socket(str(path))
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    await trio.sleep(0.02)
         with trio.fail_after(10):
             data = await stream.receive_some(100)
         assert data == b""  # closed without a Setup

@@ -114,6 +114,20 @@ def test_silent_and_slowloris_peers_cannot_keep_a_real_controller_out(echo: Path
     assert "Traceback" not in err
 
 
+async def _listen_once(*args: str) -> tuple[trio.Process, trio.SocketStream, int]:
+    """``orc-executor listen=127.0.0.1:PORT ARGS`` (one TCP session, stock behaviour) and a
+    connection to it."""
+    port = _free_port()
+    proc = await trio.lowlevel.open_process(
+        [EXE, f"listen=127.0.0.1:{port}", *args], stderr=subprocess.PIPE)
+    with trio.fail_after(10):
+        while True:
+            try:
+                return proc, await trio.open_tcp_stream("127.0.0.1", port), port
+            except OSError:
+                await trio.sleep(0.05)
+
+
 async def _stderr_of(proc: trio.Process) -> str:
     assert proc.stderr is not None
     chunks = []
@@ -124,17 +138,7 @@ async def _stderr_of(proc: trio.Process) -> str:
 
 @pytest.mark.parametrize("peer", ["silent", "slowloris"])
 async def test_handshake_timeout_closes_a_peer_that_sends_no_message(peer: str) -> None:
-    port = _free_port()
-    proc = await trio.lowlevel.open_process(
-        [EXE, f"listen=127.0.0.1:{port}", "--handshake-timeout", "0.5"],
-        stderr=subprocess.PIPE)
-    with trio.fail_after(10):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                break
-            except OSError:
-                await trio.sleep(0.05)
+    proc, stream, _port = await _listen_once("--handshake-timeout", "0.5")
     t0 = trio.current_time()
     with trio.fail_after(10):
         data = await stream.receive_some(1 << 16)  # Setup
@@ -163,16 +167,7 @@ async def test_idle_timeout_closes_a_controller_that_went_silent() -> None:
     """A controller that holds memory and then says nothing (nothing in flight) is closed
     after ``--idle-timeout``; its socket has TCP keepalive (a half-open peer is found by the
     kernel within ~2 minutes)."""
-    port = _free_port()
-    proc = await trio.lowlevel.open_process(
-        [EXE, f"listen=127.0.0.1:{port}", "--idle-timeout", "1.5"], stderr=subprocess.PIPE)
-    with trio.fail_after(10):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                break
-            except OSError:
-                await trio.sleep(0.05)
+    proc, stream, port = await _listen_once("--idle-timeout", "1.5")
     async with Controller.over(stream) as c:
         inst = c.symbol(mm.PREFIX + "Instance")
         assert await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -196,6 +197,20 @@ async def test_a_gigabyte_payload_header_commits_nothing() -> None:
     assert "Traceback" not in ex.stderr
 
 
+def _read_call(s: Any, size: int) -> tuple[int, bytes]:
+    """In the :class:`~tests.protocol.test_fuzz.LiveSession` ``s``: an initialized region of
+    ``size`` bytes; the tag and arguments of a ``mem_read_buffers`` of all of it."""
+    inst = s.symbols[MM_INSTANCE]
+    base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
+                                         RESERVE_SIG.encode_args(inst, size)).payload)
+    req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"x" * size)], [])
+    key = INITIALIZE_SIG.ret.decode(s.call(s.symbols[MM_INITIALIZE],
+                                           INITIALIZE_SIG.encode_args(inst, req)).payload)
+    assert key == base
+    args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
+    return s.symbols[BOOT + "mem_read_buffers_wrapper"], args
+
+
 def test_a_controller_that_stops_reading_is_blocked_not_buffered() -> None:
     """2000 pipelined 256 KiB ``mem_read_buffers`` calls from a controller that reads none
     of the Results (their 112 KB fit in the socket's buffer): the session stops taking calls
@@ -207,15 +222,7 @@ def test_a_controller_that_stops_reading_is_blocked_not_buffered() -> None:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         s = LiveSession(out, err)
         try:
-            inst = s.symbols[MM_INSTANCE]
-            base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
-                                                 RESERVE_SIG.encode_args(inst, size)).payload)
-            req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"x" * size)], [])
-            key = INITIALIZE_SIG.ret.decode(s.call(s.symbols[MM_INITIALIZE],
-                                                   INITIALIZE_SIG.encode_args(inst, req)).payload)
-            assert key == base
-            tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
-            args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
+            tag, args = _read_call(s, size)
             frames = b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args)) + args
                               for i in range(n))
             before = vm_rss(s.process.pid)
@@ -319,13 +326,7 @@ def test_a_controller_that_stops_reading_and_goes_away_ends_the_session() -> Non
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         s = LiveSession(out, err)
         try:
-            inst = s.symbols[MM_INSTANCE]
-            base = RESERVE_SIG.ret.decode(s.call(s.symbols[MM_RESERVE],
-                                                 RESERVE_SIG.encode_args(inst, size)).payload)
-            req = FinalizeRequest([SegFinalizeRequest(RW, base, size, b"")], [])
-            s.call(s.symbols[MM_INITIALIZE], INITIALIZE_SIG.encode_args(inst, req))
-            tag = s.symbols[BOOT + "mem_read_buffers_wrapper"]
-            args = MEM_READ_BUFFERS_SIG.encode_args([ExecutorAddrRange(base, base + size)])
+            tag, args = _read_call(s, size)
             s.sock.sendall(b"".join(encode_header(Opcode.CALL_WRAPPER, 100 + i, tag, len(args))
                                     + args for i in range(300)))
             time.sleep(1.0)  # backed up
