@@ -43,6 +43,7 @@ The control socket is ``SOCK_SEQPACKET``; messages:
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import logging
@@ -574,6 +575,8 @@ def zygote(control_fd: int) -> int:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    zygote_pid = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)  # prctl, for the forked workers
     control.send(b"R")
     poller = select.poll()
     poller.register(control, select.POLLIN)
@@ -600,7 +603,7 @@ def zygote(control_fd: int) -> int:
             except OSError:
                 msg, ancdata = b"", []
             fds = fds_received(ancdata)
-            if not msg:  # the daemon is gone: running workers finish on their own
+            if not msg:  # the daemon is gone (or done): the workers forked end with us
                 return 0
             if msg != b"F" or len(fds) not in (1, 2):
                 close_fds(fds)
@@ -615,10 +618,45 @@ def zygote(control_fd: int) -> int:
                 os.close(wake_r)
                 os.close(wake_w)
                 os.setsid()
+                _die_with_parent(libc, zygote_pid)
                 exit_process(run(fds[0], fds[1] if len(fds) == 2 else None))
             close_fds(fds)
             _send(control, f"P {pid}".encode())
             _reap(control)
+
+
+def _die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
+    """Have the kernel kill this process (SIGKILL) when ``parent``, the fork server that
+    forked it from its only thread, ends: a ``serve`` or daemon killed with SIGKILL closes
+    the zygote's control socket, the zygote exits, and its workers, idle or running a
+    session, end with it instead of living on orphaned. Exits at once if ``parent`` is
+    already gone (the signal is only sent for a death after ``prctl``)."""
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("PR_SET_PDEATHSIG: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _end_with(parent: int) -> None:
+    """A worker started as an interpreter of its own (not forked by the zygote) by
+    ``parent``, the daemon or ``serve``: a thread waits on a pidfd of ``parent`` and kills
+    this process (SIGKILL) when it ends, idle or in a session. (``PR_SET_PDEATHSIG`` cannot
+    serve here: it fires when the parent's *thread* that started us ends, and the daemon
+    starts processes from trio's worker threads, which end when idle.)"""
+    try:
+        pidfd = os.pidfd_open(parent)
+    except (OSError, AttributeError) as e:
+        log.warning("cannot watch the parent process %d: %s", parent, e)
+        return
+    if os.getppid() != parent:  # it ended before the pidfd was opened
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="orc-executor parent watch", daemon=True).start()
 
 
 def _reap(control: socket.socket) -> None:
@@ -647,6 +685,7 @@ def main() -> None:
     if sys.argv[1] == "--zygote":
         exit_process(zygote(int(sys.argv[2])))
     listen_fd = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    _end_with(os.getppid())
     exit_process(run(int(sys.argv[1]), listen_fd))
 
 
