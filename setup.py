@@ -28,8 +28,10 @@ class BuildExtWithLauncher(build_ext):
         out_dir = os.path.dirname(self.get_ext_fullpath("orc_executor.memmap._native"))
         os.makedirs(out_dir, exist_ok=True)
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-        cmd = [*cc, "-O2", "-Wall", "-Wextra", "-o", os.path.join(out_dir, LAUNCHER_NAME),
-               LAUNCHER_SRC]
+        # The version names the warm socket (one server per version and installation).
+        version = f'-DORC_EXECUTOR_VERSION="{self.distribution.get_version()}"'
+        cmd = [*cc, "-O2", "-Wall", "-Wextra", version, "-o",
+               os.path.join(out_dir, LAUNCHER_NAME), LAUNCHER_SRC]
         # Static when the C library allows it: no dynamic loader on every controller launch
         # (~0.1 ms); otherwise the ordinary dynamic build.
         if subprocess.run([*cmd, "-static"], check=False).returncode != 0:

@@ -61,7 +61,14 @@ from typing import Any, TypeVar
 from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
 from .transport import streams
-from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
+from .transport.fdpass import (
+    ANCILLARY_SPACE,
+    CREDENTIALS_SPACE,
+    close_fds,
+    fds_ancillary,
+    fds_received,
+    sender_uid,
+)
 from .transport.spec import FdPair
 
 log = logging.getLogger(__name__)
@@ -434,10 +441,11 @@ def _receive_launch(listener: socket.socket
     """One launch from the warm socket, if one is waiting: its header, reply socket and the
     fds it hands over. ``None`` when there is none, and for a launch refused (its fds closed,
     so the launcher starts cold; the reason logged): from another user's process, truncated,
-    without a reply socket, or with a malformed or unusable header. Raises :class:`OSError`
+    without a reply socket, or with a malformed or unusable header. The sender's uid is the
+    kernel's (``SCM_CREDENTIALS``). Raises :class:`OSError`
     when the warm socket itself fails."""
     try:
-        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE)
+        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE + CREDENTIALS_SPACE)
     except (BlockingIOError, InterruptedError):
         return None
     fds = fds_received(ancdata)
@@ -454,8 +462,12 @@ def _receive_launch(listener: socket.socket
     header: object = None
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         problem: str | None = "truncated launch message"
-    elif reply.family != socket.AF_UNIX or peer_uid(reply) != os.getuid():
-        problem = "peer is another user"
+    elif sender_uid(ancdata) != os.getuid():
+        # The kernel's record of the sending process (the server set SO_PASSCRED on the warm
+        # socket), not the peer of a socket the sender chose to pass.
+        problem = f"sent by uid {sender_uid(ancdata)}, not this user"
+    elif reply.family != socket.AF_UNIX:
+        problem = "the reply fd is not a unix socket"
     else:
         try:
             header = json.loads(msg.decode())
