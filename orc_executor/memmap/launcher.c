@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -403,10 +404,30 @@ static void close_fds_from(int lowest) {
         close((int)fd);
 }
 
+/* Wait until process `pid` has ended, at most `ms` milliseconds. */
+static void wait_for_exit(pid_t pid, int ms) {
+    struct pollfd pfd;
+#ifdef SYS_pidfd_open
+    pfd.fd = (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    pfd.fd = -1;
+#endif
+    if (pfd.fd >= 0) {
+        pfd.events = POLLIN;
+        while (poll(&pfd, 1, ms) < 0 && errno == EINTR) {
+        }
+        close(pfd.fd);
+        return;
+    }
+    for (int waited = 0; waited < ms && kill(pid, 0) == 0; waited += 10) usleep(10000);
+}
+
 /* In the detached process: take the server lock (else another server is starting or
    running: exit), put stdin/stdout on /dev/null and stderr on the log beside the socket,
-   drop every other fd, and exec `orc-executor serve --auto` with the lock as fd 3. */
-static void become_server(void) {
+   drop every other fd, wait for the session that started us to end (at most a second: the
+   server's start-up does not compete with it for the CPU), and exec
+   `orc-executor serve --auto` with the lock as fd 3. */
+static void become_server(pid_t launcher) {
     char dir[PATH_MAX], lock_name[PATH_MAX], log_name[PATH_MAX];
     const char *name = split_path(server_socket, dir, sizeof dir);
     char *args[] = {"orc-executor", "serve", "--auto", "--socket", server_socket, "--lock-fd",
@@ -436,6 +457,7 @@ static void become_server(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    wait_for_exit(launcher, 1000);
     execv("/proc/self/exe", args);
     _exit(127);
 }
@@ -445,14 +467,14 @@ static void become_server(void) {
    the next launches are warm. Off with ORC_EXECUTOR_AUTO_SERVE=0. */
 static void start_server(void) {
     const char *env = getenv("ORC_EXECUTOR_AUTO_SERVE");
-    pid_t pid;
+    pid_t pid, launcher = getpid();
     int status;
     if (env && !strcmp(env, "0")) return;
     pid = fork();
     if (pid < 0) return;
     if (pid == 0) {
         if (setsid() < 0 || fork() != 0) _exit(0);
-        become_server();
+        become_server(launcher);
     }
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
