@@ -589,7 +589,10 @@ def zygote(control_fd: int) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     zygote_pid = os.getpid()
     libc = ctypes.CDLL(None, use_errno=True)  # prctl, for the forked workers
-    control.send(b"R")
+    try:
+        control.send(b"R")
+    except OSError:  # the daemon died while we got ready
+        return 0
     poller = select.poll()
     poller.register(control, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
