@@ -8,8 +8,9 @@
  *
  *   - if the command line is a pipe-style launch (`filedescs=IN,OUT`, `pipe:adopt=IN,OUT`,
  *     `socket:adopt=FD`, `fd=FD`, `IN OUT`) and `orc-executor serve` is listening on the warm
- *     socket (`$ORC_EXECUTOR_WARM_SOCKET`, else `$XDG_RUNTIME_DIR/orc-executor/warm.sock`, else
- *     `/tmp/orc-executor-UID/warm.sock`, a unix datagram socket), it hands the protocol fds
+ *     socket (`$ORC_EXECUTOR_WARM_SOCKET`, else `warm-VERSION-HASH.sock` in
+ *     `$XDG_RUNTIME_DIR/orc-executor/`, else in `/tmp/orc-executor-UID/`, a unix datagram
+ *     socket, in a directory verified to be this user's alone: warm_address), it hands the protocol fds
  *     and stdin/stdout/stderr to one of the server's ready session processes in one datagram
  *     (SCM_RIGHTS: first one end of a socketpair for the reply, then the fds; the data is a
  *     JSON header naming the controller's pid and `$ORC_EXECUTOR_LLVM_VERSION`), which a
@@ -20,6 +21,8 @@
  *     line) it execs the Python entry point in this same process (same pid, same fds): the
  *     interpreter next to this file (`python3`/`python` in the same directory, as in a venv's bin/), or
  *     `$ORC_EXECUTOR_PYTHON`, or `python3` on PATH, with `-m orc_executor.launch --cold`.
+ *     When no server answered, it first starts one in the background (start_server), for
+ *     the next launches.
  *
  * The wire format of the handover is the one `orc_executor.worker` (accept mode) reads. One
  * datagram (not a connection, then the fds) so that no ready process wakes before the launch
