@@ -29,10 +29,15 @@ int main(void) { printf("hello ppid=%d\n", (int)getppid()); return 0; }
 
 
 def _tree_copy(dest: Path) -> Path:
-    """The tracked files of the checkout (no build products, no venv)."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
+    """The tracked files of the checkout (no build products, no venv); outside a git
+    checkout, the tree without them."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True)
+    if listed.returncode != 0:
+        shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+            ".venv", "build", ".git", "*.egg-info", "__pycache__", "*.so", ".*_cache",
+            "orc-executor-launcher"))
+        return dest
+    for name in filter(None, listed.stdout.decode().split("\0")):
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
