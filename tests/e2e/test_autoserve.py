@@ -22,6 +22,7 @@ import pytest
 from orc_executor import __version__
 from orc_executor.warmdir import install_hash
 from tests.e2e.jitrun import compile_c
+from tests.e2e.procs import kill_servers, servers_under
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -42,38 +43,6 @@ int main(int argc, char **argv) {
 @pytest.fixture(scope="module")
 def prog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_c(tmp_path_factory.mktemp("autoserve"), "ppid", PPID_C)
-
-
-def servers_under(root: Path) -> list[int]:
-    """Processes whose command line names a path under ``root`` and ``serve``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and b"serve" in cmd and any(str(root).encode() in a for a in cmd):
-            out.append(int(entry))
-    return out
-
-
-def kill_servers(root: Path) -> None:
-    """End every server started under ``root`` (SIGTERM, then SIGKILL)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = servers_under(root)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        while servers_under(root) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not servers_under(root):
-            return
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.jitrun import compile_c
+from tests.e2e.procs import alive, parent_of, start_serve
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -40,28 +41,12 @@ def wait_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_c(tmp_path_factory.mktemp("orphans"), "wait", WAIT_C)
 
 
-def _parent(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def descendants(root: int) -> set[int]:
     """Every process below ``root`` now."""
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            ppid = _parent(int(entry))
+            ppid = parent_of(int(entry))
             if ppid is not None:
                 parents[int(entry)] = ppid
     found: set[int] = set()
@@ -89,7 +74,7 @@ def _wait_for_pid_file(path: Path, controller: subprocess.Popen[bytes]) -> int:
 def _assert_all_end(pids: set[int], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        left = {p for p in pids if _alive(p)}
+        left = {p for p in pids if alive(p)}
         if not left:
             return
         if time.monotonic() > deadline:
@@ -118,22 +103,16 @@ def test_sigkill_of_serve_ends_its_zygote_workers_and_sessions(wait_obj: Path,
                                                                tmp_path: Path) -> None:
     sock = tmp_path / "warm.sock"
     env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(sock), ORC_EXECUTOR_AUTO_SERVE="0")
-    server = subprocess.Popen([EXE, "serve", "--warm", "2"], env=env,
-                              stderr=subprocess.DEVNULL)
+    server = start_serve(sock, env, "--warm", "2")
     controller = None
     try:
-        deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(1)  # the pool gets ready
         pid_file = tmp_path / "pid"
         controller = subprocess.Popen(
             [str(LLVM22 / "llvm-jitlink"), f"-oop-executor={EXE}", str(wait_obj),
              "-args", str(pid_file)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         session = _wait_for_pid_file(pid_file, controller)
-        assert _parent(session) != controller.pid  # warm: not the launched process
+        assert parent_of(session) != controller.pid  # warm: not the launched process
         _kill_and_check(server, session)
     finally:
         server.kill()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.jitrun import compile_c
+from tests.e2e.procs import kill_servers
 
 REPO = Path(__file__).resolve().parents[2]
 LLVM22 = Path("/usr/lib/llvm-22/bin")
@@ -113,10 +113,4 @@ def test_the_installed_launcher_runs_hello_cold_then_warm(venv: Path, hello: Pat
         assert warm.stdout.startswith(b"hello ppid=")
         assert warm.stdout != f"hello ppid={pid}\n".encode()
     finally:
-        for entry in os.listdir("/proc"):
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if entry.isdigit() and b"serve" in cmd and str(xdg).encode() in cmd:
-                os.kill(int(entry), signal.SIGTERM)
+        kill_servers(xdg)

@@ -26,6 +26,7 @@ import pytest
 
 from orc_executor.launch import warm_socket_path
 from tests.e2e.jitrun import compile_c
+from tests.e2e.procs import start_serve
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -232,14 +233,9 @@ def test_the_senders_uid_comes_from_the_kernel(squatter: pwd.struct_passwd, shar
     log = tmp_path / "serve.log"
     env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(sock))
     with open(log, "wb") as log_file:
-        serve = subprocess.Popen([EXE, "serve", "--warm", "1"], env=env, stderr=log_file)
+        serve = start_serve(sock, env, "--warm", "1", stderr=log_file)
     ours = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            assert serve.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(1)  # the pool gets ready
         home.chmod(0o711)
         sock.chmod(0o777)
         listening = shared_tmp / "ours.sock"
