@@ -284,7 +284,7 @@ class Zygote:
     async def close(self) -> None:
         self.alive = False
         trio.lowlevel.notify_closing(self.control)
-        self.control.close()  # EOF: the zygote exits; forked workers finish on their own
+        self.control.close()  # EOF: the zygote exits, and the workers it forked with it
         with trio.move_on_after(2):
             await self.process.wait()
 
@@ -481,7 +481,7 @@ class WorkerPool:
 
     async def close(self) -> None:
         """:meth:`end_idle`, wait up to 2 s for each idle worker to exit, and end the fork
-        server (workers it forked finish on their own)."""
+        server (the workers it forked, idle or not, end with it: PR_SET_PDEATHSIG)."""
         self.end_idle()
         for w in list(self.idle):
             with trio.move_on_after(2):
@@ -731,8 +731,8 @@ class WarmServer:
                     await trio.sleep(0.02)
                 waiting.cancel_scope.cancel()
         if self._running:
-            log.warning("stopped with %d session(s) still running: their launchers get no "
-                        "exit status", len(self._running))
+            log.warning("ending %d session(s) still running (they end with the fork server; "
+                        "their launchers exit 1)", len(self._running))
         await pool.close()
 
     async def _serve(self, worker: Worker) -> None:
