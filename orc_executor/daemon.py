@@ -814,9 +814,9 @@ def _bind_warm_socket(path: str, lock_fd: int | None) -> socket.socket:
         lock = warmdir.sibling(path, ".lock")
         try:
             warmdir.take_lock(warmdir.via_fd(dir_fd, lock), lock_fd)
-        except BlockingIOError:
-            raise BlockingIOError(f"another orc-executor serve is running on {path} "
-                                  f"(it holds {lock})") from None
+        except BlockingIOError as e:
+            raise BlockingIOError(f"another orc-executor serve is running on {path} ({e}; "
+                                  "stop it first)") from None
         # By its own name where it fits in a socket address (tools show that name), else
         # through the directory's fd.
         fits = len(os.fsencode(path)) < 108

@@ -124,8 +124,9 @@ def prepare_directory(path: str) -> None:
 
 def take_lock(lock_path: str, lock_fd: int | None = None) -> int:
     """The server lock (an exclusive ``flock`` on ``lock_path``, the socket's :func:`sibling`
-    ``.lock``), held until the process exits: ``lock_fd`` if given (the launcher took it),
-    else taken here. Raises :class:`BlockingIOError` when another server holds it."""
+    ``.lock``, which holds the server's pid), held until the process exits: ``lock_fd`` if
+    given (the launcher took it), else taken here. Raises :class:`BlockingIOError` naming the
+    holder's pid when another server holds it."""
     import fcntl
 
     if lock_fd is None:
@@ -134,7 +135,10 @@ def take_lock(lock_path: str, lock_fd: int | None = None) -> int:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            holder = os.read(lock_fd, 32).decode(errors="replace").strip()
             os.close(lock_fd)
-            raise BlockingIOError(f"another orc-executor serve holds {lock_path}") from None
+            raise BlockingIOError(f"pid {holder or '?'} holds {lock_path}") from None
+        os.ftruncate(lock_fd, 0)
+        os.write(lock_fd, f"{os.getpid()}\n".encode())
     os.set_inheritable(lock_fd, False)
     return lock_fd

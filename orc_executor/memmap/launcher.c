@@ -448,6 +448,7 @@ static void become_server(pid_t launcher) {
     if (dfd < 0) _exit(1);
     lock = openat(dfd, lock_name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) _exit(0); /* one is starting */
+    if (ftruncate(lock, 0) == 0) dprintf(lock, "%d\n", (int)getpid()); /* the server's pid */
     log = openat(dfd, log_name, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (log >= 0 && fstat(log, &st) == 0 && st.st_size > (1 << 20) && ftruncate(log, 0) < 0) {
         /* keep appending */

@@ -122,6 +122,7 @@ def test_first_launch_is_cold_and_starts_a_server_the_next_are_warm(
     assert fds[0] == fds[1] == "/dev/null"
     assert fds[2] == str(sock.with_suffix(".log"))
     assert fds[3] == str(sock.with_suffix(".lock"))
+    assert sock.with_suffix(".lock").read_text() == f"{server}\n"  # who holds it
     assert not any(t.startswith("pipe:") for t in fds.values()), fds
 
 
@@ -194,6 +195,7 @@ def test_explicit_serve_still_works_and_is_alone_on_its_socket(
         second = subprocess.run([EXE, "serve"], env=env, capture_output=True, timeout=30)
         assert second.returncode == 1
         assert b"another orc-executor serve is running" in second.stderr
+        assert f"pid {serve.pid} holds".encode() in second.stderr
         assert b"Traceback" not in second.stderr
         assert sock.exists()  # the running server's socket was left alone
         r, pid = jitlink(prog, env)
