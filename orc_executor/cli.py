@@ -214,26 +214,62 @@ def main(
     _exit(status)
 
 
+#: Default of ``$ORC_EXECUTOR_SERVE_IDLE``: seconds a server started on demand waits for a
+#: launch before it exits.
+DEFAULT_SERVE_IDLE = 600.0
+
+
+def _auto_idle() -> float:
+    value = os.environ.get("ORC_EXECUTOR_SERVE_IDLE")
+    if not value:
+        return DEFAULT_SERVE_IDLE
+    try:
+        seconds = float(value)
+    except ValueError:
+        log.warning("ORC_EXECUTOR_SERVE_IDLE=%r is not a number of seconds: using %g",
+                    value, DEFAULT_SERVE_IDLE)
+        return DEFAULT_SERVE_IDLE
+    return max(seconds, 0.0)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--warm", type=int, default=2, show_default=True, metavar="N",
               help="Session processes kept started and ready.")
 @click.option("--socket", "socket_path", default=None, metavar="PATH",
               help="Where to listen (default: $ORC_EXECUTOR_WARM_SOCKET, else "
-              "$XDG_RUNTIME_DIR/orc-executor/warm.sock, else /tmp/orc-executor-UID/warm.sock).")
+              "warm-VERSION-HASH.sock in $XDG_RUNTIME_DIR/orc-executor/, else in "
+              "/tmp/orc-executor-UID/; HASH names this installation).")
+@click.option("--idle-exit", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Exit after this many seconds without a launch (default: never; for a "
+              "server started on demand $ORC_EXECUTOR_SERVE_IDLE, else 600).")
+@click.option("--auto", is_flag=True, hidden=True,
+              help="Started on demand by the launcher (stderr is its log file).")
+@click.option("--lock-fd", type=int, default=None, hidden=True,
+              help="The server lock, already taken by the launcher that started this server.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-def serve_command(warm: int, socket_path: str | None, log_level: str) -> None:
+def serve_command(warm: int, socket_path: str | None, idle_exit: float | None, auto: bool,
+                  lock_fd: int | None, log_level: str) -> None:
     """Keep warm session processes for launched executors (``orc-executor serve``).
 
     While it runs, ``llvm-jitlink -oop-executor=orc-executor`` starts in milliseconds: the
     launched orc-executor hands its pipes and stdio to a ready process and exits with that
-    session's status. Without a server, orc-executor starts cold as usual.
+    session's status. Without a server, orc-executor starts cold and starts one in the
+    background (unless ORC_EXECUTOR_AUTO_SERVE=0). One server runs per socket: a second one
+    exits with an error. The socket's directory must be this user's, mode 0700.
     """
     from .daemon import ServeOptions, run_warm_server
     from .launch import warm_socket_path
 
     _setup_logging(log_level)
-    _exit(run_warm_server(socket_path or warm_socket_path(), ServeOptions(), max(1, warm)))
+    if auto:  # the log is a file: say when
+        for handler in log.handlers:
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s orc-executor[%(process)d]: %(levelname)s: %(message)s"))
+        if idle_exit is None:
+            idle_exit = _auto_idle()
+    _exit(run_warm_server(socket_path or warm_socket_path(), ServeOptions(), max(1, warm),
+                          idle_exit=idle_exit or None, lock_fd=lock_fd))
 
 
 def serve(args: list[str]) -> None:

@@ -22,7 +22,15 @@ from .executor.fault_policy import apply_fault_policy, select_fault_policy
 from .executor.session import Session, SessionEnd
 from .interpreter import python_module_command
 from .transport import streams
-from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
+from .transport.fdpass import (
+    ANCILLARY_SPACE,
+    CREDENTIALS_SPACE,
+    close_fds,
+    fds_ancillary,
+    fds_received,
+    pass_credentials,
+    peer_uid,
+)
 from .transport.framing import DEFAULT_MAX_MESSAGE_SIZE
 from .transport.spec import (
     Address,
@@ -303,7 +311,7 @@ class Zygote:
     async def close(self) -> None:
         self.alive = False
         trio.lowlevel.notify_closing(self.control)
-        self.control.close()  # EOF: the zygote exits; forked workers finish on their own
+        self.control.close()  # EOF: the zygote exits, and the workers it forked with it
         with trio.move_on_after(2):
             await self.process.wait()
 
@@ -500,7 +508,7 @@ class WorkerPool:
 
     async def close(self) -> None:
         """:meth:`end_idle`, wait up to 2 s for each idle worker to exit, and end the fork
-        server (workers it forked finish on their own)."""
+        server (the workers it forked, idle or not, end with it: PR_SET_PDEATHSIG)."""
         self.end_idle()
         for w in list(self.idle):
             with trio.move_on_after(2):
@@ -726,21 +734,29 @@ class WarmServer:
     #: workers are ready (with none ready it starts at once).
     REFILL_DELAY = 0.1
 
-    def __init__(self, path: str, opts: ServeOptions, warm: int, *, grace: float = 30.0) -> None:
+    def __init__(self, path: str, opts: ServeOptions, warm: int, *, grace: float = 30.0,
+                 idle_exit: float | None = None, lock_fd: int | None = None) -> None:
         self.path = path
         self.opts = opts
         self.warm = max(warm, 1)
         self.grace = grace
+        #: Seconds without a launch (and no session running) after which the server stops
+        #: as on SIGTERM; ``None``: never.
+        self.idle_exit = idle_exit
+        self.lock_fd = lock_fd
         self.sessions_started = 0
+        self._last_launch = 0.0
         self._listener: socket.socket | None = None
         self._pool: WorkerPool | None = None
         self._running: set[int] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        listener = streams.bind_unix_datagram(self.path)  # (shared with the workers)
+        listener = _bind_warm_socket(self.path, self.lock_fd)  # (shared with the workers)
         self._listener = listener
-        log.info("warm server on %s (%d ready processes)", self.path, self.warm)
+        self._last_launch = trio.current_time()
+        log.info("warm server on %s (%d ready processes%s)", self.path, self.warm,
+                 f"; exits after {self.idle_exit:g} s without a launch" if self.idle_exit
+                 else "")
         try:
             async with trio.open_nursery() as nursery:
                 self._pool = WorkerPool(nursery, self.warm, self._serve,
@@ -749,13 +765,32 @@ class WarmServer:
                 nursery.start_soon(self._pool.start)
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     task_status.started(self.path)
-                    async for _ in signals:
-                        break
+                    await self._until_stopped(signals)
                     await self._stop(signals)
                 nursery.cancel_scope.cancel()
         finally:
             self._unlink()
             listener.close()
+
+    async def _until_stopped(self, signals: Any) -> None:
+        """Return at SIGTERM/SIGINT, or once :attr:`idle_exit` seconds passed with no launch
+        and no session running."""
+        async with trio.open_nursery() as nursery:
+            if self.idle_exit:
+                nursery.start_soon(self._idle_watch, nursery.cancel_scope)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
+
+    async def _idle_watch(self, scope: trio.CancelScope) -> None:
+        assert self.idle_exit
+        while True:
+            quiet = trio.current_time() - self._last_launch
+            if not self._running and quiet >= self.idle_exit:
+                log.info("no launch for %.0f s: exiting", quiet)
+                scope.cancel()
+                return
+            await trio.sleep(max(self.idle_exit - quiet, 0.05))
 
     def _unlink(self) -> None:
         try:
@@ -790,8 +825,8 @@ class WarmServer:
                     await trio.sleep(0.02)
                 waiting.cancel_scope.cancel()
         if self._running:
-            log.warning("stopped with %d session(s) still running: their launchers get no "
-                        "exit status", len(self._running))
+            log.warning("ending %d session(s) still running (they end with the fork server; "
+                        "their launchers exit 1)", len(self._running))
         await pool.close()
 
     async def _serve(self, worker: Worker) -> None:
@@ -811,6 +846,7 @@ class WarmServer:
             return
         self.sessions_started += 1
         self._running.add(pid)
+        self._last_launch = trio.current_time()
         log.debug("session %d started in pid %d", self.sessions_started, pid)
         # Refill the pool when the session ends (or after REFILL_DELAY) while other workers
         # are ready: a fork and a worker getting ready take CPU from the session that just
@@ -826,6 +862,7 @@ class WarmServer:
                 nursery.cancel_scope.cancel()
         finally:
             self._running.discard(pid)
+            self._last_launch = trio.current_time()
             worker.control.close()
         log.debug("session in pid %d ended: %s", pid, _status_text(rc))
         with conn:
@@ -847,10 +884,41 @@ class WarmServer:
             return
         while True:
             try:
-                _msg, ancdata, _flags, _addr = self._listener.recvmsg(1, ANCILLARY_SPACE)
+                _msg, ancdata, _flags, _addr = self._listener.recvmsg(
+                    1, ANCILLARY_SPACE + CREDENTIALS_SPACE)
             except OSError:
                 return
             close_fds(fds_received(ancdata))
+
+
+def _bind_warm_socket(path: str, lock_fd: int | None) -> socket.socket:
+    """The warm socket bound at ``path``, after its directory was created (mode 0700) or found
+    safe (:func:`~orc_executor.warmdir.open_directory`) and the server lock taken (``lock_fd``:
+    already taken by the launcher that started this server): only then is a stale socket file
+    replaced. The kernel attaches each sender's credentials (``SO_PASSCRED``). Raises
+    :class:`OSError` (:class:`PermissionError` for an unsafe directory,
+    :class:`BlockingIOError` when another server holds the lock)."""
+    from . import warmdir
+
+    warmdir.prepare_directory(path)
+    dir_fd = warmdir.open_directory(path)
+    if dir_fd is None:
+        raise FileNotFoundError(f"{os.path.dirname(path)} vanished")
+    try:
+        lock = warmdir.sibling(path, ".lock")
+        try:
+            warmdir.take_lock(warmdir.via_fd(dir_fd, lock), lock_fd)
+        except BlockingIOError as e:
+            raise BlockingIOError(f"another orc-executor serve is running on {path} ({e}; "
+                                  "stop it first)") from None
+        # By its own name where it fits in a socket address (tools show that name), else
+        # through the directory's fd.
+        fits = len(os.fsencode(path)) < 108
+        listener = streams.bind_unix_datagram(path if fits else warmdir.via_fd(dir_fd, path))
+    finally:
+        os.close(dir_fd)
+    pass_credentials(listener)
+    return listener
 
 
 def _shutdown_write(sock: socket.socket) -> None:
@@ -860,6 +928,9 @@ def _shutdown_write(sock: socket.socket) -> None:
         pass
 
 
-def run_warm_server(path: str, opts: ServeOptions, warm: int) -> int:
-    """Run ``orc-executor serve`` until SIGTERM/SIGINT."""
-    return _serve_until_stopped(WarmServer(path, opts, warm).run)
+def run_warm_server(path: str, opts: ServeOptions, warm: int, *, idle_exit: float | None = None,
+                    lock_fd: int | None = None) -> int:
+    """Run ``orc-executor serve`` until SIGTERM/SIGINT (or ``idle_exit`` seconds without a
+    launch); 1 if it cannot listen at ``path`` (the reason logged)."""
+    return _serve_until_stopped(WarmServer(path, opts, warm, idle_exit=idle_exit,
+                                           lock_fd=lock_fd).run)

@@ -18,18 +18,9 @@ from __future__ import annotations
 import os
 import sys
 
-WARM_SOCKET_ENV = "ORC_EXECUTOR_WARM_SOCKET"
+from .warmdir import WARM_SOCKET_ENV, warm_socket_path
 
-
-def warm_socket_path() -> str:
-    """Where ``orc-executor serve`` listens: ``$ORC_EXECUTOR_WARM_SOCKET``, else
-    ``$XDG_RUNTIME_DIR/orc-executor/warm.sock``, else ``/tmp/orc-executor-<uid>/warm.sock``."""
-    path = os.environ.get(WARM_SOCKET_ENV)
-    if path:
-        return path
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = os.path.join(runtime, "orc-executor") if runtime else f"/tmp/orc-executor-{os.getuid()}"
-    return os.path.join(base, "warm.sock")
+__all__ = ["WARM_SOCKET_ENV", "main", "try_warm", "warm_socket_path"]
 
 
 def _pipe_fds(args: list[str]) -> list[int] | None:
@@ -59,8 +50,20 @@ def try_warm(args: list[str]) -> int | None:
     fds = _pipe_fds(args)
     if fds is None:
         return None
+    from .warmdir import open_directory, via_fd
+
     path = warm_socket_path()
-    if not os.path.exists(path):
+    try:
+        dir_fd = open_directory(path)
+    except PermissionError as e:
+        sys.stderr.write(f"orc-executor: warning: not using the warm socket: {e}; "
+                         "starting cold\n")
+        return None
+    if dir_fd is None:
+        return None
+    target = via_fd(dir_fd, path)
+    if not os.path.exists(target):
+        os.close(dir_fd)
         return None
     import signal
     import socket
@@ -77,15 +80,19 @@ def try_warm(args: list[str]) -> int | None:
         ).encode()
         cwd, env = handover.state_fds()
     except (OSError, ImportError):  # (the native module not built: no state to send)
+        os.close(dir_fd)
         return None
     # One datagram: the reply socket's other end first, then the fds (see the worker).
     sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     # Signals to forward wait until the session process is known.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _forwarded())
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as launch:
-            launch.sendmsg([header], fds_ancillary(
-                [theirs.fileno(), fds[0], fds[1], 0, 1, 2, cwd, env]), 0, path)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as launch:
+                launch.sendmsg([header], fds_ancillary(
+                    [theirs.fileno(), fds[0], fds[1], 0, 1, 2, cwd, env]), 0, target)
+        finally:
+            os.close(dir_fd)  # (not left open for a cold session)
         theirs.close()
         # 'A', the session process's pid and a pidfd of it: a session process took the
         # session. Without it (the reply socket closed: nothing could take it, the server is

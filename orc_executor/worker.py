@@ -49,6 +49,7 @@ The control socket is ``SOCK_SEQPACKET``; messages:
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import logging
@@ -68,7 +69,14 @@ from .daemon import ServeOptions, serve_stream
 from .executor.context import ExecutorContext
 from .host import RETURN_ZERO_CODE
 from .transport import streams
-from .transport.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received, peer_uid
+from .transport.fdpass import (
+    ANCILLARY_SPACE,
+    CREDENTIALS_SPACE,
+    close_fds,
+    fds_ancillary,
+    fds_received,
+    sender_uid,
+)
 from .transport.spec import FdPair
 
 log = logging.getLogger(__name__)
@@ -468,10 +476,11 @@ def _receive_launch(listener: socket.socket
     """One launch from the warm socket, if one is waiting: its header, reply socket and the
     fds it hands over. ``None`` when there is none, and for a launch refused (its fds closed,
     so the launcher starts cold; the reason logged): from another user's process, truncated,
-    without a reply socket, or with a malformed or unusable header. Raises :class:`OSError`
+    without a reply socket, or with a malformed or unusable header. The sender's uid is the
+    kernel's (``SCM_CREDENTIALS``). Raises :class:`OSError`
     when the warm socket itself fails."""
     try:
-        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE)
+        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE + CREDENTIALS_SPACE)
     except (BlockingIOError, InterruptedError):
         return None
     fds = fds_received(ancdata)
@@ -488,8 +497,12 @@ def _receive_launch(listener: socket.socket
     header: object = None
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         problem: str | None = "truncated launch message"
-    elif reply.family != socket.AF_UNIX or peer_uid(reply) != os.getuid():
-        problem = "peer is another user"
+    elif sender_uid(ancdata) != os.getuid():
+        # The kernel's record of the sending process (the server set SO_PASSCRED on the warm
+        # socket), not the peer of a socket the sender chose to pass.
+        problem = f"sent by uid {sender_uid(ancdata)}, not this user"
+    elif reply.family != socket.AF_UNIX:
+        problem = "the reply fd is not a unix socket"
     else:
         try:
             header = json.loads(msg.decode())
@@ -625,7 +638,12 @@ def zygote(control_fd: int) -> int:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    control.send(b"R")
+    zygote_pid = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)  # prctl, for the forked workers
+    try:
+        control.send(b"R")
+    except OSError:  # the daemon died while we got ready
+        return 0
     poller = select.poll()
     poller.register(control, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
@@ -651,7 +669,7 @@ def zygote(control_fd: int) -> int:
             except OSError:
                 msg, ancdata = b"", []
             fds = fds_received(ancdata)
-            if not msg:  # the daemon is gone: running workers finish on their own
+            if not msg:  # the daemon is gone (or done): the workers forked end with us
                 return 0
             if msg != b"F" or len(fds) not in (1, 2):
                 close_fds(fds)
@@ -666,10 +684,45 @@ def zygote(control_fd: int) -> int:
                 os.close(wake_r)
                 os.close(wake_w)
                 os.setsid()
+                _die_with_parent(libc, zygote_pid)
                 exit_process(run(fds[0], fds[1] if len(fds) == 2 else None))
             close_fds(fds)
             _send(control, f"P {pid}".encode())
             _reap(control)
+
+
+def _die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
+    """Have the kernel kill this process (SIGKILL) when ``parent``, the fork server that
+    forked it from its only thread, ends: a ``serve`` or daemon killed with SIGKILL closes
+    the zygote's control socket, the zygote exits, and its workers, idle or running a
+    session, end with it instead of living on orphaned. Exits at once if ``parent`` is
+    already gone (the signal is only sent for a death after ``prctl``)."""
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("PR_SET_PDEATHSIG: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _end_with(parent: int) -> None:
+    """A worker started as an interpreter of its own (not forked by the zygote) by
+    ``parent``, the daemon or ``serve``: a thread waits on a pidfd of ``parent`` and kills
+    this process (SIGKILL) when it ends, idle or in a session. (``PR_SET_PDEATHSIG`` cannot
+    serve here: it fires when the parent's *thread* that started us ends, and the daemon
+    starts processes from trio's worker threads, which end when idle.)"""
+    try:
+        pidfd = os.pidfd_open(parent)
+    except (OSError, AttributeError) as e:
+        log.warning("cannot watch the parent process %d: %s", parent, e)
+        return
+    if os.getppid() != parent:  # it ended before the pidfd was opened
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="orc-executor parent watch", daemon=True).start()
 
 
 def _reap(control: socket.socket) -> None:
@@ -698,6 +751,7 @@ def main() -> None:
     if sys.argv[1] == "--zygote":
         exit_process(zygote(int(sys.argv[2])))
     listen_fd = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    _end_with(os.getppid())
     exit_process(run(int(sys.argv[1]), listen_fd))
 
 

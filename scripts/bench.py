@@ -442,6 +442,99 @@ def time_jitlink(exe: str | None, obj: Path, *options: str, read_output: bool = 
     return time.perf_counter() - t0
 
 
+def _servers_under(root: Path) -> list[int]:
+    """Pids of the ``orc-executor serve`` processes whose command line names ``root``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if entry.isdigit() and b"serve" in cmd and str(root).encode() in cmd:
+            out.append(int(entry))
+    return out
+
+
+def _stop_servers(root: Path) -> None:
+    for pid in _servers_under(root):
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    while _servers_under(root) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def bench_auto_serve(ours: str, reps: int) -> None:
+    """The server on demand, with llvm-jitlink hello.o (output read to EOF through pipes):
+
+    * second and later launches: the first launch in a fresh runtime directory starts the
+      server; the next ones (no manual step) against llvm-jitlink-executor, interleaved;
+    * the launch that starts a server (a fresh runtime directory each time; the server is
+      stopped before the next sample) against a cold launch with auto-serve off (today's
+      cold path), interleaved.
+
+    Prints median (min–max) of ``reps`` samples each, in ms, and the ratios."""
+    tmp = Path(tempfile.mkdtemp(prefix="orc-bench-auto-"))
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("ORC_EXECUTOR_WARM_SOCKET", "ORC_EXECUTOR_AUTO_SERVE",
+                         "ORC_EXECUTOR_COLD")}
+    c = tmp / "hello.c"
+    c.write_text(PROGRAMS["hello"])
+    hello = tmp / "hello.o"
+    subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(c), "-o", str(hello)], check=True)
+
+    def run(exe: str, env: dict[str, str]) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([str(LLVM / "llvm-jitlink"), f"-oop-executor={exe}", str(hello)],
+                       capture_output=True, env=env, check=False)
+        return (time.perf_counter() - t0) * 1e3
+
+    rows: dict[str, list[float]] = {k: [] for k in ("warm", "ref", "starting", "cold")}
+    try:
+        xdg = tmp / "xdg"
+        xdg.mkdir(mode=0o700)
+        auto = dict(base, XDG_RUNTIME_DIR=str(xdg))
+        run(ours, auto)  # starts the server
+        while not list((xdg / "orc-executor").glob("*.sock")):
+            time.sleep(0.02)
+        time.sleep(2)  # its pool gets ready
+        for _ in range(3):
+            run(ours, auto)
+        for _ in range(reps):
+            rows["warm"].append(run(ours, auto))
+            rows["ref"].append(run(REFERENCE, base))
+        _stop_servers(xdg)
+        cold = dict(base, XDG_RUNTIME_DIR=str(xdg), ORC_EXECUTOR_AUTO_SERVE="0")
+        for i in range(reps):
+            fresh = tmp / f"xdg-{i}"
+            fresh.mkdir(mode=0o700)
+            rows["starting"].append(run(ours, dict(base, XDG_RUNTIME_DIR=str(fresh))))
+            _stop_servers(fresh)
+            time.sleep(0.5)
+            rows["cold"].append(run(ours, cold))
+            time.sleep(0.5)
+    finally:
+        _stop_servers(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+    st = {k: stats(v) for k, v in rows.items()}
+
+    def cell(k: str) -> str:
+        lo, med, hi = st[k]
+        return f"{med:.3g} ({lo:.3g}–{hi:.3g})"
+
+    print(f"\nmachine: {os.cpu_count()} cores; {reps} repetitions; median (min–max); "
+          "llvm-jitlink hello.o, output read to EOF\n")
+    print("| figure | unit | orc-executor | compared with | ratio |")
+    print("|---|---|---|---|---|")
+    print(f"| second and later launches, server started on demand | ms | {cell('warm')} | "
+          f"llvm-jitlink-executor 22: {cell('ref')} | {st['warm'][1] / st['ref'][1]:.2f}× |")
+    print(f"| the launch that starts the server | ms | {cell('starting')} | cold launch, "
+          f"ORC_EXECUTOR_AUTO_SERVE=0: {cell('cold')} | "
+          f"{st['starting'][1] / st['cold'][1]:.2f}× |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
@@ -453,7 +546,15 @@ def main() -> None:
                     help="measure only the figures whose label contains TEXT")
     ap.add_argument("--warm", action="store_true",
                     help="run an `orc-executor serve` and measure the warm start")
+    ap.add_argument("--auto-serve", action="store_true",
+                    help="measure only the server on demand (see bench_auto_serve)")
     args = ap.parse_args()
+    if args.auto_serve:
+        bench_auto_serve(args.ours, args.reps)
+        return
+    # Every other figure: cold means cold (no server started on demand), warm means the
+    # `orc-executor serve` started here.
+    os.environ["ORC_EXECUTOR_AUTO_SERVE"] = "0"
     # Under PYTHONDONTWRITEBYTECODE, a package edited since scripts/bootstrap.sh compiled it
     # would be compiled again at every cold start (~20 ms): measure what an install runs.
     import compileall

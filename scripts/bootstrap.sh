@@ -35,9 +35,10 @@ fi
 .venv/bin/python -m compileall -q orc_executor >/dev/null
 .venv/bin/python -c "import orc_executor.memmap._native" \
     || { echo "bootstrap: the native module did not build" >&2; exit 1; }
-# bin/orc-executor becomes the native launcher (warm handover without starting Python).
-.venv/bin/python -m orc_executor.launch install-launcher 2>/dev/null \
-    || { echo "bootstrap: installing the native launcher failed" >&2; exit 1; }
+# pip installed bin/orc-executor: the native launcher (setup.py; the Python entry point is
+# bin/orc-executor-py).
+[ "$(head -c4 .venv/bin/orc-executor)" = "$(printf '\177ELF')" ] \
+    || { echo "bootstrap: .venv/bin/orc-executor is not the native launcher" >&2; exit 1; }
 
 if [ -x scripts/fetch-orc-runtime.sh ]; then
     scripts/fetch-orc-runtime.sh >/dev/null

@@ -1,10 +1,12 @@
 """The native launcher (``launcher.c``): where the built program is, and installing it.
 
-``setup.py`` compiles ``launcher.c`` next to the cffi extension as ``orc-executor-launcher``.
-Installed as ``bin/orc-executor`` (``orc-executor install-launcher``), it is what controllers
-start: it hands a pipe-style launch to a running ``orc-executor serve`` (the warm start, well
-under a millisecond of its own) and otherwise execs ``python -P -m orc_executor.launch --cold``
-with the interpreter in its own directory, in the same process.
+``setup.py`` compiles ``launcher.c`` next to the cffi extension as ``orc-executor-launcher``,
+and ``pip install`` puts it in place as ``bin/orc-executor`` (``orc-executor install-launcher``
+copies it again, e.g. into another ``bin/``). It is what controllers start: it hands a
+pipe-style launch to a running ``orc-executor serve`` (the warm start, well under a
+millisecond of its own) and otherwise execs ``python -P -m orc_executor.launch --cold`` with the
+interpreter in its own directory, in the same process (and starts a server in the
+background for the next launches).
 """
 
 from __future__ import annotations

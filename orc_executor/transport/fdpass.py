@@ -17,6 +17,29 @@ MAX_FDS = 8
 ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
 
+#: ``recvmsg`` ancillary buffer size for the sender's credentials (``SCM_CREDENTIALS``, sent by
+#: the kernel to a socket with ``SO_PASSCRED`` set): add it to :data:`ANCILLARY_SPACE`.
+CREDENTIALS_SPACE = socket.CMSG_SPACE(struct.calcsize("3i"))
+
+
+def pass_credentials(sock: socket.socket) -> None:
+    """Have the kernel attach each sender's pid, uid and gid to what ``sock`` receives
+    (``SO_PASSCRED``; see :func:`sender_uid`)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+
+
+def sender_uid(ancdata: list[tuple[int, int, bytes]] | Any) -> int | None:
+    """The sender's uid in ``recvmsg`` ancillary data (``SCM_CREDENTIALS``: the kernel's
+    record of the sending process, which only a privileged process can change), or ``None``
+    if there is none."""
+    for level, type_, data in ancdata:
+        if (level == socket.SOL_SOCKET and type_ == socket.SCM_CREDENTIALS
+                and len(data) >= struct.calcsize("3i")):
+            _pid, uid, _gid = struct.unpack_from("3i", data)
+            return int(uid)
+    return None
+
+
 def fds_ancillary(fds: list[int]) -> list[tuple[int, int, bytes]]:
     """The ``sendmsg`` ancillary data that passes ``fds``."""
     return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
