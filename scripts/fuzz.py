@@ -618,6 +618,7 @@ class Fuzzer:
         if (opcode == Opcode.CALL_WRAPPER and tag not in s.tags and s.runs_code(tag)):
             self.stats.excluded += 1
             return
+        size &= (1 << 64) - 1  # as the header will carry it (two mutations may overflow)
         body = payload[: max(0, size - 32)]
         if 32 <= size <= MAX_MESSAGE and size - 32 > len(body):
             pad = size - 32 - len(body)
