@@ -30,7 +30,8 @@ makes the executor run native code: a call tag, the function of ``run_as_*`` / o
 wrappers) that lies in an executable mapping of the session process (``/proc/PID/maps``) or
 in a slab (JIT'd memory) is not sent; memory writes (``mem_write_*``) go only to slabs this
 session reserved or to unmapped addresses; a dylib ``open`` / ``load`` of a path that exists
-or names a library is not sent; reserve sizes stay below 4 MiB, with at most 8 slabs alive.
+or names a library is not sent; reserve sizes stay below 4 MiB, with at most 8 slabs alive;
+``mem_read_buffers`` of more than 64 MiB in all is not sent (a read costs what it reads).
 Such inputs count as *excluded*. Everything else — any bytes, any header, any wrapper — is
 sent.
 
@@ -352,6 +353,10 @@ def excluded(name: str, payload: bytes, s: Session) -> bool:
         return False  # refused before anything runs
     if runs_native(name):
         return s.runs_code(args[0])
+    if "mem_read_buffers" in name:
+        # Reading is a controller's right; a read's result costs what it reads, up to the
+        # executor's 1 GiB per call. Kept below 64 MiB here, so the RSS bound measures the rest.
+        return bool(sum(max(0, r.end - r.start) for r in args[0]) > 64 << 20)
     if "mem_write" in name:
         width = {"uint8s": 1, "uint16s": 2, "uint32s": 4, "uint64s": 8, "pointers": 8}
         for item in args[0]:
@@ -574,6 +579,12 @@ class Fuzzer:
             self.save(last_input)
             self.end_session(ended_by_input=True)
             return
+        if self.args.watch_rss and self.session is not None:
+            hwm = _vm_hwm(s.pid) / (1 << 20)
+            if hwm > self.args.watch_rss and not getattr(s, "reported_rss", False):
+                s.reported_rss = True  # type: ignore[attr-defined]
+                self.problem(f"session pid {s.pid} peaked at {hwm:.0f} MiB after "
+                             f"{last_input[0]}: {s.last_frame[:512].hex()}")
         self.left_in_session -= 1
         if self.left_in_session <= 0:
             self.end_session(ended_by_input=False)
@@ -618,6 +629,7 @@ class Fuzzer:
         if (opcode == Opcode.CALL_WRAPPER and tag not in s.tags and s.runs_code(tag)):
             self.stats.excluded += 1
             return
+        size &= (1 << 64) - 1  # as the header will carry it (two mutations may overflow)
         body = payload[: max(0, size - 32)]
         if 32 <= size <= MAX_MESSAGE and size - 32 > len(body):
             pad = size - 32 - len(body)
@@ -711,6 +723,8 @@ def main() -> None:
     p.add_argument("--max-rss", type=float, default=512.0,
                    help="MiB a session process may peak at (%(default)s)")
     p.add_argument("--max-len", type=int, default=2048, help="atheris input bytes")
+    p.add_argument("--watch-rss", type=float, default=0.0,
+                   help="log the input after which a session first peaks over this many MiB")
     p.add_argument("--report-every", type=int, default=50_000)
     p.add_argument("--failures", default=None, help="directory for inputs that failed")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")

@@ -338,3 +338,18 @@ def test_a_controller_that_stops_reading_and_goes_away_ends_the_session() -> Non
             if s.process.poll() is None:
                 s.process.kill()
                 s.process.wait()
+
+
+async def test_a_read_beyond_the_message_limit_is_refused_before_its_buffer() -> None:
+    """A ``mem_read_buffers`` of more than 1 GiB in all (here from a slab on into whatever
+    follows) is an error result at once: its buffer is never made, so RSS does not grow."""
+    async with orc_executor() as ex:
+        base = await _region(ex, PAGE)
+        pid = ex.process.pid
+        hwm = vm_field(pid, "VmHWM")
+        with pytest.raises(Exception, match="deserializing return value"):
+            await read_buffers(ex, (base, 2 << 30))
+        assert vm_field(pid, "VmHWM") - hwm < 16 * MIB
+        assert await reserve(ex, PAGE)
+    assert "more than 1073741824 in one call" in ex.stderr
+    assert "Traceback" not in ex.stderr

@@ -40,11 +40,16 @@ from ...sps import (
 )
 from ...sps.codec import BytesView
 from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
-from ...transport.framing import FramedPayload
+from ...transport.framing import DEFAULT_MAX_MESSAGE_SIZE, FramedPayload
 from ..registry import Service, WrapperSpec
 
 #: Buffer reads or writes of at most this many bytes in all run on the event loop.
 INLINE_MAX_BYTES = 1 << 20
+
+#: Largest ``mem_read_buffers`` result (bytes in all): a larger read is refused before its
+#: buffer is made (it would be larger than any message this executor accepts; a range that
+#: runs far past readable memory would otherwise cost its whole size first).
+MAX_READ_BYTES = DEFAULT_MAX_MESSAGE_SIZE
 
 _U64 = struct.Struct("<Q")
 
@@ -107,6 +112,8 @@ def read_buffers(ranges: list[ExecutorAddrRange]) -> list[bytes] | FramedPayload
     """The bytes of each range: a list, or for more than :data:`INLINE_MAX_BYTES` in all,
     the encoded ``Sequence<Sequence<uint8>>`` read in place into a :class:`FramedPayload`."""
     total = _read_size(ranges)
+    if total > MAX_READ_BYTES:
+        raise OutOfBandError(f"cannot read {total} bytes: more than {MAX_READ_BYTES} in one call")
     try:
         if total <= INLINE_MAX_BYTES:
             return [mem_read(r.start, r.end - r.start) for r in ranges]
