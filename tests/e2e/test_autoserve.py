@@ -220,8 +220,10 @@ def test_one_server_per_installation(prog: Path, runtime: tuple[Path, dict[str, 
         other = tmp_path / "other-venv" / "bin"
         other.mkdir(parents=True)
         shutil.copy(EXE, other / "orc-executor")
-        (other / "python3").symlink_to(sys.executable)
-        r, pid = jitlink(prog, env, str(other / "orc-executor"))
+        # Its cold path runs this interpreter (the package is not installed in other-venv;
+        # nothing is ever imported from the working directory).
+        r, pid = jitlink(prog, dict(env, ORC_EXECUTOR_PYTHON=sys.executable),
+                         str(other / "orc-executor"))
         assert parent_of(r) == pid  # cold
         r, pid = jitlink(prog, env)
         assert parent_of(r) != pid  # this installation's launcher: warm
