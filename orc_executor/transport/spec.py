@@ -1,6 +1,6 @@
 """Connection specs: how the executor reaches its controller (sans-I/O parsing).
 
-Accepted forms (PROTOCOL.md §6.4), first non-flag argument, after optional ``debug`` and
+Accepted forms (docs/protocol.md §1.2), first non-flag argument, after optional ``debug`` and
 ``test-*`` tokens:
 
 ==========================  =====================================================

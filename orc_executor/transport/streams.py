@@ -2,7 +2,7 @@
 
 All functions return a :class:`trio.abc.Stream` carrying SimpleRemoteEPC frames in both
 directions. Socket streams are shut down (``SHUT_RDWR``) before they are closed so the peer
-sees EOF even when another thread of its own is blocked reading (PROTOCOL.md §1.8).
+sees EOF even when another thread of its own is blocked reading (docs/protocol.md §3.4).
 """
 
 from __future__ import annotations
