@@ -225,9 +225,9 @@ def main(
 def serve_command(warm: int, socket_path: str | None, log_level: str) -> None:
     """Keep warm session processes for launched executors (``orc-executor serve``).
 
-    While it runs, ``llvm-jitlink -oop-executor=orc-executor`` starts in milliseconds: the
-    launched orc-executor hands its pipes and stdio to a ready process and exits with that
-    session's status. Without a server, orc-executor starts cold as usual.
+    While it runs, ``llvm-jitlink -oop-executor=orc-executor`` starts warm: the launched
+    orc-executor hands its pipes and stdio to a ready process and exits with that session's
+    status. Without a server, orc-executor starts cold as usual.
     """
     from .daemon import ServeOptions, run_warm_server
     from .launch import warm_socket_path

@@ -2,8 +2,8 @@
 
 ``setup.py`` compiles ``launcher.c`` next to the cffi extension as ``orc-executor-launcher``.
 Installed as ``bin/orc-executor`` (``orc-executor install-launcher``), it is what controllers
-start: it hands a pipe-style launch to a running ``orc-executor serve`` (the warm start, well
-under a millisecond of its own) and otherwise execs ``python -P -m orc_executor.launch --cold``
+start: it hands a pipe-style launch to a running ``orc-executor serve`` (the warm start,
+without starting Python) and otherwise execs ``python -P -m orc_executor.launch --cold``
 with the interpreter in its own directory, in the same process.
 """
 

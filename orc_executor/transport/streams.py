@@ -191,8 +191,8 @@ class FdReader:
 
     ``busy_poll`` (seconds, ``0`` for none): before that ``poll(2)`` sleeps, polls that do
     not sleep for up to this long, so bytes the peer sends within that window are read without
-    a sleep and a wake-up (on a VM, waking an idle vCPU costs microseconds). Only while
-    ``may_spin()`` (default: always) says that no other thread needs the GIL this loop holds.
+    a sleep and a wake-up. Only while ``may_spin()`` (default: always) says that no other
+    thread needs the GIL this loop holds.
 
     ``wake_fd`` (an eventfd, or any fd that becomes readable) ends the poll early: another
     thread wrote it because it left work for the trio thread. The reader drains it, calls
