@@ -252,7 +252,7 @@ def serve_command(warm: int, socket_path: str | None, idle_exit: float | None, a
                   lock_fd: int | None, log_level: str) -> None:
     """Keep warm session processes for launched executors (``orc-executor serve``).
 
-    While it runs, ``llvm-jitlink -oop-executor=orc-executor`` starts in milliseconds: the
+    While it runs, ``llvm-jitlink -oop-executor=orc-executor`` starts warm: the
     launched orc-executor hands its pipes and stdio to a ready process and exits with that
     session's status. Without a server, orc-executor starts cold and starts one in the
     background (unless ORC_EXECUTOR_AUTO_SERVE=0). One server runs per socket: a second one

@@ -151,6 +151,8 @@ class Controller:
         return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
 
     async def wait_setup(self) -> SetupInfo:
+        """The executor's Setup message, decoded (waits for it). Raises
+        :class:`ControllerError` if the session ended without one."""
         await self._setup_event.wait()
         if self.setup is None:
             raise ControllerError(self._closed_reason or "no Setup message")
@@ -344,7 +346,8 @@ class Controller:
                 await self.process.wait()
 
     async def wait_exit(self, timeout: float = 10) -> int | None:
-        """Wait for the launched executor to exit; its return code (``None`` on timeout)."""
+        """Wait up to ``timeout`` seconds for the launched executor to exit; its return code
+        (``None`` on timeout, or when the executor was not launched by :meth:`launch`)."""
         if self.process is None:
             return None
         with trio.move_on_after(timeout):

@@ -47,7 +47,7 @@ STARTUP_ONLY_RLIMITS = (resource.RLIMIT_STACK,)
 
 class LaunchState:
     """The fields of a launch's header (see the module doc). (A plain class: the Python
-    launcher imports this module, and ``dataclasses`` would add ~10 ms to its start.)"""
+    launcher imports this module, and importing ``dataclasses`` would lengthen its start.)"""
 
     __slots__ = ("cpus", "ioprio", "nice", "personality", "policy", "priority", "rlimits",
                  "sigign", "sigmask", "umask")
@@ -139,7 +139,7 @@ def state_header() -> str:
         cur, top = resource.getrlimit(r)
         limits.append(f"[{_json_rlim(cur)}, {_json_rlim(top)}]")
     nice = os.getpriority(os.PRIO_PROCESS, 0)
-    from .memmap._native import lib  # (not .native: its imports cost ~4 ms)
+    from .memmap._native import lib  # (not .native: its imports lengthen the launcher's start)
 
     cpus = sum(1 << c for c in os.sched_getaffinity(0))
     return (f', "handover": {HANDOVER_VERSION}, "umask": {um}, "nice": {nice}, '

@@ -198,7 +198,8 @@ class Registry:
             self.add(spec)
 
     def alias(self, name: str, target: str) -> None:
-        """Advertise ``name`` at the same address as ``target`` (same function, two names)."""
+        """Advertise ``name`` at the same address as ``target`` (same function, two names).
+        Raises :class:`KeyError` if ``target`` is not advertised yet."""
         self.addr_of[name] = self.addr_of[target]
 
     def lookup(self, addr: int) -> WrapperSpec | None:

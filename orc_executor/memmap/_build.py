@@ -468,8 +468,8 @@ static void eh_init(void) {
     p_deregister_frame = (void (*)(void *))dlsym(h, "__deregister_frame");
 }
 
-/* Load libgcc_s and look up the two entry points now (once per process): ~0.2 ms that
-   would otherwise fall on a session's first initialize. 0 if they are available. */
+/* Load libgcc_s and look up the two entry points now (once per process), so that the
+   work does not fall on a session's first initialize. 0 if they are available. */
 static int orc_eh_frame_preload(void) {
     pthread_once(&eh_once, eh_init);
     return p_register_frame && p_deregister_frame ? 0 : -1;
@@ -692,8 +692,8 @@ static void *orc_watch(void *arg) {
     }
     if (!orc_exiting) kill(getpid(), SIGKILL);  /* the launcher is gone: so is its program */
     /* The process is exiting (the launcher left once it had the status): wait for the end
-       here, as returning would (the thread's exit and stack release slowed the process's
-       exit_group by milliseconds on a busy machine, the controller waiting for EOF). */
+       here rather than return (the thread's exit and stack release would delay the
+       process's exit_group, the controller waiting for EOF). */
     for (;;) pause();
     return NULL;
 }
@@ -714,9 +714,8 @@ static int orc_watch_start(int fd) {
     return rc;
 }
 
-/* Start the thread of orc_watch_launcher now, before the fd is known: a thread's start (or
-   a wake-up of one) costs up to ~1 ms on a busy machine, on the session's critical path
-   otherwise. 0, or an errno value. */
+/* Start the thread of orc_watch_launcher now, before the fd is known, so that a thread's
+   start (or a wake-up of one) is not on the session's critical path. 0, or an errno value. */
 static int orc_watch_prepare(void) {
     int rc;
     if (orc_watch_epoll >= 0) return 0;

@@ -3,8 +3,8 @@
 ``setup.py`` compiles ``launcher.c`` next to the cffi extension as ``orc-executor-launcher``,
 and ``pip install`` puts it in place as ``bin/orc-executor`` (``orc-executor install-launcher``
 copies it again, e.g. into another ``bin/``). It is what controllers start: it hands a
-pipe-style launch to a running ``orc-executor serve`` (the warm start, well under a
-millisecond of its own) and otherwise execs ``python -P -m orc_executor.launch --cold`` with the
+pipe-style launch to a running ``orc-executor serve`` (the warm start,
+without starting Python) and otherwise execs ``python -P -m orc_executor.launch --cold`` with the
 interpreter in its own directory, in the same process (and starts a server in the
 background for the next launches).
 """

@@ -250,7 +250,9 @@ class MemoryMap:
         return base
 
     def adopt(self, base: int, size: int, shared_name: str | None = None) -> None:
-        """Track an already-mapped range (e.g. a shared-memory reservation) as a slab."""
+        """Track the already-mapped range ``[base, base + size)`` (bytes; e.g. a shared-memory
+        reservation) as a slab. ``shared_name``: the shared-memory object unlinked when the
+        slab is released."""
         self._add_slab(Slab(base, size, _page_ceil(size), shared_name=shared_name,
                             writable=False))
 

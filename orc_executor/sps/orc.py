@@ -1,7 +1,7 @@
 """ORC domain types in SPS (``Shared/ExecutorAddress.h``, ``Shared/TargetProcessControlTypes.h``,
 ``Shared/ExecutorSymbolDef.h``, ``Shared/AllocationActions.h``).
 
-Each SPS shape is documented next to its definition; byte layouts are in PROTOCOL.md §2.4.
+Each SPS shape is documented next to its definition; byte layouts are in docs/protocol.md §4.4.
 """
 
 from __future__ import annotations

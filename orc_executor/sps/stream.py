@@ -4,7 +4,7 @@ The arguments of ``SimpleExecutorMemoryManager::initialize`` (and of the 14 / 19
 and orc-rt's ``SimpleNativeMemoryMap`` ``initialize``) are ``SPSTuple<SPSExecutorAddr,
 SPSFinalizeRequest>`` — an instance address, then the segments, each with its content as an
 ``SPSSequence<char>``, then the alloc actions (``Shared/TargetProcessControlTypes.h``; byte
-layout in PROTOCOL.md §2.4)::
+layout in docs/protocol.md §4.4)::
 
     u64 instance | u64 nsegs | nsegs × (u8 prot | u64 addr | u64 size | u64 n | n bytes)
                  | SPSSequence<SPSAllocActionCallPair> actions

@@ -1,6 +1,6 @@
 """Connection specs: how the executor reaches its controller (sans-I/O parsing).
 
-Accepted forms (PROTOCOL.md §6.4), first non-flag argument, after optional ``debug`` and
+Accepted forms (docs/protocol.md §1.2), first non-flag argument, after optional ``debug`` and
 ``test-*`` tokens:
 
 ==========================  =====================================================
@@ -95,7 +95,9 @@ def parse_fd(text: str) -> int:
 
 
 def parse_tcp(text: str, default_host: str = "127.0.0.1") -> TcpAddress:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (``default_host``)."""
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (``default_host``). Raises
+    :class:`SpecError` for a missing, non-numeric or out-of-range port (0–65535) or an IPv6
+    host without brackets."""
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
@@ -120,7 +122,7 @@ def parse_tcp(text: str, default_host: str = "127.0.0.1") -> TcpAddress:
 
 def parse_address(text: str) -> Address:
     """A TCP ``HOST:PORT`` / ``[IPv6]:PORT`` / ``:PORT``, or a unix socket path (contains
-    ``/`` or starts with ``unix:``)."""
+    ``/`` or starts with ``unix:``). Raises :class:`SpecError` as :func:`parse_tcp` does."""
     if text.startswith("unix:"):
         return UnixAddress(text[5:])
     if "/" in text or (":" not in text and not text.isdigit()):

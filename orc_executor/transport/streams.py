@@ -2,7 +2,7 @@
 
 All functions return a :class:`trio.abc.Stream` carrying SimpleRemoteEPC frames in both
 directions. Socket streams are shut down (``SHUT_RDWR``) before they are closed so the peer
-sees EOF even when another thread of its own is blocked reading (PROTOCOL.md §1.8).
+sees EOF even when another thread of its own is blocked reading (docs/protocol.md §3.4).
 """
 
 from __future__ import annotations
@@ -191,8 +191,8 @@ class FdReader:
 
     ``busy_poll`` (seconds, ``0`` for none): before that ``poll(2)`` sleeps, polls that do
     not sleep for up to this long, so bytes the peer sends within that window are read without
-    a sleep and a wake-up (on a VM, waking an idle vCPU costs microseconds). Only while
-    ``may_spin()`` (default: always) says that no other thread needs the GIL this loop holds.
+    a sleep and a wake-up. Only while ``may_spin()`` (default: always) says that no other
+    thread needs the GIL this loop holds.
 
     ``wake_fd`` (an eventfd, or any fd that becomes readable) ends the poll early: another
     thread wrote it because it left work for the trio thread. The reader drains it, calls

@@ -167,7 +167,7 @@ def test_c_program_over_tcp(cross: CrossBuild) -> None:
     """``bin/orc-executor --listen 127.0.0.1:PORT --once`` and ``-oop-executor-connect``: the
     program's output (on the executor's stdout and stderr) and the exit code are the
     reference's over pipes (over TCP the stock executor leaves llvm-jitlink waiting at the
-    end, PROTOCOL.md §1.8)."""
+    end, docs/protocol.md §3.4)."""
     case = CASES_BY_NAME["qsort_desc"]
     with tempfile.TemporaryDirectory(prefix="cross-") as tmp:
         reference = run_case(case, cross.reference, cross, tmp)

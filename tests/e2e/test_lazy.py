@@ -113,7 +113,7 @@ def test_lazy_c_objects_over_tcp(
     """The same over TCP (``orc-executor listen=`` and ``-oop-executor-connect``): on a socket
     the worker thread running main never writes its calls into the controller itself; they go
     through the session's trio thread. Output and exit code as the reference gives over pipes
-    (over TCP llvm-jitlink-executor leaves llvm-jitlink waiting at the end: PROTOCOL.md §1.8,
+    (over TCP llvm-jitlink-executor leaves llvm-jitlink waiting at the end: docs/protocol.md §3.4,
     which our idle close ends)."""
     args = [str(objs["lazy_main"]), *lazy(objs["lazy_a"], objs["lazy_b"]), "-args", "q"]
     reference = jitlink(REFERENCE, orc_runtime, args)

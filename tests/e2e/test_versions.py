@@ -9,7 +9,7 @@ value, so that "both broken the same way" cannot pass.
   process (the whole case set of ``tests/programs/cases.py`` runs under 14 and 19 in
   ``test_version_cases.py``);
 * the same over TCP (``-oop-executor-connect``) with ``--llvm-version N``: the program's output
-  is then the executor's, the stock executor hangs in that mode (PROTOCOL.md 1.8), so the
+  is then the executor's, the stock executor hangs in that mode (docs/protocol.md §3.4), so the
   reference is the stock executor over pipes;
 * ``lli --jit-kind=mcjit --remote-mcjit`` 14/19/22 on the ``.ll`` files in
   ``tests/programs/ll_versions`` (typed-pointer IR, which 19/22 also read);

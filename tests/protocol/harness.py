@@ -50,7 +50,7 @@ from orc_executor.sps.orc import (
 
 REFERENCE_EXECUTOR = Path("/usr/lib/llvm-22/bin/llvm-jitlink-executor")
 
-# ---- wrapper names and signatures (written from PROTOCOL.md §4, not imported from the
+# ---- wrapper names and signatures (written from docs/protocol.md §6, not imported from the
 # services, so a layout mistake in the package cannot hide itself) -------------------------
 
 MM = "__llvm_orc_SimpleExecutorMemoryManager_"

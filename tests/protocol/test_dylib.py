@@ -52,7 +52,7 @@ async def test_open_process_and_resolve() -> None:
         printf, weak_missing, strong_missing, empty, malloc = result
         assert isinstance(printf, ExecutorSymbolDef)
         assert printf.address != 0 and printf.flags == EXPORTED
-        # LLVM 22.1.8 encodings (PROTOCOL.md §4.3).
+        # LLVM 22.1.8 encodings (docs/protocol.md §6.1).
         assert weak_missing == ExecutorSymbolDef(0, EXPORTED)
         assert strong_missing is None
         assert empty is None

@@ -420,7 +420,7 @@ async def test_native_code_calls_the_controller(testlib: Path, answer: bytes) ->
 
 
 async def test_controller_serves_calls_while_native_code_waits(testlib: Path) -> None:
-    """The lazy-JIT pattern (PROTOCOL.md §7.3): while an executor thread blocks in an E→C call,
+    """The lazy-JIT pattern (docs/protocol.md §9.2): while an executor thread blocks in an E→C call,
     the controller issues C→E calls that must be answered before it replies."""
     async with orc_executor() as ex:
         s = await load_testlib(ex, testlib)

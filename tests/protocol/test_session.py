@@ -26,7 +26,7 @@ from .harness import (
     reserve,
 )
 
-#: The 34 names the stock LLVM 22 executor advertises (PROTOCOL.md §3.2).
+#: The 34 names the stock LLVM 22 executor advertises (docs/protocol.md §5.3).
 STOCK22_NAMES = {
     "__llvm_orc_SimpleRemoteEPC_dispatch_ctx",
     "__llvm_orc_SimpleRemoteEPC_dispatch_fn",
@@ -158,7 +158,8 @@ async def test_hangup_ends_session_cleanly() -> None:
 
 
 async def test_hangup_with_error_reason_still_exits_zero() -> None:
-    """Like the stock 22 executor: a Hangup ends the session with status 0 (PROTOCOL.md §1.6)."""
+    """Like the stock 22 executor: a Hangup ends the session with status 0
+    (docs/protocol.md §3.3)."""
     async with orc_executor() as ex:
         payload = b"\x01" + struct.pack("<Q", 4) + b"oops"
         await ex.ctl.send(Opcode.HANGUP, 0, 0, payload)

@@ -43,7 +43,7 @@ def same(a: Message, b: Message) -> bool:
 
 def test_header_layout() -> None:
     assert HEADER_SIZE == 32
-    # PROTOCOL.md §1.2: a Result header (size 41 = 32 + 9, opcode 2, seq 1, tag 0).
+    # docs/protocol.md §2.1: a Result header (size 41 = 32 + 9, opcode 2, seq 1, tag 0).
     assert encode_header(Opcode.RESULT, 1, 0, 9) == bytes.fromhex(
         "2900000000000000 0200000000000000 0100000000000000 0000000000000000"
     )

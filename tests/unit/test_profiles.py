@@ -1,4 +1,4 @@
-"""Executor profiles (PROTOCOL.md §3.2, §5.1, §5.4): the names and layouts of the ``14`` and
+"""Executor profiles (docs/protocol.md §5.3, §8.1, §8.2): the names and layouts of the ``14`` and
 ``modern`` profiles, the Setup layouts, choosing a profile (explicit version, detection from the
 launching process through an injected ``/proc`` reader), and forward compatibility (Hangup)."""
 
@@ -39,7 +39,7 @@ from orc_executor.transport.framing import FrameDecoder, Message, Opcode, encode
 
 REPO = Path(__file__).resolve().parents[2]
 
-# ---- the stock executors' Setup names (PROTOCOL.md §3.2, captured) ----------------------------
+# ---- the stock executors' Setup names (docs/protocol.md §5.3, captured) ----------------------
 
 COMMON = {
     "__llvm_orc_SimpleRemoteEPC_dispatch_ctx",
@@ -99,7 +99,7 @@ UPSTREAM = {
     "orc_rt_ci_sps_NativeDylibManager_load",
     "orc_rt_ci_sps_NativeDylibManager_lookup",
 }
-#: Names llvm-jitlink 14 looks up by name through the dylib manager (PROTOCOL.md §3.3).
+#: Names llvm-jitlink 14 looks up by name through the dylib manager (docs/protocol.md §5.3).
 LOOKUP14 = (
     "llvm_orc_registerEHFrameSectionWrapper",
     "llvm_orc_deregisterEHFrameSectionWrapper",

@@ -1,4 +1,4 @@
-"""Connection-spec parsing (PROTOCOL.md §6.4): every accepted form and the errors."""
+"""Connection-spec parsing (docs/protocol.md §1.2): every accepted form and the errors."""
 
 from __future__ import annotations
 

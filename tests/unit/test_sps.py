@@ -541,7 +541,7 @@ def test_domain_type_truncation_at_every_offset(
             t.decode(encoded[:i])
 
 
-# ---- known byte vectors (PROTOCOL.md §2.3, §3.1, §7.1) -------------------------------------------
+# ---- known byte vectors (docs/protocol.md §4.3, §5.1, §9.1) --------------------------------------
 
 
 def test_known_error_and_expected_vectors() -> None:
@@ -592,7 +592,7 @@ def test_known_walkthrough_vectors() -> None:
 
 
 def test_known_initialize_payload() -> None:
-    """The shape of PROTOCOL.md §7.1 message 9, rebuilt field by field."""
+    """The shape of docs/protocol.md §9.1 message 9, rebuilt field by field."""
     content_r = bytes(88)
     content_rx = bytes(53)
     eh = u64(0x7FF911C6C010) + u64(0x7FF911C6C04C)

@@ -311,7 +311,7 @@ def _resolve_results(path: Path) -> list[Any]:
 )
 def test_stock_resolve_encodings(path: Path) -> None:
     """Unmodified 22 traces: found → Some({addr, Exported}); missing weak → Some({0,
-    Exported}); missing required → None (PROTOCOL.md §4.3) — what our resolve_wrapper sends."""
+    Exported}); missing required → None (docs/protocol.md §6.1) — what our resolve_wrapper sends."""
     exported = JITSymbolFlags(FLAG_EXPORTED, 0)
     for (name, required), value in _resolve_results(path):
         if value is None:
@@ -335,7 +335,7 @@ def test_stock_weak_missing_trace_uses_some_zero() -> None:
 
 
 def test_known_walkthrough_values() -> None:
-    """PROTOCOL.md §7.1: decoded values of llvm22-hello.txt."""
+    """docs/protocol.md §9.1: decoded values of llvm22-hello.txt."""
     trace = parse_trace(TRACE_DIR / "llvm22-hello.txt")
     w = our_wrappers()
     msgs = trace.messages

@@ -1,5 +1,5 @@
 /* A weak undefined function and a weak undefined variable: each LLVM version encodes "not
- * found" differently in its lookup reply (PROTOCOL.md 4.3). Exit code 3. */
+ * found" differently in its lookup reply (docs/protocol.md §6.1). Exit code 3. */
 #include <stdio.h>
 
 extern int optional_function(void) __attribute__((weak));
