@@ -34,7 +34,9 @@ from typing import Protocol
 
 from ..host import PAGE_SIZE, PROCESS_TRIPLE
 from ..memmap.native import lib
-from ..protocol.names import PROFILES, VERSION_PROFILES, SimpleRemoteEPC
+from ..protocol.names import PROFILES as PROFILES  # re-exported
+from ..protocol.names import VERSION_PROFILES as VERSION_PROFILES  # re-exported
+from ..protocol.names import SimpleRemoteEPC
 from ..sps import WrapperSignature
 from ..sps.orc import SPSSetupMessage, SPSSetupMessage14
 from .context import ExecutorContext
@@ -56,8 +58,6 @@ log = logging.getLogger(__name__)
 TRIPLE = PROCESS_TRIPLE
 DISPATCH_CTX = SimpleRemoteEPC.dispatch_ctx
 DISPATCH_FN = SimpleRemoteEPC.dispatch_fn
-
-__all__ = ["PROFILES", "VERSION_PROFILES"]  # re-exported from protocol.names
 
 
 @dataclass
