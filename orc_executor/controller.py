@@ -5,10 +5,12 @@ by bootstrap-symbol name with SPS signatures.
 Used by the protocol tests and benchmarks; mirrors the controller half of
 ``SimpleRemoteEPC`` (``llvm/lib/ExecutionEngine/Orc/SimpleRemoteEPC.cpp``)::
 
+    from orc_executor.protocol.names import RESERVE, SimpleExecutorMemoryManager as MM
+
     async with await Controller.launch(["orc-executor"]) as c:
-        base = await c.call("__llvm_orc_SimpleExecutorMemoryManager_reserve_wrapper",
-                            RESERVE, c.symbol("__llvm_orc_SimpleExecutorMemoryManager_Instance"),
-                            4096)
+        base = await c.call(MM.reserve, RESERVE, c.symbol(MM.instance), 4096)
+
+Wrapper names and signatures come from :mod:`orc_executor.protocol.names`.
 """
 
 from __future__ import annotations

@@ -296,10 +296,10 @@ async def _rehearsal_calls() -> None:
     import trio
 
     from .controller import Controller
-    from .executor.services import dylib_manager as dm
-    from .executor.services import memory_manager as mm
-    from .executor.services import run as run_service
-    from .executor.services.eh_frame import EH_SIG
+    from .protocol import names
+    from .protocol.names import Bootstrap, EHFrame
+    from .protocol.names import SimpleExecutorDylibManager as dm
+    from .protocol.names import SimpleExecutorMemoryManager as mm
     from .sps import ErrorValue, WrapperSignature
     from .sps.orc import (
         AllocActionCallPair,
@@ -321,27 +321,26 @@ async def _rehearsal_calls() -> None:
                     raise RuntimeError(f"rehearsal: {name}: {value.message}")
                 return value
 
-            dylibs = c.symbol(dm.PREFIX + "Instance")
-            handle = await call(dm.PREFIX + "open_wrapper", dm.OPEN, dylibs, "", 0)
-            await call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle, [("printf", False)])
-            mem = c.symbol(mm.PREFIX + "Instance")
-            base = await call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, mem, 8192)
+            dylibs = c.symbol(dm.instance)
+            handle = await call(dm.open, names.OPEN, dylibs, "", 0)
+            await call(dm.resolve, names.RESOLVE22, handle, [("printf", False)])
+            mem = c.symbol(mm.instance)
+            base = await call(mm.reserve, names.RESERVE, mem, 8192)
             # return 0 (this architecture's code), and at +16 an empty .eh_frame (its zero
             # terminator), which the alloc actions register and, at release, deregister:
             # libgcc returns at once for an empty section, but the session's alloc-action
             # paths are exercised.
             code = (RETURN_ZERO_CODE or bytes(16)) + bytes(4)
-            eh = EH_SIG.encode_args(ExecutorAddrRange(base + 16, base + 20))
+            eh = names.EH_FRAME.encode_args(ExecutorAddrRange(base + 16, base + 20))
             eh_pair = AllocActionCallPair(
-                WrapperFunctionCall(c.symbol("llvm_orc_registerEHFrameAllocAction"), eh),
-                WrapperFunctionCall(c.symbol("llvm_orc_deregisterEHFrameAllocAction"), eh),
+                WrapperFunctionCall(c.symbol(EHFrame.register_alloc_action), eh),
+                WrapperFunctionCall(c.symbol(EHFrame.deregister_alloc_action), eh),
             )
             req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [eh_pair])
-            await call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, mem, req)
+            await call(mm.initialize, names.INITIALIZE, mem, req)
             if RETURN_ZERO_CODE is not None:
-                await call(run_service.BOOT + "run_as_main_wrapper", run_service.RUN_AS_MAIN,
-                           base, [b"rehearsal"])
-            await call(mm.PREFIX + "release_wrapper", mm.RELEASE, mem, [base])
+                await call(Bootstrap.run_as_main, names.RUN_AS_MAIN, base, [b"rehearsal"])
+            await call(mm.release, names.RELEASE, mem, [base])
 
 
 # ---- accept mode (orc-executor serve) ----------------------------------------------------------

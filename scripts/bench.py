@@ -39,18 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orc_executor.controller import Controller, decode_setup  # noqa: E402
-from orc_executor.executor.services import dylib_manager as dm  # noqa: E402
-from orc_executor.executor.services import memory_manager as mm  # noqa: E402
-from orc_executor.executor.services import run as run_service  # noqa: E402
-from orc_executor.executor.services import shared_memory as shm  # noqa: E402
+from orc_executor.protocol import names  # noqa: E402
+from orc_executor.protocol.names import Bootstrap  # noqa: E402
+from orc_executor.protocol.names import ExecutorSharedMemoryMapperService as shm  # noqa: E402
+from orc_executor.protocol.names import SimpleExecutorDylibManager as dm  # noqa: E402
+from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm  # noqa: E402
 from orc_executor.sps import (  # noqa: E402
-    Addr,
-    Empty,
     ErrorValue,
-    SequenceOf,
-    TupleOf,
-    UInt8,
-    signature,
 )
 from orc_executor.sps.orc import (  # noqa: E402
     FinalizeRequest,
@@ -68,8 +63,8 @@ from orc_executor.transport.framing import (  # noqa: E402
 LLVM = Path("/usr/lib/llvm-22/bin")
 REFERENCE = str(LLVM / "llvm-jitlink-executor")
 OURS = str(ROOT / ".venv" / "bin" / "orc-executor")
-WRITE8 = signature(Empty, SequenceOf(TupleOf(Addr, UInt8)))
-WRITE8_NAME = "__llvm_orc_bootstrap_mem_write_uint8s_wrapper"
+WRITE8 = names.MEM_WRITE["uint8s"]
+WRITE8_NAME = Bootstrap.mem_write_uint8s
 
 PROGRAMS = {
     "hello": r'''#include <stdio.h>
@@ -144,14 +139,14 @@ async def noop_call(c: Controller) -> tuple[int, bytes]:
 async def native_call(c: Controller) -> tuple[int, bytes]:
     """``run_as_void_function`` of libc's ``getpid``: a call the executor must run on a
     worker thread (native code may block)."""
-    handle = await c.call(dm.PREFIX + "open_wrapper", dm.OPEN,
-                          c.symbol(dm.PREFIX + "Instance"), "", 0)
-    found = await c.call(dm.PREFIX + "resolve_wrapper", dm.RESOLVE22, handle,
+    handle = await c.call(dm.open, names.OPEN,
+                          c.symbol(dm.instance), "", 0)
+    found = await c.call(dm.resolve, names.RESOLVE22, handle,
                          [("getpid", False)])
     if isinstance(found, ErrorValue) or not found or not found[0]:
         raise RuntimeError(f"getpid not resolved: {found}")
-    tag = c.symbol(run_service.BOOT + "run_as_void_function_wrapper")
-    return tag, run_service.RUN_AS_VOID.encode_args(found[0].address)
+    tag = c.symbol(Bootstrap.run_as_void_function)
+    return tag, names.RUN_AS_VOID.encode_args(found[0].address)
 
 
 async def round_robin(
@@ -290,16 +285,16 @@ async def time_small_initialize(exe: str, calls: int) -> float:
     """Seconds per initialize + deinitialize of one page of content with no alloc actions
     (the memory-manager calls of a small link graph), each pair on a fresh reservation."""
     async with await Controller.launch([exe]) as c:
-        inst = c.symbol(mm.PREFIX + "Instance")
+        inst = c.symbol(mm.instance)
         total = 0.0
         for _ in range(calls):
-            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 1 << 16)
+            base = await c.call(mm.reserve, names.RESERVE, inst, 1 << 16)
             req = FinalizeRequest([SegFinalizeRequest(3, base, 4096, b"x" * 4096)], [])
             t0 = time.perf_counter()
-            key = await c.call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, inst, req)
-            await c.call(mm.PREFIX + "deinitialize_wrapper", mm.RELEASE, inst, [key])
+            key = await c.call(mm.initialize, names.INITIALIZE, inst, req)
+            await c.call(mm.deinitialize, names.RELEASE, inst, [key])
             total += time.perf_counter() - t0
-            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+            await c.call(mm.release, names.RELEASE, inst, [base])
     return total / calls
 
 
@@ -308,15 +303,15 @@ async def time_initialize(exe: str, mib: int) -> float:
     size = mib << 20
     content = os.urandom(1 << 20) * mib
     async with await Controller.launch([exe]) as c:
-        inst = c.symbol(mm.PREFIX + "Instance")
-        base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, size)
+        inst = c.symbol(mm.instance)
+        base = await c.call(mm.reserve, names.RESERVE, inst, size)
         req = FinalizeRequest([SegFinalizeRequest(3, base, size, content)], [])
-        payload = mm.INITIALIZE.encode_args(inst, req)
+        payload = names.INITIALIZE.encode_args(inst, req)
         await trio.sleep(SETTLE)
         t0 = time.perf_counter()
-        await c.call_raw(c.symbol(mm.PREFIX + "initialize_wrapper"), payload)
+        await c.call_raw(c.symbol(mm.initialize), payload)
         t = time.perf_counter() - t0
-        await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+        await c.call(mm.release, names.RELEASE, inst, [base])
     return size / t / 1e6
 
 
@@ -328,18 +323,18 @@ def time_initialize_raw(exe: str, mib: int) -> float:
     content = os.urandom(1 << 20) * mib
     c = RawController(exe)
     try:
-        inst = c.symbols[mm.PREFIX + "Instance"]
-        name = mm.PREFIX + "reserve_wrapper"
-        os.write(c.to_w, c.frame(name, mm.RESERVE.encode_args(inst, size), 1))
-        base = mm.RESERVE.decode_result(c.next_message().payload)
+        inst = c.symbols[mm.instance]
+        name = mm.reserve
+        os.write(c.to_w, c.frame(name, names.RESERVE.encode_args(inst, size), 1))
+        base = names.RESERVE.decode_result(c.next_message().payload)
         if isinstance(base, ErrorValue):
             raise RuntimeError(f"reserve failed: {base}")
         req = FinalizeRequest([SegFinalizeRequest(3, base, size, content)], [])
-        call = c.frame(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE.encode_args(inst, req), 2)
+        call = c.frame(mm.initialize, names.INITIALIZE.encode_args(inst, req), 2)
         time.sleep(SETTLE)
         t0 = time.perf_counter()
         os.write(c.to_w, call)
-        result = mm.INITIALIZE.decode_result(c.next_message().payload)
+        result = names.INITIALIZE.decode_result(c.next_message().payload)
         t = time.perf_counter() - t0
         if isinstance(result, ErrorValue):
             raise RuntimeError(f"initialize failed: {result}")
@@ -358,8 +353,8 @@ async def time_initialize_shm(exe: str, mib: int) -> float:
     size = mib << 20
     content = os.urandom(1 << 20) * mib
     async with await Controller.launch([exe]) as c:
-        inst = c.symbol(shm.PREFIX + "Instance")
-        res = await c.call(shm.PREFIX + "Reserve", shm.RESERVE, inst, size)
+        inst = c.symbol(shm.instance)
+        res = await c.call(shm.reserve, names.SHM_RESERVE, inst, size)
         base, name = res
         fd = os.open(f"/dev/shm{name}", os.O_RDWR)
         try:
@@ -368,14 +363,14 @@ async def time_initialize_shm(exe: str, mib: int) -> float:
             os.close(fd)
             os.unlink(f"/dev/shm{name}")  # as llvm-jitlink's SharedMemoryMapper does
         req = SharedMemoryFinalizeRequest([SharedMemorySegFinalizeRequest(3, base, size)], [])
-        payload = shm.INITIALIZE.encode_args(inst, base, req)
+        payload = names.SHM_INITIALIZE.encode_args(inst, base, req)
         await trio.sleep(SETTLE)
         t0 = time.perf_counter()
         region[:] = content
-        await c.call_raw(c.symbol(shm.PREFIX + "Initialize"), payload)
+        await c.call_raw(c.symbol(shm.initialize), payload)
         t = time.perf_counter() - t0
         region.close()
-        await c.call(shm.PREFIX + "Release", shm.DEINITIALIZE, inst, [base])
+        await c.call(shm.release, names.RELEASE, inst, [base])
     return size / t / 1e6
 
 

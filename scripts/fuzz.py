@@ -67,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 from orc_executor.controller import decode_setup  # noqa: E402
 from orc_executor.executor.bootstrap import build_context  # noqa: E402
+from orc_executor.protocol.names import SimpleExecutorMemoryManager, SimpleRemoteEPC  # noqa: E402
 from orc_executor.sps import (  # noqa: E402  # noqa: E402
     Addr,
     Bool,
@@ -82,9 +83,9 @@ from orc_executor.sps.codec import BytesView, MapOf, SPSType, WrapperSignature  
 from orc_executor.sps.orc import SPSWrapperFunctionCall, WrapperFunctionCall  # noqa: E402
 from orc_executor.transport.framing import FrameDecoder, Message, Opcode  # noqa: E402
 
-DISPATCH_FN = "__llvm_orc_SimpleRemoteEPC_dispatch_fn"
-MM_INSTANCE = "__llvm_orc_SimpleExecutorMemoryManager_Instance"
-MM_RELEASE = "__llvm_orc_SimpleExecutorMemoryManager_release_wrapper"
+DISPATCH_FN = SimpleRemoteEPC.dispatch_fn
+MM_INSTANCE = SimpleExecutorMemoryManager.instance
+MM_RELEASE = SimpleExecutorMemoryManager.release
 HEADER = struct.Struct("<4Q")
 MAX_MESSAGE = 1 << 30
 MAX_RESERVE = 4 << 20

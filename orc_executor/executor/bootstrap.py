@@ -1,7 +1,10 @@
 """Bootstrap symbol sets (profiles), the Setup message, and choosing a profile.
 
-A *profile* decides which services and names an executor advertises and the Setup layout
-(PROTOCOL.md §3, §5.4):
+A *profile* decides which names an executor serves and advertises, with which layouts, and
+the Setup layout (PROTOCOL.md §3, §5.4). The names come from the per-version table
+:mod:`orc_executor.protocol.names` (:func:`~orc_executor.protocol.names.served`), the rest
+from :mod:`.profiles`; every service lists all the names it can answer and registers those
+the profile serves:
 
 * ``14``: LLVM 14's Setup layout (triple, page size, bootstrap symbols — no bootstrap map) and
   its 17 names with 14 layouts: dylib ``lookup_wrapper`` with a u64 handle and plain-address
@@ -25,21 +28,27 @@ import logging
 import os
 import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..host import PAGE_SIZE, PROCESS_TRIPLE
 from ..memmap.native import lib
+from ..protocol.names import PROFILES as PROFILES  # re-exported
+from ..protocol.names import VERSION_PROFILES as VERSION_PROFILES  # re-exported
+from ..protocol.names import SimpleRemoteEPC
+from ..sps import WrapperSignature
 from ..sps.orc import SPSSetupMessage, SPSSetupMessage14
 from .context import ExecutorContext
-from .registry import Registry
+from .profiles import Profile
+from .profiles import profile as profile_row
+from .registry import Registry, Service
 from .services.dylib_manager import DylibManagerService
 from .services.eh_frame import EHFrameService
 from .services.gdb_jit import GDBJITService
 from .services.memory_access import MemoryAccessService
 from .services.memory_manager import MemoryManagerService
 from .services.perf import PerfService
-from .services.perf import add_lookup_only as add_perf_lookup_only
 from .services.run import RunService
 from .services.shared_memory import SharedMemoryMapperService
 
@@ -47,22 +56,8 @@ log = logging.getLogger(__name__)
 
 #: The triple Setup announces: this host's (:data:`~orc_executor.host.PROCESS_TRIPLE`).
 TRIPLE = PROCESS_TRIPLE
-DISPATCH_CTX = "__llvm_orc_SimpleRemoteEPC_dispatch_ctx"
-DISPATCH_FN = "__llvm_orc_SimpleRemoteEPC_dispatch_fn"
-
-PROFILES = ("14", "modern")
-
-#: Accepted ``--llvm-version`` / ``ORC_EXECUTOR_LLVM_VERSION`` values → profile.
-VERSION_PROFILES = {"14": "14", "19": "modern", "22": "modern", "modern": "modern"}
-
-#: LLVM 14: bootstrap EH-frame wrappers, and the names llvm-jitlink 14 looks up for them.
-EH14_REGISTER = "__llvm_orc_bootstrap_register_ehframe_section_wrapper"
-EH14_DEREGISTER = "__llvm_orc_bootstrap_deregister_ehframe_section_wrapper"
-EH14_LOOKUP_ALIASES = {
-    "llvm_orc_registerEHFrameSectionWrapper": EH14_REGISTER,
-    "llvm_orc_deregisterEHFrameSectionWrapper": EH14_DEREGISTER,
-}
-GDB_WRAPPER = "llvm_orc_registerJITLoaderGDBWrapper"
+DISPATCH_CTX = SimpleRemoteEPC.dispatch_ctx
+DISPATCH_FN = SimpleRemoteEPC.dispatch_fn
 
 
 @dataclass
@@ -306,45 +301,58 @@ _profile_of: weakref.WeakKeyDictionary[ExecutorContext, str] = weakref.WeakKeyDi
 
 
 def build_context(profile: str = "modern", *, shared_memory: bool = True) -> ExecutorContext:
-    """A fresh :class:`ExecutorContext` with the services and names of ``profile``."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
+    """A fresh :class:`ExecutorContext` serving exactly the names of ``profile``
+    (:func:`~orc_executor.protocol.names.served`), each with its profile's signature; without
+    the shared-memory service when ``shared_memory`` is false. ``ValueError`` for an unknown
+    profile.
+
+    The registry holds the advertised names (the Setup bootstrap symbols, in registration
+    order: the dispatch symbols, then each service's names in the order it lists them); the
+    dylib manager's ``lookup_only`` the names answered only through dylib lookup (their own
+    wrapper function, or an alias's target: :attr:`Profile.aliases`).
+    """
+    row = profile_row(profile)
     ctx = ExecutorContext(Registry())
     reg = ctx.registry
     reg.add_symbol(DISPATCH_CTX, int(lib.orc_dispatch_ctx_addr()))
     reg.add_symbol(DISPATCH_FN, int(lib.orc_dispatch_fn_addr()))
-    if profile == "14":
-        _add_services14(ctx)
-    else:
-        reg.add_service(MemoryManagerService(ctx))
-        dylib = DylibManagerService(ctx)
-        reg.add_service(dylib)
-        reg.add_service(MemoryAccessService())
-        reg.add_service(RunService(ctx))
-        reg.add_service(EHFrameService(ctx))
-        reg.add_service(GDBJITService(ctx))
-        if shared_memory:
-            reg.add_service(SharedMemoryMapperService(ctx))
-        reg.add_service(PerfService(ctx))
-        add_perf_lookup_only(reg, dylib.lookup_only)
+    dylib = DylibManagerService(ctx)
+    services: list[Service] = [
+        MemoryManagerService(ctx),
+        dylib,
+        MemoryAccessService(),
+        RunService(ctx),
+        EHFrameService(ctx),
+        GDBJITService(ctx),
+    ]
+    if shared_memory:
+        services.append(SharedMemoryMapperService(ctx))
+    services.append(PerfService(ctx))
+    serves = _serves(row)
+    for service in services:
+        reg.add_service(service, serves)
+    for name in sorted(row.lookup_only):
+        target = row.aliases.get(name)
+        dylib.lookup_only[name] = reg.addr_of[target] if target else reg.addr_of.pop(name)
     _profile_of[ctx] = profile
     return ctx
 
 
-def _add_services14(ctx: ExecutorContext) -> None:
-    reg = ctx.registry
-    dylib = DylibManagerService(ctx, v14=True)
-    reg.add_service(MemoryManagerService(ctx, v14=True))
-    reg.add_service(dylib)
-    reg.add_service(MemoryAccessService(reads=False, ci=False, pointers=False))
-    reg.add_service(RunService(ctx, void_int=False, ci=False))
-    reg.add_service(EHFrameService(ctx, names=[EH14_REGISTER, EH14_DEREGISTER]))
-    # llvm-jitlink 14 finds these through dylib lookup (the stock executor exports them);
-    # the stock 14 executor does not advertise them in Setup.
-    for alias, target in EH14_LOOKUP_ALIASES.items():
-        dylib.lookup_only[alias] = reg.addr_of[target]
-    reg.add_service(GDBJITService(ctx, v14=True, alloc_action=False, ci=False))
-    dylib.lookup_only[GDB_WRAPPER] = reg.addr_of.pop(GDB_WRAPPER)
+def _serves(row: Profile) -> Callable[[str, WrapperSignature | None], bool]:
+    """Whether ``row`` serves a name with a signature (``None``: a data symbol) as a
+    registered symbol of its own (aliases are not)."""
+    served = row.served
+
+    def serves(name: str, sig: WrapperSignature | None) -> bool:
+        entry = served.get(name)
+        if entry is None or name in row.aliases:
+            return False
+        if sig is None or entry.signature is None:
+            return sig is entry.signature
+        # Services may decode differently (e.g. into views): the layout is what must match.
+        return sig is entry.signature or str(sig) == str(entry.signature)
+
+    return serves
 
 
 @dataclass(frozen=True)
@@ -381,5 +389,6 @@ def profile_of(ctx: ExecutorContext) -> str:
 def setup_info(ctx: ExecutorContext) -> SetupInfo:
     """The Setup payload for ``ctx``'s registry (14 layout for the 14 profile)."""
     return SetupInfo(
-        TRIPLE, PAGE_SIZE, {}, ctx.registry.symbols(), layout14=profile_of(ctx) == "14"
+        TRIPLE, PAGE_SIZE, {}, ctx.registry.symbols(),
+        layout14=profile_row(profile_of(ctx)).setup_layout14,
     )

@@ -190,12 +190,23 @@ class Registry:
         self.by_addr[addr] = spec
         return addr
 
-    def add_service(self, service: Service) -> None:
+    def add_service(
+        self, service: Service, serves: Callable[[str, WrapperSignature | None], bool] | None = None
+    ) -> bool:
+        """Register ``service``'s data symbols and wrapper functions, in the order it lists
+        them: only those for which ``serves(name, signature)`` (``None`` for a data symbol)
+        is true, when given. A service with nothing to register is not added. Returns
+        whether it was added."""
+        data = [n for n in service.data_symbols() if serves is None or serves(n, None)]
+        specs = [s for s in service.wrappers() if serves is None or serves(s.name, s.sig)]
+        if serves is not None and not data and not specs:
+            return False
         self.services.append(service)
-        for sym in service.data_symbols():
+        for sym in data:
             self.add_symbol(sym)
-        for spec in service.wrappers():
+        for spec in specs:
             self.add(spec)
+        return True
 
     def alias(self, name: str, target: str) -> None:
         """Advertise ``name`` at the same address as ``target`` (same function, two names).

@@ -19,7 +19,8 @@ import pytest
 import trio
 
 from orc_executor.controller import Controller
-from orc_executor.executor.services import memory_manager as mm
+from orc_executor.protocol import names
+from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
 from tests.e2e.jitrun import compile_c
 from tests.protocol.harness import proc_stat
 
@@ -204,10 +205,10 @@ async def test_unix_socket_listen_mode_and_session(tmp_path: Path, once: bool) -
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         stream = await trio.open_unix_socket(str(path))
         async with Controller.over(stream) as c:
-            inst = c.symbol(mm.PREFIX + "Instance")
-            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+            inst = c.symbol(mm.instance)
+            base = await c.call(mm.reserve, names.RESERVE, inst, 4096)
             assert base != 0
-            assert await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base]) is None
+            assert await c.call(mm.release, names.RELEASE, inst, [base]) is None
         with trio.fail_after(10):
             if once:
                 assert await proc.wait() == 0
@@ -255,8 +256,8 @@ async def test_tcp_connect_back() -> None:
         stream = await listener.accept()
     async with Controller.over(stream) as c:
         assert c.setup is not None and c.setup.triple == "x86_64-pc-linux-gnu"
-        inst = c.symbol(mm.PREFIX + "Instance")
-        assert await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 0) == 0
+        inst = c.symbol(mm.instance)
+        assert await c.call(mm.reserve, names.RESERVE, inst, 0) == 0
     with trio.fail_after(10):
         assert await proc.wait() == 0
     await listener.aclose()
@@ -318,12 +319,12 @@ async def test_daemon_passes_busy_poll_to_its_sessions(
         await trio.sleep(0.5)  # the pool's workers get ready
         stream = await trio.open_unix_socket(str(path))
         async with Controller.over(stream) as c:
-            inst = c.symbol(mm.PREFIX + "Instance")
-            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+            inst = c.symbol(mm.instance)
+            base = await c.call(mm.reserve, names.RESERVE, inst, 4096)
             before = _cpu_of_tree(proc.pid)
             await trio.sleep(0.5)
             cpu = _cpu_of_tree(proc.pid) - before
-            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+            await c.call(mm.release, names.RELEASE, inst, [base])
     finally:
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
@@ -349,9 +350,9 @@ async def test_sigterm_waits_for_a_session_to_end_and_reports_its_status(tmp_pat
         await trio.sleep(0.5)  # the pool's workers (and the fork server) get ready
         stream = await trio.open_unix_socket(str(path))
         async with Controller.over(stream) as c:
-            inst = c.symbol(mm.PREFIX + "Instance")
-            base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
-            await c.call(mm.PREFIX + "release_wrapper", mm.RELEASE, inst, [base])
+            inst = c.symbol(mm.instance)
+            base = await c.call(mm.reserve, names.RESERVE, inst, 4096)
+            await c.call(mm.release, names.RELEASE, inst, [base])
             proc.send_signal(signal.SIGTERM)  # the session is now in its 0.5 s idle close
             with trio.fail_after(10):
                 await c.eof.wait()  # the executor closed the idle session

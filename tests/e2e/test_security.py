@@ -17,7 +17,8 @@ import trio
 
 from orc_executor.controller import Controller
 from orc_executor.daemon import Daemon, DaemonOptions, ServeOptions
-from orc_executor.executor.services import memory_manager as mm
+from orc_executor.protocol import names
+from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
 from orc_executor.transport.spec import TcpAddress, UnixAddress
 from tests.e2e.jitrun import compile_c
 from tests.e2e.test_daemon import ECHO_C, EXE, _free_port, _jitlink_connect, _stop, _wait_listening
@@ -169,8 +170,8 @@ async def test_idle_timeout_closes_a_controller_that_went_silent() -> None:
     kernel within ~2 minutes)."""
     proc, stream, port = await _listen_once("--idle-timeout", "1.5")
     async with Controller.over(stream) as c:
-        inst = c.symbol(mm.PREFIX + "Instance")
-        assert await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+        inst = c.symbol(mm.instance)
+        assert await c.call(mm.reserve, names.RESERVE, inst, 4096)
         t0 = trio.current_time()
         for _ in range(10):  # the timer shown is the retransmit one until our ACK arrives
             ss = subprocess.run(["ss", "-tno", "state", "established", f"( sport = :{port} )"],

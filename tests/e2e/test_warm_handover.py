@@ -21,8 +21,8 @@ import pytest
 import trio
 
 from orc_executor.controller import Controller
-from orc_executor.executor.services import memory_manager as mm
-from orc_executor.executor.services import run as run_service
+from orc_executor.protocol import names
+from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
 from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest
 from orc_executor.transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
 from tests.e2e.jitrun import compile_c
@@ -412,13 +412,13 @@ def test_crash_matches_reference(objs: dict[str, Path], server: Server) -> None:
 async def _run_code(c: Controller, code: bytes) -> None:
     """Initialize one page of ``code`` and run it as main (no result expected back if it
     kills the process)."""
-    inst = c.symbol(mm.PREFIX + "Instance")
-    base = await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+    inst = c.symbol(mm.instance)
+    base = await c.call(mm.reserve, names.RESERVE, inst, 4096)
     req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [])
-    await c.call(mm.PREFIX + "initialize_wrapper", mm.INITIALIZE, inst, req)
+    await c.call(mm.initialize, names.INITIALIZE, inst, req)
     with trio.move_on_after(10):
-        await c.call_raw(c.symbol(run_service.BOOT + "run_as_main_wrapper"),
-                         run_service.RUN_AS_MAIN.encode_args(base, []))
+        await c.call_raw(c.symbol(names.Bootstrap.run_as_main),
+                         names.RUN_AS_MAIN.encode_args(base, []))
 
 
 def test_launcher_mirrors_a_signal(server: Server) -> None:

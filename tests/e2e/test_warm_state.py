@@ -658,13 +658,14 @@ def test_signal_between_calls_has_its_default_action(server: Server, mode: str,
     import trio
 
     from orc_executor.controller import Controller
-    from orc_executor.executor.services import memory_manager as mm
+    from orc_executor.protocol import names
+    from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
 
     async def status(exe: str) -> int | None:
         c = await Controller.launch([exe], env=_env(mode, server, {}))
         async with c:
-            inst = c.symbol(mm.PREFIX + "Instance")
-            await c.call(mm.PREFIX + "reserve_wrapper", mm.RESERVE, inst, 4096)
+            inst = c.symbol(mm.instance)
+            await c.call(mm.reserve, names.RESERVE, inst, 4096)
             assert c.process is not None
             c.process.send_signal(sig)
             return await c.wait_exit()

@@ -80,7 +80,7 @@ async def test_gdb_deregistration_of_an_unknown_object_is_an_error() -> None:
         req = FinalizeRequest([SegFinalizeRequest(R, base, 64, b"")], [])
         assert await ex.call(MM_INITIALIZE, INITIALIZE_SIG, ex.sym(MM_INSTANCE), req) == base
         rng = ExecutorAddrRange(base, base + 64)
-        from orc_executor.executor.services.gdb_jit import GDB_SIG14
+        from orc_executor.protocol.names import GDB14 as GDB_SIG14
 
         result = await ex.call(GDB14_DEREGISTER, GDB_SIG14, rng)
         assert isinstance(result, ErrorValue) and "no debug object" in result.message

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orc_executor.executor.services.perf import IMPL_SIG as PERF_IMPL_SIG
-from orc_executor.executor.services.perf import START_SIG as PERF_SIG
+from orc_executor.protocol.names import PERF_IMPL as PERF_IMPL_SIG
+from orc_executor.protocol.names import PERF_START_END as PERF_SIG
 from orc_executor.sps import ErrorValue
 from orc_executor.sps.orc import (
     CodeLoadRecord,

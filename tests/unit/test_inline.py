@@ -13,6 +13,9 @@ from orc_executor.executor.registry import WrapperSpec
 from orc_executor.executor.services import memory_manager as mm
 from orc_executor.executor.services import shared_memory as shm
 from orc_executor.memmap.memmap import PAGE_SIZE
+from orc_executor.protocol.names import ExecutorSharedMemoryMapperService as SHM
+from orc_executor.protocol.names import SimpleExecutorMemoryManager as MM
+from orc_executor.protocol.names import SimpleNativeMemoryMap
 from orc_executor.sps.orc import (
     AllocActionCallPair,
     FinalizeRequest,
@@ -44,8 +47,8 @@ def action(ctx: ExecutorContext, fn: str | int) -> WrapperFunctionCall:
 
 
 def test_initialize_inline_only_when_it_cannot_block(ctx: ExecutorContext) -> None:
-    init = spec(ctx, mm.PREFIX + "initialize_wrapper")
-    inst = ctx.registry.addr_of[mm.PREFIX + "Instance"]
+    init = spec(ctx, MM.initialize)
+    inst = ctx.registry.addr_of[MM.instance]
     base = ctx.memmap.reserve(4 << 20)
     eh = action(ctx, "llvm_orc_registerEHFrameAllocAction")
     run_main = action(ctx, "__llvm_orc_bootstrap_run_as_main_wrapper")  # ours, but blocking
@@ -65,8 +68,8 @@ def test_initialize_inline_only_when_it_cannot_block(ctx: ExecutorContext) -> No
 
 def test_deinitialize_inline_only_when_its_dealloc_actions_cannot_block(
         ctx: ExecutorContext) -> None:
-    deinit = spec(ctx, mm.PREFIX + "deinitialize_wrapper")
-    inst = ctx.registry.addr_of[mm.PREFIX + "Instance"]
+    deinit = spec(ctx, MM.deinitialize)
+    inst = ctx.registry.addr_of[MM.instance]
     base = ctx.memmap.reserve(2 * PAGE_SIZE)
     eh = action(ctx, "llvm_orc_deregisterEHFrameAllocAction")
     for addr, dealloc in ((base, eh), (base + PAGE_SIZE, action(ctx, NATIVE))):
@@ -80,8 +83,8 @@ def test_deinitialize_inline_only_when_its_dealloc_actions_cannot_block(
 
 
 def test_shared_memory_initialize_inline_whatever_its_size(ctx: ExecutorContext) -> None:
-    init = spec(ctx, shm.PREFIX + "Initialize")
-    inst = ctx.registry.addr_of[shm.PREFIX + "Instance"]
+    init = spec(ctx, SHM.initialize)
+    inst = ctx.registry.addr_of[SHM.instance]
 
     def req(*finalize: WrapperFunctionCall) -> SharedMemoryFinalizeRequest:
         return SharedMemoryFinalizeRequest(
@@ -91,15 +94,15 @@ def test_shared_memory_initialize_inline_whatever_its_size(ctx: ExecutorContext)
     assert init.inline_when is not None
     assert init.inline_when(inst, 0x10000, req(action(ctx, "llvm_orc_registerEHFrameAllocAction")))
     assert not init.inline_when(inst, 0x10000, req(action(ctx, NATIVE)))
-    assert spec(ctx, shm.PREFIX + "Deinitialize").inline_when is not None
+    assert spec(ctx, SHM.deinitialize).inline_when is not None
 
 
-@pytest.mark.parametrize("name", [mm.PREFIX + "release_wrapper", mm.PREFIX + "deallocate_wrapper",
-                                  mm.CI_PREFIX + "releaseMultiple"])
+@pytest.mark.parametrize("name", [MM.release, MM.deallocate,
+                                  SimpleNativeMemoryMap.release_multiple])
 def test_release_inline_only_when_small_and_its_dealloc_actions_cannot_block(
         ctx: ExecutorContext, name: str) -> None:
     release = spec(ctx, name)
-    inst = ctx.registry.addr_of[mm.PREFIX + "Instance"]
+    inst = ctx.registry.addr_of[MM.instance]
     small, other = ctx.memmap.reserve(2 * PAGE_SIZE), ctx.memmap.reserve(PAGE_SIZE)
     large = ctx.memmap.reserve(mm.INLINE_MAX_BYTES + PAGE_SIZE)
     exact = ctx.memmap.reserve(mm.INLINE_MAX_BYTES)
@@ -117,8 +120,8 @@ def test_release_inline_only_when_small_and_its_dealloc_actions_cannot_block(
 
 
 def test_shared_memory_release_inline_only_when_small(ctx: ExecutorContext) -> None:
-    release = spec(ctx, shm.PREFIX + "Release")
-    inst = ctx.registry.addr_of[shm.PREFIX + "Instance"]
+    release = spec(ctx, SHM.release)
+    inst = ctx.registry.addr_of[SHM.instance]
     service = shm.SharedMemoryMapperService(ctx)  # shares ctx.memmap with the registered one
     small, _ = service.reserve(inst, PAGE_SIZE)
     large, _ = service.reserve(inst, mm.INLINE_MAX_BYTES + PAGE_SIZE)

@@ -482,7 +482,7 @@ def _outcome(decode: Any, buf: bytes) -> tuple[str, Any]:
         return "error", str(e)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.data())
 def test_tuple_compiled_decoder_agrees_with_field_by_field_decoding(data: Any) -> None:
     """The generated tuple decoder (runs of fixed-size fields and a trailing length prefix

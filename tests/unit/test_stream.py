@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orc_executor.executor.services.memory_manager import INITIALIZE
+from orc_executor.protocol.names import INITIALIZE
 from orc_executor.sps import SPSDecodeError
 from orc_executor.sps.orc import (
     AllocActionCallPair,

@@ -9,7 +9,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orc_executor.executor.services.memory_manager import INITIALIZE
+from orc_executor.protocol.names import INITIALIZE
 from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest
 from orc_executor.sps.stream import _GROW_FROM, FinalizeRequestSink, StreamedArgs
 from orc_executor.transport.framing import Opcode, encode_header

@@ -6,7 +6,7 @@
   RemoteSymbolLookupSet)``.
 * ``resolve_wrapper`` (22): ``Expected<Sequence<Optional<ExecutorSymbolDef>>>(Addr handle,
   RemoteSymbolLookupSet)`` — no instance argument.
-* ``lookup_wrapper`` (14, ``v14=True`` instead of the above): ``Expected<Sequence<Addr>>(Addr inst,
+* ``lookup_wrapper`` (14, instead of the above): ``Expected<Sequence<Addr>>(Addr inst,
   u64 handle, RemoteSymbolLookupSet)``.
 * ``orc_rt_ci_sps_NativeDylibManager_lookup``: ``Expected<Sequence<Optional<Addr>>>(Addr inst,
   Addr handle, RemoteSymbolLookupSet)``.
@@ -24,32 +24,18 @@ from typing import Any
 
 from ...errors import WrapperError
 from ...memmap.native import ffi, lib
-from ...sps import Addr, ExpectedOf, OptionalOf, SequenceOf, String, UInt64, signature
-from ...sps.orc import (
-    FLAG_EXPORTED,
-    ExecutorSymbolDef,
-    JITSymbolFlags,
-    SPSExecutorSymbolDef,
-    SPSRemoteSymbolLookupSet,
+from ...protocol.names import (
+    CI_LOOKUP,
+    LOOKUP14,
+    LOOKUP19,
+    OPEN,
+    RESOLVE22,
+    NativeDylibManager,
+    SimpleExecutorDylibManager,
 )
+from ...sps.orc import FLAG_EXPORTED, ExecutorSymbolDef, JITSymbolFlags
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
-
-PREFIX = "__llvm_orc_SimpleExecutorDylibManager_"
-CI_PREFIX = "orc_rt_ci_sps_NativeDylibManager_"
-
-OPEN = signature(ExpectedOf(Addr), Addr, String, UInt64)
-LOOKUP19 = signature(
-    ExpectedOf(SequenceOf(SPSExecutorSymbolDef)), Addr, Addr, SPSRemoteSymbolLookupSet
-)
-RESOLVE22 = signature(
-    ExpectedOf(SequenceOf(OptionalOf(SPSExecutorSymbolDef))), Addr, SPSRemoteSymbolLookupSet
-)
-CI_LOOKUP = signature(
-    ExpectedOf(SequenceOf(OptionalOf(Addr))), Addr, Addr, SPSRemoteSymbolLookupSet
-)
-# LLVM 14: u64 handle (an index), plain addresses.
-LOOKUP14 = signature(ExpectedOf(SequenceOf(Addr)), Addr, UInt64, SPSRemoteSymbolLookupSet)
 
 EXPORTED = JITSymbolFlags(FLAG_EXPORTED, 0)
 
@@ -74,19 +60,15 @@ def load_process_libraries() -> None:
 
 
 class DylibManagerService(Service):
-    """Open libraries and resolve symbols in the executor process."""
+    """Open libraries and resolve symbols in the executor process.
+
+    Lists every name and layout (``lookup_wrapper`` twice: 14's and 19's); the profile
+    decides which are registered (:meth:`Registry.add_service`)."""
 
     service_name = "dylib-manager"
 
-    def __init__(
-        self, ctx: ExecutorContext, *, lookup19: bool = True, ci: bool = True, v14: bool = False
-    ) -> None:
+    def __init__(self, ctx: ExecutorContext) -> None:
         self.ctx = ctx
-        self.lookup19 = lookup19
-        self.ci = ci
-        #: LLVM 14 names and layouts only: ``open_wrapper`` and the 14 ``lookup_wrapper``
-        #: (u64 handle, plain addresses); no ``resolve_wrapper``, no ``orc_rt_ci_*``.
-        self.v14 = v14
         #: Names answered by lookup/resolve but not advertised in Setup (e.g. the helper names
         #: llvm-jitlink 14 looks up by name), name → executor address.
         self.lookup_only: dict[str, int] = {}
@@ -95,21 +77,17 @@ class DylibManagerService(Service):
         self._next_token = 1
 
     def data_symbols(self) -> Iterable[str]:
-        yield PREFIX + "Instance"
-        if self.ci and not self.v14:
-            yield "orc_rt_ci_NativeDylibManager_Instance"
+        yield SimpleExecutorDylibManager.instance
+        yield NativeDylibManager.instance
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        yield WrapperSpec(PREFIX + "open_wrapper", OPEN, self.open, False)
-        if self.v14:
-            yield WrapperSpec(PREFIX + "lookup_wrapper", LOOKUP14, self.lookup14, False)
-            return
-        yield WrapperSpec(PREFIX + "resolve_wrapper", RESOLVE22, self.resolve22, False)
-        if self.lookup19:
-            yield WrapperSpec(PREFIX + "lookup_wrapper", LOOKUP19, self.lookup19_, False)
-        if self.ci:
-            yield WrapperSpec(CI_PREFIX + "load", OPEN, self.open, False)
-            yield WrapperSpec(CI_PREFIX + "lookup", CI_LOOKUP, self.ci_lookup, False)
+        dm = SimpleExecutorDylibManager
+        yield WrapperSpec(dm.open, OPEN, self.open, False)
+        yield WrapperSpec(dm.lookup, LOOKUP14, self.lookup14, False)
+        yield WrapperSpec(dm.resolve, RESOLVE22, self.resolve22, False)
+        yield WrapperSpec(dm.lookup, LOOKUP19, self.lookup19_, False)
+        yield WrapperSpec(NativeDylibManager.load, OPEN, self.open, False)
+        yield WrapperSpec(NativeDylibManager.lookup, CI_LOOKUP, self.ci_lookup, False)
 
     # ---- open ----------------------------------------------------------------------------
 

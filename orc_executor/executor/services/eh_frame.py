@@ -19,22 +19,22 @@ from collections.abc import Iterable
 from ...errors import MemoryAccessError
 from ...host import EH_RA_REGISTERS, EH_RETURN_ADDRESS_REGISTER, PROCESS_TRIPLE
 from ...memmap.native import lib, mem_read
-from ...sps import Error, ErrorValue, signature
-from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
+from ...protocol.names import EH_FRAME, Bootstrap, DWARFEHFrameRegistrar, EHFrame
+from ...sps import ErrorValue
+from ...sps.orc import ExecutorAddrRange
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 
-EH_SIG = signature(Error, SPSExecutorAddrRange)
-
+#: Every EH-frame name, in registration order → True to register, False to deregister.
 REGISTER_NAMES = {
-    "llvm_orc_registerEHFrameSectionWrapper": True,
-    "llvm_orc_deregisterEHFrameSectionWrapper": False,
-    "llvm_orc_registerEHFrameAllocAction": True,
-    "llvm_orc_deregisterEHFrameAllocAction": False,
-    "__llvm_orc_bootstrap_register_ehframe_section_wrapper": True,
-    "__llvm_orc_bootstrap_deregister_ehframe_section_wrapper": False,
-    "orc_rt_ci_aa_sps_DWARFEHFrameRegistrar_registerSection": True,
-    "orc_rt_ci_aa_sps_DWARFEHFrameRegistrar_deregisterSection": False,
+    EHFrame.register_section_wrapper: True,
+    EHFrame.deregister_section_wrapper: False,
+    EHFrame.register_alloc_action: True,
+    EHFrame.deregister_alloc_action: False,
+    Bootstrap.register_ehframe_section: True,
+    Bootstrap.deregister_ehframe_section: False,
+    DWARFEHFrameRegistrar.register_section: True,
+    DWARFEHFrameRegistrar.deregister_section: False,
 }
 
 
@@ -46,18 +46,16 @@ class EHFrameService(Service):
 
     service_name = "eh-frame"
 
-    def __init__(self, ctx: ExecutorContext, names: Iterable[str] | None = None) -> None:
+    def __init__(self, ctx: ExecutorContext) -> None:
         self.ctx = ctx
-        self.names = list(names) if names is not None else list(REGISTER_NAMES)
         #: Start addresses registered and not yet deregistered (a section may be registered
         #: twice; alloc actions run on several threads).
         self._registered: Counter[int] = Counter()
         self._lock = threading.Lock()
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        for name in self.names:
-            fn = self.register if REGISTER_NAMES[name] else self.deregister
-            yield WrapperSpec(name, EH_SIG, fn)
+        for name, registering in REGISTER_NAMES.items():
+            yield WrapperSpec(name, EH_FRAME, self.register if registering else self.deregister)
 
     def _check(self, r: ExecutorAddrRange, *, registering: bool = False) -> ErrorValue | None:
         if r.end <= r.start or self.ctx.memmap.slab_containing(r.start, r.end - r.start) is None:

@@ -14,39 +14,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ...memmap.native import lib
-from ...sps import Bool, Error, ErrorValue, signature
-from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
+from ...protocol.names import GDB, GDB14, GDBJITRegistrar, JITLoaderGDB
+from ...sps import ErrorValue
+from ...sps.orc import ExecutorAddrRange
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 
-GDB_SIG = signature(Error, SPSExecutorAddrRange, Bool)
-GDB_SIG14 = signature(Error, SPSExecutorAddrRange)
-
 
 class GDBJITService(Service):
-    """Appends debug objects to the GDB JIT list (``__jit_debug_descriptor``)."""
+    """Appends debug objects to the GDB JIT list (``__jit_debug_descriptor``).
+
+    Lists every name and layout (the GDB wrapper twice: 14's and 19's); the profile decides
+    which are registered (:meth:`Registry.add_service`)."""
 
     service_name = "gdb-jit"
 
-    def __init__(self, ctx: ExecutorContext, *, v14: bool = False, alloc_action: bool = True,
-                 ci: bool = True) -> None:
+    def __init__(self, ctx: ExecutorContext) -> None:
         self.ctx = ctx
-        self.v14 = v14
-        self.alloc_action = alloc_action
-        self.ci = ci
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        if self.v14:
-            yield WrapperSpec("llvm_orc_registerJITLoaderGDBWrapper", GDB_SIG14, self.register14)
-        else:
-            yield WrapperSpec("llvm_orc_registerJITLoaderGDBWrapper", GDB_SIG, self.register)
-        if self.alloc_action:
-            yield WrapperSpec("llvm_orc_registerJITLoaderGDBAllocAction", GDB_SIG, self.register)
-        if self.ci:
-            yield WrapperSpec("orc_rt_ci_aa_sps_GDBJITRegistrar_register", GDB_SIG, self.register)
-            yield WrapperSpec(
-                "orc_rt_ci_aa_sps_GDBJITRegistrar_deregister", GDB_SIG14, self.deregister
-            )
+        yield WrapperSpec(JITLoaderGDB.register_wrapper, GDB14, self.register14)
+        yield WrapperSpec(JITLoaderGDB.register_wrapper, GDB, self.register)
+        yield WrapperSpec(JITLoaderGDB.register_alloc_action, GDB, self.register)
+        yield WrapperSpec(GDBJITRegistrar.register, GDB, self.register)
+        yield WrapperSpec(GDBJITRegistrar.deregister, GDB14, self.deregister)
 
     def register(self, r: ExecutorAddrRange, auto_register: bool) -> ErrorValue | None:
         if r.end < r.start or self.ctx.memmap.slab_containing(r.start, r.end - r.start) is None:

@@ -24,22 +24,10 @@ from typing import Any
 
 from ...errors import MemoryAccessError, OutOfBandError
 from ...memmap.native import mem_read, mem_read_into, mem_write, read_c_string
-from ...sps import (
-    Addr,
-    Bytes,
-    Empty,
-    SequenceOf,
-    SPSType,
-    TupleOf,
-    UInt8,
-    UInt16,
-    UInt32,
-    UInt64,
-    WrapperSignature,
-    signature,
-)
+from ...protocol.names import MEM_READ, MEM_WRITE, Bootstrap, MemoryAccessSPSCI
+from ...sps import Addr, Empty, SequenceOf, TupleOf, WrapperSignature, signature
 from ...sps.codec import BytesView
-from ...sps.orc import ExecutorAddrRange, SPSExecutorAddrRange
+from ...sps.orc import ExecutorAddrRange
 from ...transport.framing import DEFAULT_MAX_MESSAGE_SIZE, FramedPayload
 from ..registry import Service, WrapperSpec
 
@@ -53,16 +41,18 @@ MAX_READ_BYTES = DEFAULT_MAX_MESSAGE_SIZE
 
 _U64 = struct.Struct("<Q")
 
-BOOT = "__llvm_orc_bootstrap_"
-CI = "orc_rt_ci_sps_"
-
-_INTS: list[tuple[str, SPSType[int], str]] = [
-    ("uint8s", UInt8, "<B"),
-    ("uint16s", UInt16, "<H"),
-    ("uint32s", UInt32, "<I"),
-    ("uint64s", UInt64, "<Q"),
-    ("pointers", Addr, "<Q"),
+#: ``struct`` format of each integer kind (``mem_write_<kind>`` / ``mem_read_<kind>``).
+_INTS: list[tuple[str, str]] = [
+    ("uint8s", "<B"),
+    ("uint16s", "<H"),
+    ("uint32s", "<I"),
+    ("uint64s", "<Q"),
+    ("pointers", "<Q"),
 ]
+
+#: ``mem_write_buffers`` as in :data:`MEM_WRITE`, decoding each buffer as a view of the
+#: message payload (no copy).
+WRITE_BUFFERS = signature(Empty, SequenceOf(TupleOf(Addr, BytesView)))
 
 
 def _writer(fmt: str) -> Callable[[list[tuple[int, int]]], None]:
@@ -159,32 +149,18 @@ def _specs() -> list[_Spec]:
     """(name, signature, handler, ``inline_when`` — set for the buffer wrappers, which run
     on a worker thread unless small) of every memory-access wrapper."""
     specs: list[_Spec] = []
-    for suffix, t, fmt in _INTS:
-        write_sig = signature(Empty, SequenceOf(TupleOf(Addr, t)))
-        specs.append((f"mem_write_{suffix}", write_sig, _writer(fmt), None))
-        read_sig = signature(SequenceOf(t), SequenceOf(Addr))
-        specs.append((f"mem_read_{suffix}", read_sig, _reader(fmt), None))
-    specs.append(
-        ("mem_write_buffers", signature(Empty, SequenceOf(TupleOf(Addr, BytesView))),
-         write_buffers, _small_write)
-    )
-    specs.append(
-        (
-            "mem_read_buffers",
-            signature(SequenceOf(Bytes), SequenceOf(SPSExecutorAddrRange)),
-            read_buffers,
-            _small_read,
-        )
-    )
-    specs.append(
-        ("mem_read_strings", signature(SequenceOf(Bytes), SequenceOf(Addr)), read_strings, None)
-    )
+    for kind, fmt in _INTS:
+        specs.append((f"mem_write_{kind}", MEM_WRITE[kind], _writer(fmt), None))
+        specs.append((f"mem_read_{kind}", MEM_READ[kind], _reader(fmt), None))
+    specs.append(("mem_write_buffers", WRITE_BUFFERS, write_buffers, _small_write))
+    specs.append(("mem_read_buffers", MEM_READ["buffers"], read_buffers, _small_read))
+    specs.append(("mem_read_strings", MEM_READ["strings"], read_strings, None))
     return specs
 
 
-#: (name without prefix, signature, handler) of every memory-access wrapper function, built
-#: once per process: every session's registry shares these signatures, and so their decoders
-#: (generated at first use).
+#: (name in :class:`Bootstrap` and :class:`MemoryAccessSPSCI`, signature, handler,
+#: ``inline_when``) of every memory-access wrapper function, built once per process: every
+#: session's registry shares these signatures, and so their decoders (generated at first use).
 _SPECS = _specs()
 
 
@@ -194,19 +170,10 @@ class MemoryAccessService(Service):
 
     service_name = "memory-access"
 
-    def __init__(self, *, reads: bool = True, ci: bool = True, pointers: bool = True) -> None:
-        self.reads = reads
-        self.ci = ci
-        #: ``mem_write_pointers`` / ``mem_read_pointers`` (22 and later; not in 14 or 19).
-        self.pointers = pointers
-
     def wrappers(self) -> Iterable[WrapperSpec]:
-        for name, sig, fn, small in _SPECS:
-            if name.startswith("mem_read") and not self.reads:
-                continue
-            if name.endswith("_pointers") and not self.pointers:
-                continue
+        """Every name (the profile decides which are registered)."""
+        for attr, sig, fn, small in _SPECS:
             blocking = small is not None
-            yield WrapperSpec(f"{BOOT}{name}_wrapper", sig, fn, blocking, inline_when=small)
-            if self.ci:
-                yield WrapperSpec(f"{CI}{name}", sig, fn, blocking, inline_when=small)
+            for names in (Bootstrap, MemoryAccessSPSCI):
+                name: str = getattr(names, attr)
+                yield WrapperSpec(name, sig, fn, blocking, inline_when=small)

@@ -14,27 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ...sps import (
-    Addr,
-    Error,
-    ExpectedOf,
-    SequenceOf,
-    UInt64,
-    WrapperSignature,
-    signature,
+from ...protocol.names import (
+    FINALIZE,
+    INITIALIZE,
+    RELEASE,
+    RESERVE,
+    SimpleExecutorMemoryManager,
+    SimpleNativeMemoryMap,
 )
-from ...sps.orc import FinalizeRequest, SPSFinalizeRequest
+from ...sps import WrapperSignature
+from ...sps.orc import FinalizeRequest
 from ...sps.stream import FinalizeRequestSink
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
-
-PREFIX = "__llvm_orc_SimpleExecutorMemoryManager_"
-CI_PREFIX = "orc_rt_ci_sps_SimpleNativeMemoryMap_"
-
-RESERVE = signature(ExpectedOf(Addr), Addr, UInt64)
-INITIALIZE = signature(ExpectedOf(Addr), Addr, SPSFinalizeRequest)
-FINALIZE = signature(Error, Addr, SPSFinalizeRequest)
-RELEASE = signature(Error, Addr, SequenceOf(Addr))
 
 _Entry = tuple[str, WrapperSignature, Callable[..., Any], bool]
 
@@ -63,50 +55,33 @@ class MemoryMapService(Service):
 
 
 class MemoryManagerService(MemoryMapService):
-    """Reserve / initialize / deinitialize / release (and finalize / deallocate) of JIT memory."""
+    """Reserve / initialize / deinitialize / release (and finalize / deallocate) of JIT memory.
+
+    Lists every name of both models; the profile decides which are registered
+    (:meth:`Registry.add_service`)."""
 
     service_name = "memory-manager"
 
-    def __init__(
-        self, ctx: ExecutorContext, *, legacy: bool = True, ci: bool = True, v14: bool = False
-    ) -> None:
-        super().__init__(ctx)
-        self.legacy = legacy
-        self.ci = ci
-        #: LLVM 14: only ``reserve`` / ``finalize`` / ``deallocate`` (no 22 or orc-rt names).
-        self.v14 = v14
-
     def data_symbols(self) -> Iterable[str]:
-        yield PREFIX + "Instance"
-        if self.ci and not self.v14:
-            yield "orc_rt_ci_SimpleNativeMemoryMap_Instance"
+        yield SimpleExecutorMemoryManager.instance
+        yield SimpleNativeMemoryMap.instance
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        if self.v14:
-            yield self._spec(PREFIX + "reserve_wrapper", RESERVE, self.reserve, False)
-            yield self._spec(PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True)
-            yield self._spec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
-            return
-        names: list[_Entry] = [
-            ("reserve", RESERVE, self.reserve, False),
-            ("initialize", INITIALIZE, self.initialize, True),
-            ("deinitialize", RELEASE, self.deinitialize, True),
-            ("release", RELEASE, self.release, True),
+        mm, ci = SimpleExecutorMemoryManager, SimpleNativeMemoryMap
+        entries: list[_Entry] = [
+            (mm.reserve, RESERVE, self.reserve, False),
+            (mm.initialize, INITIALIZE, self.initialize, True),
+            (mm.deinitialize, RELEASE, self.deinitialize, True),
+            (mm.release, RELEASE, self.release, True),
+            (mm.finalize, FINALIZE, self.finalize, True),
+            (mm.deallocate, RELEASE, self.deallocate, True),
+            (ci.reserve, RESERVE, self.reserve, False),
+            (ci.initialize, INITIALIZE, self.initialize, True),
+            (ci.deinitialize_multiple, RELEASE, self.deinitialize, True),
+            (ci.release_multiple, RELEASE, self.release, True),
         ]
-        for short, sig, fn, blocking in names:
-            yield self._spec(f"{PREFIX}{short}_wrapper", sig, fn, blocking)
-        if self.legacy:
-            yield self._spec(PREFIX + "finalize_wrapper", FINALIZE, self.finalize, True)
-            yield self._spec(PREFIX + "deallocate_wrapper", RELEASE, self.deallocate, True)
-        if self.ci:
-            ci: list[_Entry] = [
-                ("reserve", RESERVE, self.reserve, False),
-                ("initialize", INITIALIZE, self.initialize, True),
-                ("deinitializeMultiple", RELEASE, self.deinitialize, True),
-                ("releaseMultiple", RELEASE, self.release, True),
-            ]
-            for short, sig, fn, blocking in ci:
-                yield self._spec(CI_PREFIX + short, sig, fn, blocking)
+        for name, sig, fn, blocking in entries:
+            yield self._spec(name, sig, fn, blocking)
 
     def _spec(
         self, name: str, sig: WrapperSignature, fn: Callable[..., Any], blocking: bool

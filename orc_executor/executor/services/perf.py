@@ -33,20 +33,11 @@ from dataclasses import dataclass
 
 from ...errors import MemoryAccessError
 from ...memmap.native import mem_read
-from ...sps import Error, ErrorValue, signature
-from ...sps.orc import (
-    CodeLoadRecord,
-    DebugInfoRecord,
-    SPSPerfJITRecordBatch,
-    UnwindingRecord,
-)
+from ...protocol.names import PERF_IMPL, PERF_START_END, JITLoaderPerf
+from ...sps import ErrorValue
+from ...sps.orc import CodeLoadRecord, DebugInfoRecord, UnwindingRecord
 from ..context import ExecutorContext
-from ..registry import Registry, Service, WrapperSpec
-
-START = "llvm_orc_registerJITLoaderPerfStart"
-END = "llvm_orc_registerJITLoaderPerfEnd"
-IMPL = "llvm_orc_registerJITLoaderPerfImpl"
-NAMES = (START, END, IMPL)
+from ..registry import Service, WrapperSpec
 
 JIT_CODE_LOAD = 0
 JIT_CODE_DEBUG_INFO = 2
@@ -61,10 +52,6 @@ CODE_LOAD = struct.Struct("<IIQIIQQQQ")  # + pid, tid, vma, code addr, code size
 DEBUG_INFO = struct.Struct("<IIQQQ")  # + code addr, number of entries
 DEBUG_ENTRY = struct.Struct("<QII")  # addr, line, discriminator (then the name, NUL)
 UNWINDING = struct.Struct("<IIQQQQ")  # + unwind data size, eh-frame-hdr size, mapped size
-
-
-START_SIG = signature(Error)
-IMPL_SIG = signature(Error, SPSPerfJITRecordBatch)
 
 
 class PerfRecordError(Exception):
@@ -110,9 +97,9 @@ class PerfService(Service):
         self._dump: _Dump | None = None
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        yield WrapperSpec(START, START_SIG, self.start, True)
-        yield WrapperSpec(END, START_SIG, self.end, True)
-        yield WrapperSpec(IMPL, IMPL_SIG, self.impl, True)
+        yield WrapperSpec(JITLoaderPerf.start, PERF_START_END, self.start, True)
+        yield WrapperSpec(JITLoaderPerf.end, PERF_START_END, self.end, True)
+        yield WrapperSpec(JITLoaderPerf.impl, PERF_IMPL, self.impl, True)
 
     @property
     def dump_path(self) -> str | None:
@@ -289,9 +276,3 @@ class PerfService(Service):
         with open(self.map_path, "a", encoding="utf-8") as f:
             f.write(lines)
 
-
-def add_lookup_only(registry: Registry, lookup_only: dict[str, int]) -> None:
-    """Move the perf names from ``registry``'s advertised symbols to ``lookup_only``: the
-    stock executors do not advertise them; controllers look them up by name."""
-    for name in NAMES:
-        lookup_only[name] = registry.addr_of.pop(name)

@@ -18,42 +18,34 @@ from collections.abc import Iterable
 
 from ...errors import OutOfBandError
 from ...memmap import native
-from ...sps import Addr, Bytes, Empty, Int32, Int64, SequenceOf, signature
+from ...protocol.names import (
+    CALL_VOID_VOID,
+    RUN_AS_INT,
+    RUN_AS_MAIN,
+    RUN_AS_VOID,
+    Bootstrap,
+    CallSPSCI,
+)
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 
-BOOT = "__llvm_orc_bootstrap_"
-
-RUN_AS_MAIN = signature(Int64, Addr, SequenceOf(Bytes))
-RUN_AS_VOID = signature(Int32, Addr)
-RUN_AS_INT = signature(Int32, Addr, Int32)
-CALL_VOID_VOID = signature(Empty, Addr)
-
 
 class RunService(Service):
-    """Calls into JIT'd entry points."""
+    """Calls into JIT'd entry points (every name; the profile decides which are registered)."""
 
     service_name = "run"
 
-    def __init__(self, ctx: ExecutorContext, *, void_int: bool = True, ci: bool = True) -> None:
+    def __init__(self, ctx: ExecutorContext) -> None:
         self.ctx = ctx
-        self.void_int = void_int
-        self.ci = ci
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        yield WrapperSpec(BOOT + "run_as_main_wrapper", RUN_AS_MAIN, self.run_as_main, True)
-        if self.void_int:
-            yield WrapperSpec(
-                BOOT + "run_as_void_function_wrapper", RUN_AS_VOID, self.run_void, True
-            )
-            yield WrapperSpec(
-                BOOT + "run_as_int_function_wrapper", RUN_AS_INT, self.run_int, True
-            )
-        if self.ci:
-            yield WrapperSpec("orc_rt_ci_sps_call_main", RUN_AS_MAIN, self.run_as_main, True)
-            yield WrapperSpec("orc_rt_ci_sps_call_int32_void", RUN_AS_VOID, self.run_void, True)
-            yield WrapperSpec("orc_rt_ci_sps_call_int32_int32", RUN_AS_INT, self.run_int, True)
-            yield WrapperSpec("orc_rt_ci_sps_call_void_void", CALL_VOID_VOID, self.call_void, True)
+        yield WrapperSpec(Bootstrap.run_as_main, RUN_AS_MAIN, self.run_as_main, True)
+        yield WrapperSpec(Bootstrap.run_as_void_function, RUN_AS_VOID, self.run_void, True)
+        yield WrapperSpec(Bootstrap.run_as_int_function, RUN_AS_INT, self.run_int, True)
+        yield WrapperSpec(CallSPSCI.call_main, RUN_AS_MAIN, self.run_as_main, True)
+        yield WrapperSpec(CallSPSCI.call_int32_void, RUN_AS_VOID, self.run_void, True)
+        yield WrapperSpec(CallSPSCI.call_int32_int32, RUN_AS_INT, self.run_int, True)
+        yield WrapperSpec(CallSPSCI.call_void_void, CALL_VOID_VOID, self.call_void, True)
 
     def _check(self, fn: int) -> None:
         if not self.ctx.is_native_function(fn):

@@ -19,30 +19,12 @@ from collections.abc import Iterable
 
 from ...errors import WrapperError
 from ...memmap.native import ffi, lib
-from ...sps import (
-    Addr,
-    Error,
-    ExpectedOf,
-    SequenceOf,
-    String,
-    TupleOf,
-    UInt64,
-    signature,
-)
-from ...sps.orc import (
-    SegFinalizeRequest,
-    SharedMemoryFinalizeRequest,
-    SPSSharedMemoryFinalizeRequest,
-)
+from ...protocol.names import RELEASE, SHM_INITIALIZE, SHM_RESERVE
+from ...protocol.names import ExecutorSharedMemoryMapperService as Names
+from ...sps.orc import SegFinalizeRequest, SharedMemoryFinalizeRequest
 from ..context import ExecutorContext
 from ..registry import WrapperSpec
 from .memory_manager import MemoryMapService
-
-PREFIX = "__llvm_orc_ExecutorSharedMemoryMapperService_"
-
-RESERVE = signature(ExpectedOf(TupleOf(Addr, String)), Addr, UInt64)
-INITIALIZE = signature(ExpectedOf(Addr), Addr, Addr, SPSSharedMemoryFinalizeRequest)
-DEINITIALIZE = signature(Error, Addr, SequenceOf(Addr))
 
 
 class SharedMemoryMapperService(MemoryMapService):
@@ -55,17 +37,17 @@ class SharedMemoryMapperService(MemoryMapService):
         self._counter = itertools.count(1)
 
     def data_symbols(self) -> Iterable[str]:
-        yield PREFIX + "Instance"
+        yield Names.instance
 
     def wrappers(self) -> Iterable[WrapperSpec]:
-        yield WrapperSpec(PREFIX + "Reserve", RESERVE, self.reserve)
+        yield WrapperSpec(Names.reserve, SHM_RESERVE, self.reserve)
         # Both run inline when their alloc actions cannot block (no content to copy here);
         # a release also when it unmaps at most INLINE_MAX_BYTES.
-        yield WrapperSpec(PREFIX + "Initialize", INITIALIZE, self.initialize, True,
+        yield WrapperSpec(Names.initialize, SHM_INITIALIZE, self.initialize, True,
                           inline_when=self._initialize_inline)
-        yield WrapperSpec(PREFIX + "Deinitialize", DEINITIALIZE, self.deinitialize, True,
+        yield WrapperSpec(Names.deinitialize, RELEASE, self.deinitialize, True,
                           inline_when=self._deinitialize_inline)
-        yield WrapperSpec(PREFIX + "Release", DEINITIALIZE, self.release, True,
+        yield WrapperSpec(Names.release, RELEASE, self.release, True,
                           inline_when=self._release_inline)
 
     def reserve(self, _inst: int, size: int) -> tuple[int, str]:
