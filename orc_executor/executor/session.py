@@ -135,6 +135,7 @@ class State(enum.Enum):
 
         NEW → SERVING ⇄ RELEASED
               SERVING | RELEASED → ENDING → ENDED
+        NEW → ENDED (cancelled before Setup)
     """
 
     #: Constructed; :meth:`Session.run` has not sent Setup yet.
@@ -153,7 +154,7 @@ class State(enum.Enum):
 
 #: Allowed transitions of :class:`State`.
 TRANSITIONS: dict[State, tuple[State, ...]] = {
-    State.NEW: (State.SERVING,),
+    State.NEW: (State.SERVING, State.ENDED),
     State.SERVING: (State.RELEASED, State.ENDING),
     State.RELEASED: (State.SERVING, State.ENDING),
     State.ENDING: (State.ENDED,),
@@ -522,40 +523,45 @@ class Session:
         dispatcher, writer = self.dispatcher, self.writer
         wake_fd = dispatcher.wake_fd
         assert wake_fd is not None, "a Session runs once"
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer.run)
-            nursery.start_soon(dispatcher.reaper, wake_fd)
-            self._enter(State.SERVING)
-            payload = setup_info(self.ctx).encode()
-            self._send_nowait(Opcode.SETUP, 0, 0, payload)
-            self._setup_at = trio.current_time()
-            # A worker thread for the session's first blocking call (run_as_main, say), started
-            # while the controller reads Setup: trio's thread cache keeps it.
-            trio.lowlevel.start_thread_soon(warm_worker_thread, ignore_outcome)
-            end = await self._reader()
-            # The program's buffered output goes out before anything the controller does
-            # next (its last words follow the Hangup or EOF), as the stock executor's exit.
-            lib.orc_flush_stdio()
-            dispatcher.drop_waiting()
-            dispatcher.reap()
-            if self._nothing_to_send() and isinstance(self.stream, trio.StapledStream):
-                # Nothing left to send: close our pipe to the controller now, so its reader
-                # sees EOF (and llvm-jitlink exits) without waiting for the teardown below.
-                writer.close()
-                await self.stream.send_stream.aclose()
-            self.decoder.abandon()
-            self._enter(State.ENDING)
-            # Calls still running (JIT'd code just woken with ``disconnecting``) get
-            # drain_timeout seconds to return, as the stock executor waits for its
-            # dispatcher's outstanding tasks before shutting its services down.
-            await dispatcher.drain(self.drain_timeout)
-            end.calls_in_flight = dispatcher.inflight
-            if dispatcher.inflight:
-                # Threads still run JIT'd code; they cannot be interrupted. Abandon them.
-                log.debug("%d call(s) still running at session end", dispatcher.inflight)
-            nursery.cancel_scope.cancel()
-        writer.close_queue()
-        self._enter(State.ENDED)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                nursery.start_soon(dispatcher.reaper, wake_fd)
+                self._enter(State.SERVING)
+                payload = setup_info(self.ctx).encode()
+                self._send_nowait(Opcode.SETUP, 0, 0, payload)
+                self._setup_at = trio.current_time()
+                # A worker thread for the session's first blocking call (run_as_main, say), started
+                # while the controller reads Setup: trio's thread cache keeps it.
+                trio.lowlevel.start_thread_soon(warm_worker_thread, ignore_outcome)
+                end = await self._reader()
+                # The program's buffered output goes out before anything the controller does
+                # next (its last words follow the Hangup or EOF), as the stock executor's exit.
+                lib.orc_flush_stdio()
+                dispatcher.drop_waiting()
+                dispatcher.reap()
+                if self._nothing_to_send() and isinstance(self.stream, trio.StapledStream):
+                    # Nothing left to send: close our pipe to the controller now, so its reader
+                    # sees EOF (and llvm-jitlink exits) without waiting for the teardown below.
+                    writer.close()
+                    await self.stream.send_stream.aclose()
+                self.decoder.abandon()
+                self._enter(State.ENDING)
+                # Calls still running (JIT'd code just woken with ``disconnecting``) get
+                # drain_timeout seconds to return, as the stock executor waits for its
+                # dispatcher's outstanding tasks before shutting its services down.
+                await dispatcher.drain(self.drain_timeout)
+                end.calls_in_flight = dispatcher.inflight
+                if dispatcher.inflight:
+                    # Threads still run JIT'd code; they cannot be interrupted. Abandon them.
+                    log.debug("%d call(s) still running at session end", dispatcher.inflight)
+                nursery.cancel_scope.cancel()
+            writer.close_queue()
+        finally:
+            # Also when cancelled from outside: no dispatch context or eventfd left behind.
+            if self.state is _SERVING or self.state is _RELEASED:
+                self._enter(State.ENDING)
+            self._enter(State.ENDED)
         await self._close_stream()
         log.debug("session ended after %.3fs: %s", time.monotonic() - t0, end.reason)
         return end

@@ -9,10 +9,14 @@ from __future__ import annotations
 import struct
 
 import pytest
+import trio
+import trio.testing
 
 from orc_executor.errors import JITDispatchError
 from orc_executor.executor import jit_dispatch
+from orc_executor.executor.bootstrap import build_context
 from orc_executor.executor.jit_dispatch import DISPATCH_UNAVAILABLE, ControllerCalls
+from orc_executor.executor.session import Session, State
 from orc_executor.memmap.native import ffi, lib
 from orc_executor.transport.framing import HEADER, HEADER_SIZE, Opcode
 
@@ -89,3 +93,17 @@ def test_a_closed_table_refuses_calls() -> None:
         assert str(info.value) == DISPATCH_UNAVAILABLE
         calls.open()
         calls.close()
+
+
+async def test_a_session_cancelled_from_outside_leaves_no_dispatch_context() -> None:
+    """As the warm worker's rehearsal is cancelled when a real connection waits."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    session = Session(ours, build_context("modern"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        assert await theirs.receive_some(1 << 16)  # Setup
+        assert session.state is State.SERVING and jit_dispatch.open_contexts() == 1
+        nursery.cancel_scope.cancel()
+    assert session.state.name == State.ENDED.name and jit_dispatch.open_contexts() == 0
+    with pytest.raises(JITDispatchError):
+        session.call_controller(1, b"")
