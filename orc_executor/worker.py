@@ -288,7 +288,7 @@ def rehearse_session(listener: socket.socket | None = None) -> None:
         try:
             trio.run(rehearsal)
         finally:
-            session_module._current = None
+            session_module.reset_stdio_at_next_session()
             logger.setLevel(level)
 
 

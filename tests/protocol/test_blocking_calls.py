@@ -23,6 +23,7 @@ from orc_executor.executor import session as session_module
 from orc_executor.executor.bootstrap import build_context
 from orc_executor.executor.registry import WrapperSpec
 from orc_executor.executor.session import Session, SessionEnd
+from orc_executor.executor.writer import Output
 from orc_executor.sps import Bytes, UInt32, UInt64, signature
 from orc_executor.transport.streams import socket_stream
 
@@ -97,14 +98,14 @@ async def test_worker_thread_writes_its_result_on_a_pipe(transport: str, by_work
         [echo_spec("test_blocking_echo", blocking=True)], transport=transport
     ) as (session, ctl):
         writes: list[tuple[bool, bool]] = []
-        real = session._write_from_thread
+        real = session.writer.write_from_thread
 
         def spy(frame: bytes) -> bool:
             done = real(frame)
             writes.append((threading.current_thread() is not threading.main_thread(), done))
             return done
 
-        session._write_from_thread = spy  # type: ignore[method-assign]
+        session.writer.write_from_thread = spy  # type: ignore[method-assign]
         for size in (0, 100, 4000):
             assert await ctl.call("test_blocking_echo", ECHO, 7, size) == pattern(7, size)
         # Larger than PIPE_BUF: never written by the worker thread (it could be cut short).
@@ -149,7 +150,7 @@ async def test_max_concurrent_calls_queue_in_arrival_order() -> None:
                 nursery.start_soon(one, tag)
                 await trio.sleep(0.01)  # arrival order = tag order
             await started_become([0, 1])  # two threads; four calls wait
-            assert len(session._backlog) == 4
+            assert len(session.dispatcher.backlog) == 4
             release[1].set()  # a finished call starts the oldest waiting one
             await started_become([0, 1, 2])
             release[0].set()
@@ -162,7 +163,7 @@ async def test_max_concurrent_calls_queue_in_arrival_order() -> None:
             release[5].set()
     assert peak[0] == 2
     assert results == {tag: pattern(tag, 16) for tag in range(6)}
-    assert session._threads_running == 0 and not session._backlog
+    assert session.dispatcher.threads_running == 0 and not session.dispatcher.backlog
 
 
 async def test_frames_never_interleave_with_a_full_pipe() -> None:
@@ -201,16 +202,16 @@ async def test_nothing_is_written_after_the_output_closed() -> None:
     """A worker thread finishing after the session closed its output writes nothing, not even
     to a new pipe that got the old fd number."""
     async with in_process_session([echo_spec("test_echo", blocking=True)]) as (session, ctl):
-        old_fd = session._out_fd
+        old_fd = session.writer.fd
         assert await ctl.call("test_echo", ECHO, 1, 8) == pattern(1, 8)
-    assert session._out_closed and session._out_fd is None
+    assert session.writer.state is Output.CLOSED and session.writer.fd is None
     fds = [os.pipe() for _ in range(4)]
     try:
         reused = [(r, w) for r, w in fds if w == old_fd]
         assert reused, "the old fd number was not reused"
         r, _w = reused[0]
-        assert not session._write_from_thread(b"x" * 40)
-        session._send_frame(b"y" * 40)  # the trio-thread path drops it too
+        assert not session.writer.write_from_thread(b"x" * 40)
+        session.writer.send_frame(b"y" * 40)  # the trio-thread path drops it too
         os.set_blocking(r, False)
         with pytest.raises(BlockingIOError):
             os.read(r, 100)
@@ -235,7 +236,7 @@ async def test_no_thread_to_be_had_fails_the_call_and_the_session_goes_on(
             await ctl.call("test_echo", ECHO, 3, 8)
         monkeypatch.setattr(trio.lowlevel, "start_thread_soon", real)
         assert await ctl.call("test_echo", ECHO, 4, 8) == pattern(4, 8)
-    assert session._threads_running == 0 and session._inflight == 0
+    assert session.dispatcher.threads_running == 0 and session.dispatcher.inflight == 0
 
 
 async def test_calls_still_waiting_for_a_thread_never_run_after_the_session_ends() -> None:
@@ -259,14 +260,15 @@ async def test_calls_still_waiting_for_a_thread_never_run_after_the_session_ends
                 nursery.start_soon(one, ctl, tag)
                 await trio.sleep(0.01)
             with trio.fail_after(5):
-                while len(session._backlog) < 3:
+                while len(session.dispatcher.backlog) < 3:
                     await trio.sleep(0.002)
             assert started == [0]
         # The controller hung up: the session ended with one call running, three queued.
-        assert not session._backlog and session._inflight == 1
+        assert not session.dispatcher.backlog and session.dispatcher.inflight == 1
         gate.set()
         with trio.fail_after(5):
-            while not session._finished:  # the running call returned; no trio thread reaps it
+            # The running call returned; no trio thread reaps it.
+            while not session.dispatcher.finished:
                 await trio.sleep(0.002)
         await trio.sleep(0.05)
     assert started == [0]  # the queued calls were dropped, not started late
@@ -315,7 +317,7 @@ async def test_a_result_the_worker_thread_cannot_write_is_sent_at_once(
                 assert await ctl.call("test_blocking_echo", ECHO, 5, size) == pattern(5, size)
         # The bookkeeping of each call is done while the reader polls: nothing is in flight.
         with trio.fail_after(5):
-            while session._inflight or session._threads_running:
+            while session.dispatcher.inflight or session.dispatcher.threads_running:
                 await trio.sleep(0.002)
     assert session.calls_served == 3
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from orc_executor.executor import jit_dispatch
 from orc_executor.executor import session as session_module
 from orc_executor.executor.services.eh_frame import EHFrameService
 from orc_executor.memmap.native import lib
@@ -36,7 +37,9 @@ def test_rehearsal_registers_and_deregisters_an_eh_frame(monkeypatch: pytest.Mon
     # Register at initialize, deregister (the dealloc action) at release: an empty section.
     assert calls == [("register", 4), ("deregister", 4)]
     assert threading.active_count() == threads  # calls ran inline: no cached worker threads
-    assert session_module._current is None
+    # No session state left behind: no dispatch context routes anywhere, and the next
+    # session still resets C stdio first.
+    assert jit_dispatch.open_contexts() == 0 and session_module.stdio_reset_pending()
     assert lib.orc_eh_frame_preload() == 0  # libgcc_s's entry points are there
 
 

@@ -458,7 +458,7 @@ def test_setup_undecodable() -> None:
 # ---- random types --------------------------------------------------------------------------------
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.data())
 def test_random_type_roundtrip_and_truncation(data: Any) -> None:
     """Any composition of SPS types round-trips, and every strict prefix of an encoding is
