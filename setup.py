@@ -1,8 +1,8 @@
 """Build hooks.
 
-* The cffi API-mode extension ``orc_executor.memmap._native`` is compiled on install.
-* The native launcher ``orc_executor/memmap/launcher.c`` is compiled next to it, as
-  ``orc_executor/memmap/orc-executor-launcher``, and installed as ``bin/orc-executor`` (a data
+* The cffi API-mode extension ``orc_executor.native._native`` is compiled on install.
+* The native launcher ``orc_executor/launch/launcher.c`` is compiled next to it, as
+  ``orc_executor/launch/orc-executor-launcher``, and installed as ``bin/orc-executor`` (a data
   file of the ``bin`` directory under the installation's prefix, which is where its scripts
   go: a venv's ``bin/``); the Python entry point is the console script ``orc-executor-py``.
   Controllers start their executor once per session: the launcher hands the session to a warm
@@ -20,7 +20,7 @@ import sysconfig
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-LAUNCHER_SRC = os.path.join("orc_executor", "memmap", "launcher.c")
+LAUNCHER_SRC = os.path.join("orc_executor", "launch", "launcher.c")
 LAUNCHER_NAME = "orc-executor-launcher"
 #: Where the build leaves the launcher for the install step (``data_files``), in every mode
 #: (a wheel, ``pip install .``, an editable install).
@@ -30,7 +30,8 @@ LAUNCHER_BUILT = os.path.join("build", "launcher", "orc-executor")
 class BuildExtWithLauncher(build_ext):
     def run(self) -> None:
         super().run()
-        out_dir = os.path.dirname(self.get_ext_fullpath("orc_executor.memmap._native"))
+        ext_dir = os.path.dirname(self.get_ext_fullpath("orc_executor.native._native"))
+        out_dir = os.path.join(os.path.dirname(ext_dir), "launch")
         os.makedirs(out_dir, exist_ok=True)
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
         # The version names the warm socket (one server per version and installation).
@@ -53,7 +54,7 @@ class BuildExtWithLauncher(build_ext):
 
 
 setup(
-    cffi_modules=["orc_executor/memmap/_build.py:ffibuilder"],
+    cffi_modules=["orc_executor/native/_build.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithLauncher},
     data_files=[("bin", [LAUNCHER_BUILT])],
 )

@@ -1,6 +1,5 @@
-"""``python -m orc_executor ...``: the same entry point, and the same commands (``serve``,
-``install-launcher``, the launch specs and options), as the ``orc-executor`` command."""
+"""``python -m orc_executor ...``: the same entry point as the ``orc-executor`` command."""
 
-from .launch import main
+from .launch.client import main
 
 main()

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import click
 
-from .daemon import exit_process as _exit
-from .daemon import setup_logging as _setup_logging
 from .errors import SpecError
-from .transport.spec import (
+from .io.spec import (
     Connect,
     ConnectionSpec,
     FdPair,
@@ -26,6 +24,8 @@ from .transport.spec import (
     parse_address,
     parse_spec,
 )
+from .serve.daemon import exit_process as _exit
+from .serve.daemon import setup_logging as _setup_logging
 
 log = logging.getLogger("orc_executor")
 
@@ -187,7 +187,7 @@ def main(
         log.warning("listening on non-loopback address %s: any peer that connects can "
                     "run arbitrary code as this user", conn.address)
 
-    from .daemon import ServeOptions, run_connection
+    from .serve.daemon import ServeOptions, run_connection
 
     opts = ServeOptions(
         max_message_size=max_message_size,
@@ -201,13 +201,13 @@ def main(
         on_fault=on_fault.lower() if on_fault else None,
     )
     if daemon:
-        from .daemon import DaemonOptions, run_daemon
+        from .serve.daemon import DaemonOptions, run_daemon
 
         assert isinstance(conn, Listen)
         dopts = DaemonOptions(max_sessions=max(1, max_sessions), warm=max(0, warm),
                               grace=grace, allow_uid=allow_uid)
         _exit(run_daemon(conn.address, opts, dopts))
-    from .handover import cold_start
+    from .launch.state import cold_start
 
     cold_start()  # one session in this process: the program's signal state and locale
     status = run_connection(conn, opts)
@@ -258,8 +258,8 @@ def serve_command(warm: int, socket_path: str | None, idle_exit: float | None, a
     background (unless ORC_EXECUTOR_AUTO_SERVE=0). One server runs per socket: a second one
     exits with an error. The socket's directory must be this user's, mode 0700.
     """
-    from .daemon import ServeOptions, run_warm_server
-    from .launch import warm_socket_path
+    from .launch.client import warm_socket_path
+    from .serve.daemon import ServeOptions, run_warm_server
 
     _setup_logging(log_level)
     if auto:  # the log is a file: say when
@@ -288,7 +288,7 @@ def install_launcher_command(bin_dir: Path | None) -> None:
     to a running ``orc-executor serve`` without starting Python, and otherwise execs the
     Python entry point (the same behaviour as the Python script it replaces).
     """
-    from .memmap.launcher import install_launcher
+    from .launch.install import install_launcher
 
     try:
         path = install_launcher(bin_dir)

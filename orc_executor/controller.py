@@ -22,12 +22,12 @@ from typing import Any
 
 import trio
 
-from .errors import ControllerError
+from .errors import ControllerError, SPSDecodeError
 from .executor.bootstrap import SetupInfo
-from .sps import SPSDecodeError, WrapperSignature
-from .sps.orc import SPSSetupMessage, SPSSetupMessage14
-from .transport.framing import FrameDecoder, Message, Opcode, encode_header
-from .transport.streams import FdReader, raw_fds
+from .io.streams import FdReader, raw_fds
+from .protocol.framing import FrameDecoder, Message, Opcode, encode_header
+from .protocol.orc_types import SPSSetupMessage, SPSSetupMessage14
+from .protocol.sps import WrapperSignature
 
 #: Handler for executor→controller calls: (tag, argument bytes) → result bytes.
 Handler = Callable[[int, bytes], Awaitable[bytes]]

@@ -22,9 +22,9 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest  # noqa: E402
-from orc_executor.transport.framing import Opcode, encode_header  # noqa: E402
-from tests.protocol.harness import (  # noqa: E402
+from orc_executor.protocol.framing import Opcode, encode_header  # noqa: E402
+from orc_executor.protocol.orc_types import FinalizeRequest, SegFinalizeRequest  # noqa: E402
+from tests.support.harness import (  # noqa: E402
     INITIALIZE_SIG,
     MM_INITIALIZE,
     MM_INSTANCE,

@@ -40,24 +40,24 @@ sys.path.insert(0, str(ROOT))
 
 from orc_executor.controller import Controller, decode_setup  # noqa: E402
 from orc_executor.protocol import names  # noqa: E402
+from orc_executor.protocol.framing import (  # noqa: E402
+    FrameDecoder,
+    Message,
+    Opcode,
+    encode_header,
+)
 from orc_executor.protocol.names import Bootstrap  # noqa: E402
 from orc_executor.protocol.names import ExecutorSharedMemoryMapperService as shm  # noqa: E402
 from orc_executor.protocol.names import SimpleExecutorDylibManager as dm  # noqa: E402
 from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm  # noqa: E402
-from orc_executor.sps import (  # noqa: E402
-    ErrorValue,
-)
-from orc_executor.sps.orc import (  # noqa: E402
+from orc_executor.protocol.orc_types import (  # noqa: E402
     FinalizeRequest,
     SegFinalizeRequest,
     SharedMemoryFinalizeRequest,
     SharedMemorySegFinalizeRequest,
 )
-from orc_executor.transport.framing import (  # noqa: E402
-    FrameDecoder,
-    Message,
-    Opcode,
-    encode_header,
+from orc_executor.protocol.sps import (  # noqa: E402
+    ErrorValue,
 )
 
 LLVM = Path("/usr/lib/llvm-22/bin")

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orc_executor.memmap import native  # noqa: E402
-from tests.e2e.jitrun import orc_runtime, reference_executor  # noqa: E402
-from tests.e2e.replrun import repl_command  # noqa: E402
+from orc_executor.native import api as native  # noqa: E402
+from tests.support.jitrun import orc_runtime, reference_executor  # noqa: E402
+from tests.support.replrun import repl_command  # noqa: E402
 
 OURS = str(Path(sys.executable).parent / "orc-executor")
 SESSION = r"""

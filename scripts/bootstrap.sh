@@ -33,7 +33,7 @@ fi
 # Bytecode written now: a cold start must not compile the package (with
 # PYTHONDONTWRITEBYTECODE set, it would on every start: ~20 ms).
 .venv/bin/python -m compileall -q orc_executor >/dev/null
-.venv/bin/python -c "import orc_executor.memmap._native" \
+.venv/bin/python -c "import orc_executor.native._native" \
     || { echo "bootstrap: the native module did not build" >&2; exit 1; }
 # pip installed bin/orc-executor: the native launcher (setup.py; the Python entry point is
 # bin/orc-executor-py).

@@ -145,7 +145,7 @@ shutil.copytree(sys.argv[1], sys.argv[2], ignore=shutil.ignore_patterns(
 ext=_native.cpython-${pyver/./}-$gnu.so
 build=$dir/build
 mkdir -p "$build"
-"$host_py" - "$repo/orc_executor/memmap/_build.py" "$build/_native.c.new" >/dev/null <<'EOF'
+"$host_py" - "$repo/orc_executor/native/_build.py" "$build/_native.c.new" >/dev/null <<'EOF'
 import runpy, sys
 runpy.run_path(sys.argv[1])["ffibuilder"].emit_c_code(sys.argv[2])
 EOF
@@ -159,14 +159,14 @@ if ! cmp -s "$build/_native.c.new" "$build/_native.c" || [ ! -s "$build/$ext" ];
     mv "$build/_native.c.new" "$build/_native.c"
 fi
 rm -f "$build/_native.c.new"
-cp "$build/$ext" "$pkg.new/memmap/$ext"
+cp "$build/$ext" "$pkg.new/native/$ext"
 if [ ! -s "$build/orc-executor-launcher" ] \
-        || [ "$repo/orc_executor/memmap/launcher.c" -nt "$build/orc-executor-launcher" ]; then
+        || [ "$repo/orc_executor/launch/launcher.c" -nt "$build/orc-executor-launcher" ]; then
     log "cross-compiling the native launcher"
     "$gnu-gcc" -O2 -Wall -Wextra -static -o "$build/orc-executor-launcher" \
-        "$repo/orc_executor/memmap/launcher.c"
+        "$repo/orc_executor/launch/launcher.c"
 fi
-cp "$build/orc-executor-launcher" "$pkg.new/memmap/orc-executor-launcher"
+cp "$build/orc-executor-launcher" "$pkg.new/launch/orc-executor-launcher"
 rm -rf "$pkg.old"
 [ -d "$pkg" ] && mv "$pkg" "$pkg.old"
 mv "$pkg.new" "$pkg"

@@ -67,21 +67,24 @@ sys.path.insert(0, str(ROOT))
 
 from orc_executor.controller import decode_setup  # noqa: E402
 from orc_executor.executor.bootstrap import build_context  # noqa: E402
+from orc_executor.protocol.framing import FrameDecoder, Message, Opcode  # noqa: E402
 from orc_executor.protocol.names import SimpleExecutorMemoryManager, SimpleRemoteEPC  # noqa: E402
-from orc_executor.sps import (  # noqa: E402  # noqa: E402
+from orc_executor.protocol.orc_types import SPSWrapperFunctionCall, WrapperFunctionCall  # noqa: E402
+from orc_executor.protocol.sps import (  # noqa: E402  # noqa: E402  # noqa: E402
     Addr,
     Bool,
     Bytes,
+    BytesView,
     Empty,
+    MapOf,
     OptionalOf,
     SequenceOf,
+    SPSType,
     String,
     TupleOf,
     UInt64,
+    WrapperSignature,
 )
-from orc_executor.sps.codec import BytesView, MapOf, SPSType, WrapperSignature  # noqa: E402
-from orc_executor.sps.orc import SPSWrapperFunctionCall, WrapperFunctionCall  # noqa: E402
-from orc_executor.transport.framing import FrameDecoder, Message, Opcode  # noqa: E402
 
 DISPATCH_FN = SimpleRemoteEPC.dispatch_fn
 MM_INSTANCE = SimpleExecutorMemoryManager.instance

@@ -1,7 +1,7 @@
 """Bootstrap symbol sets (profiles), the Setup message, and choosing a profile.
 
 A *profile* decides which names an executor serves and advertises, with which layouts, and
-the Setup layout (PROTOCOL.md §3, §5.4). The names come from the per-version table
+the Setup layout (docs/protocol.md §5, §8.2). The names come from the per-version table
 :mod:`orc_executor.protocol.names` (:func:`~orc_executor.protocol.names.served`), the rest
 from :mod:`.profiles`; every service lists all the names it can answer and registers those
 the profile serves:
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..host import PAGE_SIZE, PROCESS_TRIPLE
-from ..memmap.native import lib
+from ..native.api import lib
 from ..protocol.names import PROFILES as PROFILES  # re-exported
 from ..protocol.names import VERSION_PROFILES as VERSION_PROFILES  # re-exported
 from ..protocol.names import SimpleRemoteEPC
-from ..sps import WrapperSignature
-from ..sps.orc import SPSSetupMessage, SPSSetupMessage14
+from ..protocol.orc_types import SPSSetupMessage, SPSSetupMessage14
+from ..protocol.sps import WrapperSignature
 from .context import ExecutorContext
 from .profiles import Profile
 from .profiles import profile as profile_row

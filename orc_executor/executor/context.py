@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from ..errors import NativeCallError, OutOfBandError
-from ..memmap.memmap import MemoryMap
-from ..memmap.native import call_wrapper, lib
-from ..sps import Error, ErrorValue, SPSDecodeError
-from ..sps.orc import WrapperFunctionCall
-from ..transport.framing import FramedPayload
+from ..errors import NativeCallError, OutOfBandError, SPSDecodeError
+from ..native.api import call_wrapper, lib
+from ..native.memmap import MemoryMap
+from ..protocol.framing import FramedPayload
+from ..protocol.orc_types import WrapperFunctionCall
+from ..protocol.sps import Error, ErrorValue
 from .registry import Registry
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import trio
 
-from ..memmap.native import ffi, lib
-from ..sps.stream import StreamedArgs
-from ..transport.framing import FramedPayload, Opcode, encode_header
+from ..native.api import ffi, lib
+from ..protocol.finalize_sink import StreamedArgs
+from ..protocol.framing import FramedPayload, Opcode, encode_header
 from .registry import WrapperSpec
 from .writer import FrameWriter, build_frame
 

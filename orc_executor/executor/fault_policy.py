@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from ..memmap.native import install_fault_handlers
+from ..native.api import install_fault_handlers
 from .bootstrap import ProcReader, find_controller
 from .context import ExecutorContext
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import JITDispatchError, ProtocolError
-from ..memmap.native import ffi, lib
-from ..transport.framing import Opcode, encode_header
+from ..native.api import ffi, lib
+from ..protocol.framing import Opcode, encode_header
 
 DISPATCH_UNAVAILABLE = "jit_dispatch not available (EPC server shut down)"
 #: The out-of-band error a pending executor→controller call gets when the connection drops

@@ -1,7 +1,7 @@
 """Wrapper functions by name: services register their bootstrap symbols here.
 
 Each executor-side wrapper function has a name (the bootstrap symbol the controller looks
-up), an SPS :class:`~orc_executor.sps.WrapperSignature`, a Python handler and a flag saying
+up), an SPS :class:`~orc_executor.protocol.sps.WrapperSignature`, a Python handler and a flag saying
 whether it may block or run native code (then it runs on a worker thread, never on the event
 loop). The registry gives every name a stable, distinct executor address (a byte in a static
 array of the native module), so the addresses can appear as CallWrapper tags and as alloc-action
@@ -23,10 +23,10 @@ from ..errors import (
     SPSEncodeError,
     WrapperError,
 )
-from ..memmap.native import lib
-from ..sps import ErrorValue, WrapperSignature, failable
-from ..sps.stream import StreamedArgs
-from ..transport.framing import FramedPayload, PayloadSink
+from ..native.api import lib
+from ..protocol.finalize_sink import StreamedArgs
+from ..protocol.framing import FramedPayload, PayloadSink
+from ..protocol.sps import ErrorValue, WrapperSignature, failable
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class WrapperSpec:
     ``inline_when`` is set and returns True for the decoded arguments of a call: that call
     cannot block (say, an initialize whose alloc actions are all the executor's own
     non-blocking wrappers) and runs on the event loop, without the hop to a thread.
-    ``stream``, when set, makes a :class:`~orc_executor.transport.framing.PayloadSink` that
+    ``stream``, when set, makes a :class:`~orc_executor.protocol.framing.PayloadSink` that
     decodes a large argument payload (its length in bytes is the parameter) while it arrives;
     the session then calls :meth:`invoke_streamed` with the sink's :class:`StreamedArgs`.
     """

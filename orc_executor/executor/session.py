@@ -24,9 +24,10 @@ from typing import Any
 import trio
 
 from ..errors import FramingError, OutOfBandError, ProtocolError
-from ..memmap.native import lib
-from ..sps.stream import StreamedArgs
-from ..transport.framing import (
+from ..io.streams import FdReader, enlarge_pipe, raw_fds
+from ..native.api import lib
+from ..protocol.finalize_sink import StreamedArgs
+from ..protocol.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameDecoder,
     FramedPayload,
@@ -34,7 +35,6 @@ from ..transport.framing import (
     Opcode,
     PayloadSink,
 )
-from ..transport.streams import FdReader, enlarge_pipe, raw_fds
 from .bootstrap import DISPATCH_CTX, setup_info
 from .context import ExecutorContext
 from .dispatch import BlockingCall, ThreadDispatcher, ignore_outcome, warm_worker_thread
@@ -172,7 +172,7 @@ class Session:
     worker threads running calls at once (later calls wait, in arrival order); ``idle_close``
     (seconds, TCP only) closes the connection when the controller has released everything
     and then stays silent that long — the only way to end a session with LLVM 14–22
-    controllers in TCP mode (PROTOCOL.md §1.8). ``busy_poll``: seconds the reader polls
+    controllers in TCP mode (docs/protocol.md §3.4). ``busy_poll``: seconds the reader polls
     without sleeping while waiting for the next call (``None``: :func:`default_busy_poll`,
     ``0``: never).
 
@@ -590,7 +590,8 @@ class Session:
 
 
 def _hangup_reason(payload: bytes | bytearray | memoryview) -> str:
-    from ..sps import Error, ErrorValue, SPSDecodeError
+    from ..errors import SPSDecodeError
+    from ..protocol.sps import Error, ErrorValue
 
     if not payload:
         return "controller hung up"

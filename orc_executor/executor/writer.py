@@ -19,7 +19,7 @@ import threading
 
 import trio
 
-from ..transport.framing import FramedPayload, Opcode, encode_header
+from ..protocol.framing import FramedPayload, Opcode, encode_header
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ docs/protocol.md describes each wrapper function; this module is the one table o
 
 * Names, one namespace class per service: ``SimpleExecutorMemoryManager.reserve`` is
   ``"__llvm_orc_SimpleExecutorMemoryManager_reserve_wrapper"``.
-* Signatures, as :class:`~orc_executor.sps.WrapperSignature` values (``RESERVE``, ...).
+* Signatures, as :class:`~orc_executor.protocol.sps.WrapperSignature` values (``RESERVE``, ...).
 * :data:`TABLE`: one :class:`BootstrapSymbol` per (name, signature) with the LLVM versions
   (:data:`VERSIONS`) whose executor advertises it in Setup or whose controller looks it up by
   name through the dylib manager. A name appears twice only where versions disagree on its
@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
-from ..sps import (
+from .orc_types import (
+    SPSExecutorAddrRange,
+    SPSExecutorSymbolDef,
+    SPSFinalizeRequest,
+    SPSPerfJITRecordBatch,
+    SPSRemoteSymbolLookupSet,
+    SPSSharedMemoryFinalizeRequest,
+)
+from .sps import (
     Addr,
     Bool,
     Bytes,
@@ -48,14 +56,6 @@ from ..sps import (
     UInt64,
     WrapperSignature,
     signature,
-)
-from ..sps.orc import (
-    SPSExecutorAddrRange,
-    SPSExecutorSymbolDef,
-    SPSFinalizeRequest,
-    SPSPerfJITRecordBatch,
-    SPSRemoteSymbolLookupSet,
-    SPSSharedMemoryFinalizeRequest,
 )
 
 # ---- names, one namespace per service -----------------------------------------------------------

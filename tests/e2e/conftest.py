@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # ``tests.programs.cases`` / ``tests.e2e.jitrun`` imports
+if str(REPO) not in sys.path:  # ``tests.programs.cases`` / ``tests.support.jitrun`` imports
     sys.path.insert(0, str(REPO))
 
 
@@ -35,7 +35,7 @@ def executor_path() -> Path:
 def llvm22_tools() -> None:
     """Fail when LLVM 22's llvm-jitlink / llvm-jitlink-executor or gcc are missing (a
     missing dependency must not pass as skipped tests: scripts/bootstrap.sh installs them)."""
-    from tests.e2e import jitrun
+    from tests.support import jitrun
 
     for tool in (jitrun.llvm_jitlink(22), jitrun.reference_executor(22)):
         if not tool.is_file():
@@ -48,7 +48,7 @@ def llvm22_tools() -> None:
 def orc_rt_archive() -> Path:
     """LLVM 22's ORC runtime archive (fetched by scripts/fetch-orc-runtime.sh; its absence
     fails the test: scripts/bootstrap.sh installs it)."""
-    from tests.e2e import jitrun
+    from tests.support import jitrun
 
     return jitrun.orc_runtime()
 

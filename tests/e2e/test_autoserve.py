@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from orc_executor import __version__
-from orc_executor.warmdir import install_hash
-from tests.e2e.jitrun import compile_c
-from tests.e2e.procs import kill_servers, servers_under
+from orc_executor.launch.warmdir import install_hash
+from tests.support.jitrun import compile_c
+from tests.support.procs import kill_servers, servers_under
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")

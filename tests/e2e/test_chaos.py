@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from orc_executor.controller import decode_setup
-from orc_executor.sps.orc import ExecutorAddrRange, FinalizeRequest, SegFinalizeRequest
-from orc_executor.transport.framing import FrameDecoder, Message, Opcode, encode_header
-from tests.e2e.jitrun import compile_c
+from orc_executor.protocol.framing import FrameDecoder, Message, Opcode, encode_header
+from orc_executor.protocol.orc_types import ExecutorAddrRange, FinalizeRequest, SegFinalizeRequest
 from tests.e2e.test_daemon import (
     ECHO_C,
     EXE,
@@ -28,7 +27,7 @@ from tests.e2e.test_daemon import (
     _stop,
     _wait_listening,
 )
-from tests.protocol.harness import (
+from tests.support.harness import (
     BOOT,
     INITIALIZE_SIG,
     MEM_READ_BUFFERS_SIG,
@@ -40,6 +39,7 @@ from tests.protocol.harness import (
     RESERVE_SIG,
     _clean_env,
 )
+from tests.support.jitrun import compile_c
 
 MIB = 1 << 20
 

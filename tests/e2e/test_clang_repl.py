@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.replrun import (
+from tests.support.replrun import (
     CLANG_REPL,
     LINK_FAILURE_HANG_TIMEOUT,
     ReplResult,

@@ -21,8 +21,8 @@ import trio
 from orc_executor.controller import Controller
 from orc_executor.protocol import names
 from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
-from tests.e2e.jitrun import compile_c
-from tests.protocol.harness import proc_stat
+from tests.support.harness import proc_stat
+from tests.support.jitrun import compile_c
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import test_warm
-from tests.e2e.jitrun import compare_with_reference, reference_executor, run_case
-from tests.e2e.replrun import CLANG_REPL, ReplResult, compare_repl, run_repl, show
 from tests.programs.cases import CASES_BY_NAME
+from tests.support.jitrun import compare_with_reference, reference_executor, run_case
+from tests.support.replrun import CLANG_REPL, ReplResult, compare_repl, run_repl, show
 
 MODES = [pytest.param(False, id="pipes"), pytest.param(True, id="shared-memory")]
 

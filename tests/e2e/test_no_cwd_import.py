@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import compile_c
 from tests.e2e.test_daemon import _free_port, _wait_listening
+from tests.support.jitrun import compile_c
 
 LLVM_JITLINK = "/usr/lib/llvm-22/bin/llvm-jitlink"
 EXE = str(Path(sys.executable).parent / "orc-executor")

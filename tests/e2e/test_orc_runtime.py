@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import (
+from tests.support.jitrun import (
     DISCONNECTING,
     LIBSTDCXX,
     REPO,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import compile_c
-from tests.e2e.procs import alive, parent_of, start_serve
+from tests.support.jitrun import compile_c
+from tests.support.procs import alive, parent_of, start_serve
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import compile_c, llvm_jitlink, reference_executor
+from tests.support.jitrun import compile_c, llvm_jitlink, reference_executor
 
 HOT = r"""
 #include <stdio.h>

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import compile_c
-from tests.e2e.procs import kill_servers
+from tests.support.jitrun import compile_c
+from tests.support.procs import kill_servers
 
 REPO = Path(__file__).resolve().parents[2]
 LLVM22 = Path("/usr/lib/llvm-22/bin")

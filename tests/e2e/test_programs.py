@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import (
+from tests.programs.cases import CASES, CASES_BY_NAME, Case
+from tests.support.jitrun import (
     GdbRun,
     RunResult,
     compare_with_reference,
@@ -24,7 +25,6 @@ from tests.e2e.jitrun import (
     reference_executor,
     run_case,
 )
-from tests.programs.cases import CASES, CASES_BY_NAME, Case
 
 pytestmark = pytest.mark.usefixtures("llvm22_tools")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import reference_executor, run_case
 from tests.programs.cases import CASES_BY_NAME
+from tests.support.jitrun import reference_executor, run_case
 
 SSHD = Path("/usr/sbin/sshd")
 

@@ -26,7 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import (
+from tests.e2e.test_programs import (
+    EXECUTOR_STATUS,
+    assert_same_outcome,
+    assert_stopped_in_jitted_fn,
+    check_expectations,
+)
+from tests.programs.cases import CASES, CASES_BY_NAME, Case
+from tests.support.jitrun import (
     LLVM_CONTROLLER_RACE,
     RunResult,
     compare_with_reference,
@@ -35,13 +42,6 @@ from tests.e2e.jitrun import (
     reference_executor,
     run_case,
 )
-from tests.e2e.test_programs import (
-    EXECUTOR_STATUS,
-    assert_same_outcome,
-    assert_stopped_in_jitted_fn,
-    check_expectations,
-)
-from tests.programs.cases import CASES, CASES_BY_NAME, Case
 
 VERSIONS = (14, 19)
 

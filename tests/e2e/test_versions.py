@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import LLVM_CONTROLLER_RACE, orc_runtime_for
+from tests.support.jitrun import LLVM_CONTROLLER_RACE, orc_runtime_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAMS = REPO / "tests" / "programs"

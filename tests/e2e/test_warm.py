@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.jitrun import compile_c
+from tests.support.jitrun import compile_c
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -116,7 +116,7 @@ def _serve_pid(env: dict[str, str]) -> int:
 
 
 def test_launcher_is_native() -> None:
-    """bin/orc-executor is the compiled launcher (orc_executor/memmap/launcher.c)."""
+    """bin/orc-executor is the compiled launcher (orc_executor/launch/launcher.c)."""
     with open(EXE, "rb") as f:
         assert f.read(4) == b"\x7fELF"
 
@@ -127,7 +127,7 @@ def test_warm_session_runs_in_a_server_process(ppid_prog: Path,
     the server's fork server (zygote), not in the process llvm-jitlink launched."""
     parent = _session_parent(ppid_prog, warm_server)
     cmdline = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
-    assert b"orc_executor.worker" in cmdline and b"--zygote" in cmdline
+    assert b"orc_executor.serve.worker" in cmdline and b"--zygote" in cmdline
     assert _parent_of(parent) == _serve_pid(warm_server)
 
 

@@ -21,11 +21,11 @@ import pytest
 import trio
 
 from orc_executor.controller import Controller
+from orc_executor.io.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
 from orc_executor.protocol import names
 from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
-from orc_executor.sps.orc import FinalizeRequest, SegFinalizeRequest
-from orc_executor.transport.fdpass import ANCILLARY_SPACE, fds_ancillary, fds_received
-from tests.e2e.jitrun import compile_c
+from orc_executor.protocol.orc_types import FinalizeRequest, SegFinalizeRequest
+from tests.support.jitrun import compile_c
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -92,9 +92,9 @@ def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, src in {"echo": ECHO_C, "crash": CRASH_C, "priority": PRIORITY_C,
                       "exits": EXITS_C}.items():
         out[name] = compile_c(tmp, name, src)
-    # The pure-Python launcher (orc_executor.launch), as a controller would start it.
+    # The pure-Python launcher (orc_executor.launch.client), as a controller would start it.
     py = tmp / "orc-executor-py"
-    py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch \"$@\"\n")
+    py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor \"$@\"\n")
     py.chmod(0o755)
     out["py-launcher"] = py
     return out

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from orc_executor.launch import warm_socket_path
-from tests.e2e.jitrun import compile_c
-from tests.e2e.procs import start_serve
+from orc_executor.launch.client import warm_socket_path
+from tests.support.jitrun import compile_c
+from tests.support.procs import start_serve
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -113,9 +113,9 @@ def prog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def py_launcher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pure-Python launcher (orc_executor.launch), as a controller would start it."""
+    """The pure-Python launcher (orc_executor.launch.client), as a controller would start it."""
     py = tmp_path_factory.mktemp("py") / "orc-executor-py"
-    py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch \"$@\"\n")
+    py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch.client \"$@\"\n")
     py.chmod(0o755)
     return py
 

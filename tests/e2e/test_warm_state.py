@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from orc_executor.memmap.native import lib
-from tests.e2e.jitrun import compile_c
+from orc_executor.native.api import lib
 from tests.e2e.test_warm_handover import Server, _alive, _children
+from tests.support.jitrun import compile_c
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -231,7 +231,7 @@ def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                     str(tmp / "lib.c")], check=True)
     out["libdir"] = libdir
     py = tmp / "orc-executor-py"
-    py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch \"$@\"\n")
+    py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch.client \"$@\"\n")
     py.chmod(0o755)
     out["py-launcher"] = py
     ref = tmp / "ref-sh"
@@ -590,7 +590,7 @@ def test_launches_with_bad_state_are_refused(objs: dict[str, Path], server: Serv
     import json
     import socket
 
-    from orc_executor.transport.fdpass import fds_ancillary
+    from orc_executor.io.fdpass import fds_ancillary
 
     good = json.loads('{"kind": "fdpair", "stdio": false' + _state_header() + "}")
     env_fd = os.memfd_create("env")
@@ -624,7 +624,7 @@ def test_launches_with_bad_state_are_refused(objs: dict[str, Path], server: Serv
 
 
 def _state_header() -> str:
-    from orc_executor.handover import state_header
+    from orc_executor.launch.state import state_header
 
     return state_header()
 

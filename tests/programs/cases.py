@@ -1,7 +1,7 @@
 """Manifest of the C test programs in this directory.
 
 Each :class:`Case` is one ``llvm-jitlink -oop-executor=EXECUTOR <objects> [-args ARGS...]`` run.
-``tests/e2e/jitrun.py`` compiles the sources and runs the case; ``tests/e2e/test_programs.py``
+``tests/support/jitrun.py`` compiles the sources and runs the case; ``tests/e2e/test_programs.py``
 runs every case with the stock ``llvm-jitlink-executor`` and with orc-executor and requires the
 same (stdout, stderr, exit status) from both, plus the ``expect_*`` facts written here, so that a
 case cannot pass when both executors are broken the same way.

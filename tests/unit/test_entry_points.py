@@ -1,5 +1,5 @@
 """``python -m orc_executor …`` and the ``orc-executor`` command accept the same commands
-(issue 22): both enter at :func:`orc_executor.launch.main`."""
+(issue 22): both enter at :func:`orc_executor.launch.client.main`."""
 
 from __future__ import annotations
 

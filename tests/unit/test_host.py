@@ -7,7 +7,7 @@ import os
 from orc_executor import host
 from orc_executor.executor.bootstrap import build_context, setup_info
 from orc_executor.executor.services.eh_frame import cie_return_address_register
-from orc_executor.memmap.native import ffi, lib
+from orc_executor.native.api import ffi, lib
 
 
 def test_triples_are_spelled_as_llvm_spells_them() -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...errors import WrapperError
-from ...memmap.native import ffi, lib
+from ...native.api import ffi, lib
 from ...protocol.names import (
     CI_LOOKUP,
     LOOKUP14,
@@ -33,7 +33,7 @@ from ...protocol.names import (
     NativeDylibManager,
     SimpleExecutorDylibManager,
 )
-from ...sps.orc import FLAG_EXPORTED, ExecutorSymbolDef, JITSymbolFlags
+from ...protocol.orc_types import FLAG_EXPORTED, ExecutorSymbolDef, JITSymbolFlags
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 

@@ -18,10 +18,10 @@ from collections.abc import Iterable
 
 from ...errors import MemoryAccessError
 from ...host import EH_RA_REGISTERS, EH_RETURN_ADDRESS_REGISTER, PROCESS_TRIPLE
-from ...memmap.native import lib, mem_read
+from ...native.api import lib, mem_read
 from ...protocol.names import EH_FRAME, Bootstrap, DWARFEHFrameRegistrar, EHFrame
-from ...sps import ErrorValue
-from ...sps.orc import ExecutorAddrRange
+from ...protocol.orc_types import ExecutorAddrRange
+from ...protocol.sps import ErrorValue
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 

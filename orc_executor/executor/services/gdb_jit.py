@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...memmap.native import lib
+from ...native.api import lib
 from ...protocol.names import GDB, GDB14, GDBJITRegistrar, JITLoaderGDB
-from ...sps import ErrorValue
-from ...sps.orc import ExecutorAddrRange
+from ...protocol.orc_types import ExecutorAddrRange
+from ...protocol.sps import ErrorValue
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 

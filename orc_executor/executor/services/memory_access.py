@@ -23,12 +23,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...errors import MemoryAccessError, OutOfBandError
-from ...memmap.native import mem_read, mem_read_into, mem_write, read_c_string
+from ...native.api import mem_read, mem_read_into, mem_write, read_c_string
+from ...protocol.framing import DEFAULT_MAX_MESSAGE_SIZE, FramedPayload
 from ...protocol.names import MEM_READ, MEM_WRITE, Bootstrap, MemoryAccessSPSCI
-from ...sps import Addr, Empty, SequenceOf, TupleOf, WrapperSignature, signature
-from ...sps.codec import BytesView
-from ...sps.orc import ExecutorAddrRange
-from ...transport.framing import DEFAULT_MAX_MESSAGE_SIZE, FramedPayload
+from ...protocol.orc_types import ExecutorAddrRange
+from ...protocol.sps import Addr, BytesView, Empty, SequenceOf, TupleOf, WrapperSignature, signature
 from ..registry import Service, WrapperSpec
 
 #: Buffer reads or writes of at most this many bytes in all run on the event loop.

@@ -1,6 +1,6 @@
 """``SimpleExecutorMemoryManager`` (LLVM 14 to 22) and orc-rt's ``SimpleNativeMemoryMap`` names.
 
-Both memory-manager models share one :class:`~orc_executor.memmap.memmap.MemoryMap`:
+Both memory-manager models share one :class:`~orc_executor.native.memmap.MemoryMap`:
 
 * 22 / upstream: ``reserve`` / ``initialize`` / ``deinitialize`` / ``release``
   (``Expected<Addr>(Addr, u64)``, ``Expected<Addr>(Addr, FinalizeRequest)``,
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ...protocol.finalize_sink import FinalizeRequestSink
 from ...protocol.names import (
     FINALIZE,
     INITIALIZE,
@@ -22,9 +23,8 @@ from ...protocol.names import (
     SimpleExecutorMemoryManager,
     SimpleNativeMemoryMap,
 )
-from ...sps import WrapperSignature
-from ...sps.orc import FinalizeRequest
-from ...sps.stream import FinalizeRequestSink
+from ...protocol.orc_types import FinalizeRequest
+from ...protocol.sps import WrapperSignature
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 
@@ -38,7 +38,7 @@ INLINE_MAX_BYTES = 1 << 20
 
 
 class MemoryMapService(Service):
-    """A service over the session's :class:`~orc_executor.memmap.memmap.MemoryMap`
+    """A service over the session's :class:`~orc_executor.native.memmap.MemoryMap`
     (``ctx.memmap``), with the ``inline_when`` predicates its deinitialize and release
     wrappers share: whether they can run on the event loop."""
 

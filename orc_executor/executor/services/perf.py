@@ -32,10 +32,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ...errors import MemoryAccessError
-from ...memmap.native import mem_read
+from ...native.api import mem_read
 from ...protocol.names import PERF_IMPL, PERF_START_END, JITLoaderPerf
-from ...sps import ErrorValue
-from ...sps.orc import CodeLoadRecord, DebugInfoRecord, UnwindingRecord
+from ...protocol.orc_types import CodeLoadRecord, DebugInfoRecord, UnwindingRecord
+from ...protocol.sps import ErrorValue
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 

@@ -9,7 +9,7 @@ the upstream ``orc_rt_ci_sps_call_*`` names.
 
 All run on a worker thread; the address must be JIT'd text or a loaded image. With
 ``--on-fault=recover`` a fault in the call fails it with an out-of-band error naming the
-signal and address (:class:`~orc_executor.memmap.native.JITFault`).
+signal and address (:class:`~orc_executor.native.api.JITFault`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ...errors import OutOfBandError
-from ...memmap import native
+from ...native import api as native
 from ...protocol.names import (
     CALL_VOID_VOID,
     RUN_AS_INT,

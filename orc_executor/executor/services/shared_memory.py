@@ -18,10 +18,10 @@ import os
 from collections.abc import Iterable
 
 from ...errors import WrapperError
-from ...memmap.native import ffi, lib
+from ...native.api import ffi, lib
 from ...protocol.names import RELEASE, SHM_INITIALIZE, SHM_RESERVE
 from ...protocol.names import ExecutorSharedMemoryMapperService as Names
-from ...sps.orc import SegFinalizeRequest, SharedMemoryFinalizeRequest
+from ...protocol.orc_types import SegFinalizeRequest, SharedMemoryFinalizeRequest
 from ..context import ExecutorContext
 from ..registry import WrapperSpec
 from .memory_manager import MemoryMapService

@@ -1,0 +1,649 @@
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+typedef struct {
+    union { char *ValuePtr; char Value[8]; } Data;
+    size_t Size;
+} orc_cwfr;
+
+static int orc_errno(void) { return errno; }
+
+/* Give C stdio the buffering a plain C program gets (Python's -u / PYTHONUNBUFFERED makes
+   them unbuffered). Must run before any I/O on those streams. */
+static void orc_reset_stream(FILE *f, int fd) {
+    /* An explicit buffer is needed: after _IONBF glibc keeps its 1-byte buffer, and
+       setvbuf(f, NULL, _IOFBF, n) would keep using it (each byte written separately).
+       glibc's default size is the fd's st_blksize. The buffer lives as long as the process. */
+    struct stat st;
+    size_t size = BUFSIZ;
+    if (fstat(fd, &st) == 0 && st.st_blksize > 0) size = (size_t)st.st_blksize;
+    char *buf = (char *)malloc(size);
+    if (!buf) return;
+    if (setvbuf(f, buf, isatty(fd) ? _IOLBF : _IOFBF, size) != 0) free(buf);
+}
+
+static void orc_reset_stdio(void) {
+    orc_reset_stream(stdin, 0);
+    orc_reset_stream(stdout, 1);
+    setvbuf(stderr, NULL, _IONBF, 0);
+}
+
+static void *orc_reserve(size_t size) {
+    /* Zero pages, readable and writable like the stock executors' reservations (LLVM 19's
+       llvm-jitlink with the ORC runtime registers an object's eh-frame before finalizing its
+       allocation; libgcc reads the zero terminator there). MAP_NORESERVE: nothing is
+       committed until a page is touched. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    /* Large slabs (bulk content): transparent huge pages where the system allows them, so
+       copying content in costs a few 2 MiB faults instead of one fault per 4 KiB page. */
+    if (size >= (4u << 20)) madvise(p, size, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+static int orc_release(uint64_t addr, size_t size) {
+    return munmap((void *)(uintptr_t)addr, size) == 0 ? 0 : errno;
+}
+
+static int orc_protect(uint64_t addr, size_t size, int prot) {
+    return mprotect((void *)(uintptr_t)addr, size, prot) == 0 ? 0 : errno;
+}
+
+static int orc_discard(uint64_t addr, size_t size) {
+    return madvise((void *)(uintptr_t)addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
+}
+
+/* ---- instruction cache (aarch64 and other non-x86 targets) ---------------------------- */
+
+/* Make [addr, addr + size) coherent between the data and instruction caches after code was
+   written there (on aarch64: clean to the point of unification, invalidate the icache). The
+   range must be mapped and readable. Compiles to nothing on x86. */
+static void orc_sync_icache(uint64_t addr, size_t size) {
+    char *p = (char *)(uintptr_t)addr;
+    __builtin___clear_cache(p, p + size);
+}
+
+/* ---- shared memory -------------------------------------------------------------------- */
+
+static void *orc_shm_reserve(const char *name, size_t size) {
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0700);
+    if (fd < 0) return NULL;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        shm_unlink(name);
+        errno = e;
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_NONE, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) { shm_unlink(name); errno = e; return NULL; }
+    return p;
+}
+
+/* 0, or errno (ENOENT when the controller already unlinked the name, as llvm-jitlink does). */
+static int orc_shm_unlink(const char *name) {
+    return shm_unlink(name) == 0 ? 0 : errno;
+}
+
+/* ---- safe copies without process_vm_readv/writev (qemu-user has neither) ------------- */
+
+/* Copy n bytes from src to dst through a pipe: the kernel (or qemu-user) checks both buffers
+   and fails with EFAULT instead of faulting. 0 or an errno value. One pipe per process (a
+   forked child makes its own), used under a lock. */
+static pthread_mutex_t orc_pipe_lock = PTHREAD_MUTEX_INITIALIZER;
+static int orc_pipe_fds[2] = { -1, -1 };
+static pid_t orc_pipe_pid;
+
+static int orc_pipe_copy(void *dst, const void *src, size_t n) {
+    char drain[4096];
+    int err = 0;
+    pthread_mutex_lock(&orc_pipe_lock);
+    if (orc_pipe_fds[0] < 0 || orc_pipe_pid != getpid()) {
+        if (orc_pipe_fds[0] >= 0) { close(orc_pipe_fds[0]); close(orc_pipe_fds[1]); }
+        orc_pipe_fds[0] = orc_pipe_fds[1] = -1;
+        if (pipe2(orc_pipe_fds, O_CLOEXEC) != 0) {
+            err = errno;
+            pthread_mutex_unlock(&orc_pipe_lock);
+            return err;
+        }
+        orc_pipe_pid = getpid();
+    }
+    while (n && !err) {
+        ssize_t w = write(orc_pipe_fds[1], src, n < sizeof drain ? n : sizeof drain);
+        if (w < 0) { if (errno != EINTR) err = errno; continue; }
+        size_t got = 0;
+        while (got < (size_t)w) {
+            ssize_t r = read(orc_pipe_fds[0], (char *)dst + got, (size_t)w - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) {
+                err = r < 0 ? errno : EIO;
+                while (got < (size_t)w) {  /* empty the pipe for the next copy */
+                    r = read(orc_pipe_fds[0], drain, (size_t)w - got);
+                    if (r <= 0 && errno != EINTR) break;
+                    if (r > 0) got += (size_t)r;
+                }
+                break;
+            }
+            got += (size_t)r;
+        }
+        src = (const char *)src + w;
+        dst = (char *)dst + w;
+        n -= (size_t)w;
+    }
+    pthread_mutex_unlock(&orc_pipe_lock);
+    return err;
+}
+
+/* process_vm_readv/writev returned ENOSYS once: use orc_pipe_copy from then on. */
+static int orc_no_vm_rw;
+
+static int orc_mem_read(uint64_t addr, void *dst, size_t n) {
+    if (n == 0) return 0;
+    if (orc_no_vm_rw) return orc_pipe_copy(dst, (const void *)(uintptr_t)addr, n);
+    struct iovec local = { dst, n }, remote = { (void *)(uintptr_t)addr, n };
+    ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    if (r < 0 && errno == ENOSYS) {
+        orc_no_vm_rw = 1;
+        return orc_pipe_copy(dst, (const void *)(uintptr_t)addr, n);
+    }
+    if (r < 0) return errno;
+    return (size_t)r == n ? 0 : EFAULT;
+}
+
+static int orc_mem_write(uint64_t addr, const void *src, size_t n) {
+    if (n == 0) return 0;
+    if (orc_no_vm_rw) return orc_pipe_copy((void *)(uintptr_t)addr, src, n);
+    struct iovec local = { (void *)src, n }, remote = { (void *)(uintptr_t)addr, n };
+    ssize_t r = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+    if (r < 0 && errno == ENOSYS) {
+        orc_no_vm_rw = 1;
+        return orc_pipe_copy((void *)(uintptr_t)addr, src, n);
+    }
+    if (r < 0) return errno;
+    return (size_t)r == n ? 0 : EFAULT;
+}
+
+/* Length of the NUL-terminated string at addr (at most max), or -errno if unreadable. */
+static int64_t orc_strnlen_safe(uint64_t addr, size_t max) {
+    char chunk[256];
+    size_t len = 0;
+    while (len < max) {
+        size_t want = 256 - ((addr + len) & 255);
+        if (want > max - len) want = max - len;
+        int e = orc_mem_read(addr + len, chunk, want);
+        if (e) return -(int64_t)e;
+        void *z = memchr(chunk, 0, want);
+        if (z) return (int64_t)(len + ((char *)z - chunk));
+        len += want;
+    }
+    return (int64_t)len;
+}
+
+/* True if addr lies in an executable (PF_X) PT_LOAD segment of a loaded image: data and
+   bss of a library are not code, and jumping there would crash the executor. */
+struct orc_code_probe { uint64_t addr; int found; };
+
+static int orc_code_probe_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    struct orc_code_probe *p = (struct orc_code_probe *)data;
+    (void)size;
+    for (size_t i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uint64_t lo = (uint64_t)info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && p->addr >= lo &&
+            p->addr - lo < ph->p_memsz) {
+            p->found = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int orc_addr_in_image(uint64_t addr) {
+    struct orc_code_probe p = { addr, 0 };
+    dl_iterate_phdr(orc_code_probe_cb, &p);
+    return p.found;
+}
+
+typedef orc_cwfr (*orc_wrapper_fn)(const char *, size_t);
+
+static void orc_call_wrapper(uint64_t fn, const char *data, size_t size, orc_cwfr *out) {
+    *out = ((orc_wrapper_fn)(uintptr_t)fn)(data, size);
+}
+
+static int orc_cwfr_is_oob(const orc_cwfr *r) { return r->Size == 0 && r->Data.ValuePtr != NULL; }
+
+static const char *orc_cwfr_data(const orc_cwfr *r) {
+    return r->Size > 8 || orc_cwfr_is_oob(r) ? r->Data.ValuePtr : r->Data.Value;
+}
+
+static void orc_cwfr_dispose(orc_cwfr *r) {
+    if (r->Size > 8 || orc_cwfr_is_oob(r)) free(r->Data.ValuePtr);
+    r->Size = 0;
+    r->Data.ValuePtr = NULL;
+}
+
+static int64_t orc_run_as_main(uint64_t fn, int argc, char **argv) {
+    return (int64_t)((int (*)(int, char **))(uintptr_t)fn)(argc, argv);
+}
+static int32_t orc_run_as_void_function(uint64_t fn) {
+    return ((int32_t (*)(void))(uintptr_t)fn)();
+}
+static int32_t orc_run_as_int_function(uint64_t fn, int32_t arg) {
+    return ((int32_t (*)(int32_t))(uintptr_t)fn)(arg);
+}
+static void orc_run_void_void(uint64_t fn) { ((void (*)(void))(uintptr_t)fn)(); }
+
+/* ---- JIT dispatch ------------------------------------------------------------------ */
+
+static int orc_py_dispatch(void *ctx, uint64_t tag, const char *data, size_t size,
+                           orc_cwfr *out);
+
+/* The token passed back as ctx (bootstrap symbol __llvm_orc_SimpleRemoteEPC_dispatch_ctx). */
+static char orc_dispatch_ctx_token[16];
+
+static orc_cwfr orc_oob(const char *msg) {
+    orc_cwfr r;
+    size_t n = strlen(msg) + 1;
+    r.Data.ValuePtr = (char *)malloc(n);
+    if (r.Data.ValuePtr) memcpy(r.Data.ValuePtr, msg, n);
+    r.Size = 0;
+    return r;
+}
+
+static void *orc_fault_suspend(void);  /* fault.c */
+static void orc_fault_resume(void *jb);
+
+/* CWrapperFunctionResult __llvm_orc_SimpleRemoteEPC_dispatch_fn(ctx, tag, data, size) */
+__attribute__((visibility("default")))
+orc_cwfr orc_dispatch_fn(void *ctx, const void *tag, const char *data, size_t size) {
+    orc_cwfr r;
+    r.Size = 0;
+    r.Data.ValuePtr = NULL;
+    void *armed = orc_fault_suspend();  /* the executor's code: faults are never recovered */
+    int ok = orc_py_dispatch(ctx, (uint64_t)(uintptr_t)tag, data, size, &r);
+    orc_fault_resume(armed);
+    if (!ok) {
+        orc_cwfr_dispose(&r);
+        return orc_oob("jit_dispatch not available (EPC server shut down)");
+    }
+    return r;
+}
+
+static uint64_t orc_dispatch_fn_addr(void) { return (uint64_t)(uintptr_t)&orc_dispatch_fn; }
+static uint64_t orc_dispatch_ctx_addr(void) { return (uint64_t)(uintptr_t)orc_dispatch_ctx_token; }
+
+/* Distinct, stable executor addresses for the executor's own bootstrap functions and
+   instances: one byte each in a static array no JIT allocation can overlap. */
+#define ORC_TAG_COUNT 256
+static char orc_tags[ORC_TAG_COUNT];
+static uint64_t orc_tag_base(void) { return (uint64_t)(uintptr_t)orc_tags; }
+static size_t orc_tag_count(void) { return ORC_TAG_COUNT; }
+
+/* ---- exit status for the warm launcher ------------------------------------------------- */
+
+static int orc_status_fd = -1;
+static volatile int orc_exiting;  /* set as the exit status is sent (orc_watch_launcher) */
+static int orc_watch_epoll = -1;   /* (orc_watch_prepare) */
+
+/* Stop watching `fd` (the launcher's hang-up once it has the status wakes nobody). */
+static void orc_watch_forget(int fd) {
+    if (orc_watch_epoll >= 0) epoll_ctl(orc_watch_epoll, EPOLL_CTL_DEL, fd, NULL);
+}
+static pid_t orc_status_pid;
+
+static void orc_send_exit_status(int status, void *arg) {
+    (void)arg;
+    if (orc_status_fd < 0 || getpid() != orc_status_pid) return;  /* not in a forked child */
+    orc_exiting = 1;  /* the launcher may exit now: its watcher must not kill this process */
+    orc_watch_forget(orc_status_fd);
+    /* Flush C stdio first: if the reader of stdout is gone, SIGPIPE ends the process here
+       and the status comes from the fork server instead (killed by SIGPIPE), as it would. */
+    fflush(NULL);
+    unsigned char le[4] = { (unsigned char)status, 0, 0, 0 };  /* what wait() would see */
+    send(orc_status_fd, le, sizeof le, MSG_NOSIGNAL);
+    close(orc_status_fd);
+    orc_status_fd = -1;
+}
+
+/* Send the process's exit status (4 bytes, little-endian) on ``fd`` from an ``on_exit``
+   handler: registered before the JIT'd program's, it runs after those, when the status is
+   known; only ``_dl_fini`` and the last stdio flush follow. 0, or an errno value. */
+static int orc_report_exit_status(int fd) {
+    orc_status_fd = fd;
+    orc_status_pid = getpid();
+    return on_exit(orc_send_exit_status, NULL) == 0 ? 0 : ENOMEM;
+}
+
+/* ---- EH frames ---------------------------------------------------------------------- */
+
+static void (*p_register_frame)(void *);
+static void (*p_deregister_frame)(void *);
+static pthread_once_t eh_once = PTHREAD_ONCE_INIT;
+
+static void eh_init(void) {
+    void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (!h) return;
+    p_register_frame = (void (*)(void *))dlsym(h, "__register_frame");
+    p_deregister_frame = (void (*)(void *))dlsym(h, "__deregister_frame");
+}
+
+/* Load libgcc_s and look up the two entry points now (once per process), so that the
+   work does not fall on a session's first initialize. 0 if they are available. */
+static int orc_eh_frame_preload(void) {
+    pthread_once(&eh_once, eh_init);
+    return p_register_frame && p_deregister_frame ? 0 : -1;
+}
+
+static int orc_register_eh_frame(uint64_t addr) {
+    pthread_once(&eh_once, eh_init);
+    if (!p_register_frame) return -1;
+    p_register_frame((void *)(uintptr_t)addr);
+    return 0;
+}
+
+static int orc_deregister_eh_frame(uint64_t addr) {
+    pthread_once(&eh_once, eh_init);
+    if (!p_deregister_frame) return -1;
+    p_deregister_frame((void *)(uintptr_t)addr);
+    return 0;
+}
+
+/* ---- GDB JIT interface (gdb/jit.h) ---------------------------------------------------- */
+
+typedef enum { JIT_NOACTION = 0, JIT_REGISTER_FN, JIT_UNREGISTER_FN } jit_actions_t;
+
+struct jit_code_entry {
+    struct jit_code_entry *next_entry;
+    struct jit_code_entry *prev_entry;
+    const char *symfile_addr;
+    uint64_t symfile_size;
+};
+
+struct jit_descriptor {
+    uint32_t version;
+    uint32_t action_flag;
+    struct jit_code_entry *relevant_entry;
+    struct jit_code_entry *first_entry;
+};
+
+__attribute__((visibility("default"), noinline, used))
+void __jit_debug_register_code(void) { __asm__ volatile("" ::: "memory"); }
+
+__attribute__((visibility("default"), used))
+struct jit_descriptor __jit_debug_descriptor = { 1, 0, NULL, NULL };
+
+static pthread_mutex_t gdb_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int orc_gdb_register(uint64_t addr, uint64_t size, int notify) {
+    struct jit_code_entry *e = (struct jit_code_entry *)calloc(1, sizeof *e);
+    if (!e) return ENOMEM;
+    e->symfile_addr = (const char *)(uintptr_t)addr;
+    e->symfile_size = size;
+    pthread_mutex_lock(&gdb_lock);
+    e->next_entry = __jit_debug_descriptor.first_entry;
+    if (e->next_entry) e->next_entry->prev_entry = e;
+    __jit_debug_descriptor.first_entry = e;
+    __jit_debug_descriptor.relevant_entry = e;
+    __jit_debug_descriptor.action_flag = JIT_REGISTER_FN;
+    if (notify) __jit_debug_register_code();
+    pthread_mutex_unlock(&gdb_lock);
+    return 0;
+}
+
+static int orc_gdb_deregister(uint64_t addr) {
+    pthread_mutex_lock(&gdb_lock);
+    struct jit_code_entry *e = __jit_debug_descriptor.first_entry;
+    while (e && (uint64_t)(uintptr_t)e->symfile_addr != addr) e = e->next_entry;
+    if (!e) { pthread_mutex_unlock(&gdb_lock); return ENOENT; }
+    if (e->prev_entry) e->prev_entry->next_entry = e->next_entry;
+    else __jit_debug_descriptor.first_entry = e->next_entry;
+    if (e->next_entry) e->next_entry->prev_entry = e->prev_entry;
+    __jit_debug_descriptor.relevant_entry = e;
+    __jit_debug_descriptor.action_flag = JIT_UNREGISTER_FN;
+    __jit_debug_register_code();
+    pthread_mutex_unlock(&gdb_lock);
+    free(e);
+    return 0;
+}
+
+static uint64_t orc_gdb_last_entry(uint64_t *size) {
+    struct jit_code_entry *e = __jit_debug_descriptor.relevant_entry;
+    *size = e ? e->symfile_size : 0;
+    return e ? (uint64_t)(uintptr_t)e->symfile_addr : 0;
+}
+
+static uint64_t orc_gdb_descriptor_addr(void) {
+    return (uint64_t)(uintptr_t)&__jit_debug_descriptor;
+}
+
+/* ---- the launching process's state (orc_executor.launch.state) ---------------------------- */
+
+#include <poll.h>
+#include <signal.h>
+extern char **environ;
+
+/* Make `block` (entries NUL-terminated, as /proc/PID/environ) the C environ, entry for entry
+   in order; the old array and strings are left alone (they may still be referenced). 0, or
+   an errno value. */
+static int orc_set_environ(const char *block, size_t size) {
+    size_t n = 0, k = 0;
+    char *copy = (char *)malloc(size + 1);
+    char **env;
+    if (!copy) return ENOMEM;
+    memcpy(copy, block, size);
+    copy[size] = 0;
+    for (size_t i = 0; i < size; i++) n += copy[i] == 0;
+    if (size && copy[size - 1]) n++;  /* a last entry without its NUL */
+    env = (char **)malloc((n + 1) * sizeof *env);
+    if (!env) {
+        free(copy);
+        return ENOMEM;
+    }
+    for (size_t i = 0; i < size; i += strlen(copy + i) + 1) env[k++] = copy + i;
+    env[k] = NULL;
+    environ = env;
+    return 0;
+}
+
+/* Signals that report a fault of the thread that caused it: never blocked by the executor's
+   own threads, and an executor handler for one is kept. */
+static int orc_synchronous(int sig) {
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
+           sig == SIGSYS || sig == SIGABRT;
+}
+
+static sigset_t orc_program_mask, orc_executor_mask;
+static pthread_mutex_t orc_mask_lock = PTHREAD_MUTEX_INITIALIZER;
+static int orc_program_active;
+static int orc_at_rest = 1;  /* orc_program_rest's last state (the event loop's thread only) */
+
+/* Give the process the signal state a program gets from exec: SIG_IGN for the signals in
+   `ignored` (bit N-1 = signal N), SIG_DFL for every other one (an executor handler of a
+   synchronous signal stays), and `program_mask` as the program's signal mask. Signals sent
+   to the process must reach the thread that runs the program's code, as they reach a C
+   program's only thread (a handler interrupts its pause()): a thread takes the program's
+   mask while it runs the program's code (orc_program_enter/leave), the executor's own
+   threads block every asynchronous signal meanwhile, and the calling thread (the event
+   loop's) has the program's mask while no program code runs (orc_program_rest), so that a
+   signal then still has its effect. 0, or an errno value. */
+static int orc_set_signals(uint64_t ignored, uint64_t program_mask) {
+    sigset_t prog, own;
+    sigemptyset(&prog);
+    sigemptyset(&own);
+    for (int sig = 1; sig <= 64; sig++) {
+        struct sigaction sa, old;
+        if (sig == SIGKILL || sig == SIGSTOP || (sig > 31 && sig < SIGRTMIN)) continue;
+        if (program_mask >> (sig - 1) & 1) sigaddset(&prog, sig);
+        if (!orc_synchronous(sig)) sigaddset(&own, sig);
+        if (sigaction(sig, NULL, &old) != 0) continue;
+        if (orc_synchronous(sig) && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sigemptyset(&sa.sa_mask);
+        sa.sa_handler = (ignored >> (sig - 1) & 1) ? SIG_IGN : SIG_DFL;
+        if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == sa.sa_handler) continue;
+        if (sigaction(sig, &sa, NULL) != 0) return errno;
+    }
+    pthread_mutex_lock(&orc_mask_lock);
+    orc_program_mask = prog;
+    orc_executor_mask = own;
+    pthread_mutex_unlock(&orc_mask_lock);
+    __atomic_store_n(&orc_program_active, 1, __ATOMIC_RELEASE);
+    orc_at_rest = 1;
+    return pthread_sigmask(SIG_SETMASK, &prog, NULL);
+}
+
+/* A thread about to run the program's code: the program's mask. */
+static void orc_program_enter(void) {
+    sigset_t prog;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE)) return;
+    pthread_mutex_lock(&orc_mask_lock);
+    prog = orc_program_mask;
+    pthread_mutex_unlock(&orc_mask_lock);
+    pthread_sigmask(SIG_SETMASK, &prog, NULL);
+}
+
+/* A thread back from the program's code: the executor's mask; the mask the program left
+   is the program's from now on (its sigprocmask calls last, as in a C program). */
+static void orc_program_leave(void) {
+    sigset_t now;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE)) return;
+    pthread_sigmask(SIG_SETMASK, &orc_executor_mask, &now);
+    pthread_mutex_lock(&orc_mask_lock);
+    orc_program_mask = now;
+    pthread_mutex_unlock(&orc_mask_lock);
+}
+
+/* An executor thread that never runs the program's code: the executor's mask. */
+static void orc_executor_thread(void) {
+    if (__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE))
+        pthread_sigmask(SIG_SETMASK, &orc_executor_mask, NULL);
+}
+
+/* The event loop's thread: the program's mask while no program code runs (`rest`), else the
+   executor's. */
+static void orc_program_rest(int rest) {
+    sigset_t prog;
+    if (!__atomic_load_n(&orc_program_active, __ATOMIC_ACQUIRE) || rest == orc_at_rest) return;
+    orc_at_rest = rest;
+    if (!rest) {
+        pthread_sigmask(SIG_SETMASK, &orc_executor_mask, NULL);
+        return;
+    }
+    pthread_mutex_lock(&orc_mask_lock);
+    prog = orc_program_mask;
+    pthread_mutex_unlock(&orc_mask_lock);
+    pthread_sigmask(SIG_SETMASK, &prog, NULL);
+}
+
+
+static void *orc_watch(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    if (fd >= 0) {
+        struct pollfd p;
+        p.fd = fd;
+        p.events = POLLRDHUP;
+        p.revents = 0;
+        while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+    } else {  /* prepared in advance: the fd is added to the epoll set, which wakes nobody */
+        struct epoll_event ev;
+        while (epoll_wait(orc_watch_epoll, &ev, 1, -1) < 1) {}
+    }
+    if (!orc_exiting) kill(getpid(), SIGKILL);  /* the launcher is gone: so is its program */
+    /* The process is exiting (the launcher left once it had the status): wait for the end
+       here rather than return (the thread's exit and stack release would delay the
+       process's exit_group, the controller waiting for EOF). */
+    for (;;) pause();
+    return NULL;
+}
+
+static int orc_watch_start(int fd) {
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    int rc;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);  /* the thread blocks every signal */
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    rc = pthread_create(&t, &attr, orc_watch, (void *)(intptr_t)fd);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* Start the thread of orc_watch_launcher now, before the fd is known, so that a thread's
+   start (or a wake-up of one) is not on the session's critical path. 0, or an errno value. */
+static int orc_watch_prepare(void) {
+    int rc;
+    if (orc_watch_epoll >= 0) return 0;
+    orc_watch_epoll = epoll_create1(EPOLL_CLOEXEC);
+    if (orc_watch_epoll < 0) return errno;
+    rc = orc_watch_start(-1);
+    if (rc) {
+        close(orc_watch_epoll);
+        orc_watch_epoll = -1;
+    }
+    return rc;
+}
+
+/* End this process (SIGKILL, as the launcher's own process would have been) when the peer of
+   the stream socket `fd` (the launcher) closes it, unless the process is already exiting.
+   The watching thread blocks every signal. 0, or an errno value. */
+static int orc_watch_launcher(int fd) {
+    if (orc_watch_epoll >= 0) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLRDHUP | EPOLLHUP;
+        ev.data.fd = fd;
+        return epoll_ctl(orc_watch_epoll, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : errno;
+    }
+    return orc_watch_start(fd);
+}
+
+/* The calling thread's I/O priority (ioprio_get; -1 on error), setting it (0 or an errno
+   value), and the process's personality (personality(2); -1 on error). */
+#include <sys/personality.h>
+#include <sys/syscall.h>
+static int orc_get_ioprio(void) { return (int)syscall(SYS_ioprio_get, 1, 0); }
+static int orc_set_ioprio(int value) {
+    return syscall(SYS_ioprio_set, 1, 0, value) == 0 ? 0 : errno;
+}
+static int orc_personality(void) { return personality(0xffffffff); }
+
+/* The locale a C program starts in ("C"; the interpreter set LC_CTYPE from the
+   environment at its start-up). */
+#include <locale.h>
+static void orc_c_locale(void) { setlocale(LC_ALL, "C"); }
+
+/* Flush C stdout and stderr, skipping one whose lock another thread holds (JIT'd code blocked
+   in the middle of its own I/O). */
+static void orc_flush_stdio(void) {
+    FILE *streams[2] = {stdout, stderr};
+    for (int i = 0; i < 2; i++) {
+        if (ftrylockfile(streams[i]) == 0) {
+            fflush_unlocked(streams[i]);
+            funlockfile(streams[i]);
+        }
+    }
+}

@@ -1,0 +1,758 @@
+"""A warm session process: imports everything up front, then waits for a session.
+
+Started by the daemon as ``python -m orc_executor.serve.worker CONTROL_FD [LISTEN_FD]`` (or forked
+by the zygote, below). ``CONTROL_FD`` is a ``SOCK_SEQPACKET`` socket to the daemon. The worker
+gets ready for a session (:func:`_prepare`), writes ``R`` on it, and then serves exactly one
+session and exits with the session's status (0 clean, 1 error). Two ways to get the session:
+
+* **accept** (with ``LISTEN_FD``, the warm server ``orc-executor serve``): the daemon first
+  queues ``O<json>`` on the control socket: ``{"options": {...}, "background": bool}``, the
+  session's :class:`~orc_executor.serve.daemon.ServeOptions` and whether the worker gets ready at
+  the lowest priority (other workers are ready; see :func:`_prepare`). Ready
+  workers receive launched ``orc-executor filedescs=...`` executors (the native launcher or
+  :func:`orc_executor.launch.client.try_warm`) on the warm socket themselves, so the launch reaches
+  the session process in one ``SCM_RIGHTS`` hop. The warm socket is a unix *datagram*
+  socket, and a launch is one datagram: a JSON header (``{"kind": "fdpair", "stdio": true,
+  "controller_pid": N, "llvm_version": V, "machine": M, "handover": 1, ...}``: the launching
+  process's state, :mod:`orc_executor.launch.state`) with fds ``reply, in, out, stdin, stdout,
+  stderr, cwd, environ``, where ``reply`` is one end of a socketpair the launcher keeps the
+  other end of. The worker applies the state before it acknowledges (a launch without it, from
+  an older launcher, whose state cannot apply here, or from a launcher on another machine type
+  than the server's, e.g. emulated, is refused, and the launcher starts cold).
+  (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
+  CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
+  ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
+  the daemon (``S`` with the fd), then acknowledges with ``A``, its pid (4 bytes,
+  little-endian) and a pidfd of itself on it (the launcher forwards signals to it): only then
+  does the launcher close its copies (without the ``A`` it starts the session cold itself).
+  The daemon writes the exit status to the reply socket when the worker has exited (4
+  bytes, little-endian signed; negative = killed by that signal); the worker itself sends
+  it first as it exits normally (:func:`_report_exit_status`), and the launcher takes the
+  first 4 bytes. EOF on the control socket while idle: exit 0.
+* **handover** (the ``--listen`` daemon): the daemon sends a JSON header with the fds of one
+  session: ``{"kind": "socket", ...}`` with one connected socket, or ``{"kind": "fdpair",
+  "stdio": true, ...}`` with ``in, out, stdin, stdout, stderr``; the other header fields are
+  :class:`~orc_executor.serve.daemon.ServeOptions`. The worker writes ``M`` when the socket
+  session's controller sent its first complete message, and its status byte at the end.
+
+Started as ``python -m orc_executor.serve.worker --zygote CONTROL_FD`` it is instead a *fork
+server* (zygote): it imports everything once, rehearses a session, writes ``R``, and then
+forks one worker per request, so refilling the daemon's pool costs a ``fork()`` instead of an
+interpreter start and imports (~90 ms of CPU that would compete with running sessions).
+The control socket is ``SOCK_SEQPACKET``; messages:
+
+* daemon → zygote: ``F`` with one fd (``SCM_RIGHTS``), the new worker's control socket, or
+  two: the control socket and the warm listening socket (accept mode);
+* zygote → daemon: ``P <pid>`` (the forked worker, in request order), ``X <pid> <status>``
+  when it ended (``status`` as :attr:`subprocess.Popen.returncode`: negative = signal).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from ..executor.context import ExecutorContext
+from ..host import RETURN_ZERO_CODE
+from ..io import streams
+from ..io.fdpass import (
+    ANCILLARY_SPACE,
+    CREDENTIALS_SPACE,
+    close_fds,
+    fds_ancillary,
+    fds_received,
+    sender_uid,
+)
+from ..io.spec import FdPair
+from ..launch import state as handover
+from .daemon import ServeOptions, serve_stream
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+#: Nice value of the thread that rehearses a session before the worker reports ready (and of
+#: a background worker getting ready where ``SCHED_IDLE`` is refused): a worker refilling the
+#: pool must not take CPU from the sessions running meanwhile.
+REHEARSAL_NICE = 19
+
+
+def receive_session(control: socket.socket) -> tuple[dict[str, object], list[int]] | None:
+    """Block until the daemon hands over a session: (header, fds), or ``None`` at EOF."""
+    msg, ancdata, _flags, _addr = control.recvmsg(1 << 16, ANCILLARY_SPACE)
+    fds = fds_received(ancdata)
+    if not msg:
+        close_fds(fds)
+        return None
+    return json.loads(msg.decode()), fds
+
+
+def run(control_fd: int, listen_fd: int | None = None) -> int:
+    """Get ready, serve one session (handed over, or accepted on ``listen_fd``); return its
+    exit status (0 also when the daemon ends the worker before a session)."""
+    import trio
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    control = socket.socket(fileno=control_fd)
+    if listen_fd is None:
+        contexts = _in_thread(lambda: _prepare(None))
+        return trio.run(_serve_handover, control, contexts)
+    listener = socket.socket(fileno=listen_fd)
+    from ..native.api import lib
+
+    # The thread that ends this process if its launcher dies, started now (its start is
+    # slow on a busy machine), blocking every signal (so before any handler of ours).
+    if lib.orc_watch_prepare() != 0:
+        log.debug("cannot start the launcher watch now: it starts with the session")
+    got = _receive_options(control)
+    if got is None:
+        return 0
+    opts, background = got
+    contexts = _in_thread(lambda: _prepare(listener, background))
+    return trio.run(_serve_accepted, control, listener, opts, contexts)
+
+
+def _in_thread(fn: Callable[[], _T]) -> _T:
+    """``fn()`` run in a thread of its own, the calling thread waiting for it. Priority is
+    per thread on Linux, so the session that follows, on the calling thread, runs at normal
+    priority whatever ``fn`` did to its own (see :func:`_lower_this_thread`)."""
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            result.append(fn())
+        except BaseException as e:  # re-raised in the calling thread
+            error.append(e)
+
+    t = threading.Thread(target=body, name="orc-executor getting ready")
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def _lower_this_thread(*, idle: bool) -> None:
+    """Lower the calling thread's CPU priority: to ``SCHED_IDLE`` with ``idle`` (where
+    refused, and without ``idle``, to nice :data:`REHEARSAL_NICE`)."""
+    tid = threading.get_native_id()
+    if idle:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (OSError, AttributeError):
+            pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, REHEARSAL_NICE)
+    except OSError:
+        pass
+
+
+def _receive_options(control: socket.socket) -> tuple[ServeOptions, bool] | None:
+    """The daemon's ``O<json>`` message: the session options and whether this worker gets
+    ready in the background (``None`` at EOF or if malformed)."""
+    try:
+        msg = control.recv(1 << 16)
+        fields = json.loads(msg[1:].decode()) if msg[:1] == b"O" else None
+        if not isinstance(fields, dict) or not isinstance(fields.get("options"), dict):
+            return None
+        return ServeOptions(**fields["options"]), bool(fields.get("background"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# ---- getting ready ---------------------------------------------------------------------------
+
+
+def _prepare(listener: socket.socket | None, background: bool = False
+             ) -> dict[str, ExecutorContext]:
+    """Everything that does not depend on the session, done before the ready byte: a context
+    of each profile (returned, for the session to take), and one rehearsed session, so the
+    pages its code paths touch are already this process's own copies (no copy-on-write faults
+    of the zygote's heap on the session's critical path). The rehearsal stops early if
+    launchers are already waiting on ``listener``, and the collector's view is frozen
+    afterwards (the zygote's heap stays frozen too).
+
+    Called in a thread of its own (:func:`_in_thread`), whose priority it lowers. A
+    ``background`` worker (the warm server refills the pool while other workers are ready)
+    runs at the lowest priority (``SCHED_IDLE``) throughout: on a machine with few cores its
+    copy-on-write faults, context building and rehearsal at normal priority delayed the
+    running sessions' controllers by 1–2 ms per wake-up. Otherwise a
+    launcher may be waiting for this very worker: the contexts are built at normal priority,
+    and only the rehearsal runs at nice :data:`REHEARSAL_NICE` (not ``SCHED_IDLE``, which a
+    busy machine can starve for seconds)."""
+    from ..executor.bootstrap import PROFILES, build_context, detect_profile, setup_info
+
+    if background:
+        _lower_this_thread(idle=True)
+    handover.prepare()
+    try:
+        handover.rehearse()
+    except Exception as e:  # a warm-up problem must never stop the worker
+        log.debug("launch state rehearsal failed: %s", e)
+    contexts = {}
+    for profile in PROFILES:
+        ctx = build_context(profile)
+        setup_info(ctx).encode()
+        contexts[profile] = ctx
+
+    if listener is not None and _readable(listener):
+        return contexts  # launchers are waiting: be ready now
+    if not background:
+        _lower_this_thread(idle=False)
+    try:
+        # The controller's detection reads /proc before Setup: its first run costs ~0.35 ms,
+        # later ones ~0.13 ms (this process's ancestors are no controller: the answer is unused).
+        detect_profile(start_pid=os.getpid())
+        rehearse_session(listener)
+    except Exception as e:  # a warm-up problem must never stop the worker
+        log.debug("session rehearsal failed: %s", e)
+    gc.collect()
+    gc.freeze()
+    return contexts
+
+
+def _readable(sock: socket.socket) -> bool:
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(0))
+
+
+@contextmanager
+def _calls_inline() -> Iterator[None]:
+    """Run ``trio.to_thread.run_sync`` calls (and the session's early start of a worker
+    thread, ``trio.lowlevel.start_thread_soon``) inline while rehearsing, so the rehearsal
+    leaves no threads in trio's cache (they would inherit its nice value, or, in the zygote,
+    be missing from the forked workers that inherit the cache's records of them)."""
+    import outcome
+    import trio
+
+    real, real_soon = trio.to_thread.run_sync, trio.lowlevel.start_thread_soon
+
+    async def inline(fn: Callable[..., Any], *args: Any, **_kw: Any) -> Any:
+        return fn(*args)
+
+    def inline_soon(fn: Callable[[], Any], deliver: Callable[[Any], object],
+                    **_kw: Any) -> None:
+        deliver(outcome.capture(fn))
+
+    trio.to_thread.run_sync = inline  # type: ignore[assignment]
+    trio.lowlevel.start_thread_soon = inline_soon  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        trio.to_thread.run_sync = real
+        trio.lowlevel.start_thread_soon = real_soon
+
+
+def rehearse_session(listener: socket.socket | None = None) -> None:
+    """Run one complete session in this process against the package's controller over a
+    socketpair: Setup, dylib open and resolve, reserve, initialize a page of code with an
+    EH-frame alloc action pair (an empty section), run it as main (``xor eax, eax; ret``),
+    release. Leaves no session state behind (the next session still resets C stdio first).
+    Stops early once ``listener`` has a connection waiting. Raises if a call fails."""
+    import trio
+
+    from ..executor import session as session_module
+
+    async def rehearsal() -> None:
+        async with trio.open_nursery() as nursery:
+            if listener is not None:
+
+                async def stop_when_needed() -> None:
+                    await trio.lowlevel.wait_readable(listener)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_when_needed)
+            await _rehearsal_calls()
+            nursery.cancel_scope.cancel()
+
+    logger = logging.getLogger("orc_executor")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))  # the rehearsal's session is not news
+    with _calls_inline():
+        try:
+            trio.run(rehearsal)
+        finally:
+            session_module.reset_stdio_at_next_session()
+            logger.setLevel(level)
+
+
+async def _rehearsal_calls() -> None:
+    import trio
+
+    from ..controller import Controller
+    from ..protocol import names
+    from ..protocol.names import Bootstrap, EHFrame
+    from ..protocol.names import SimpleExecutorDylibManager as dm
+    from ..protocol.names import SimpleExecutorMemoryManager as mm
+    from ..protocol.orc_types import (
+        AllocActionCallPair,
+        ExecutorAddrRange,
+        FinalizeRequest,
+        SegFinalizeRequest,
+        WrapperFunctionCall,
+    )
+    from ..protocol.sps import ErrorValue, WrapperSignature
+
+    a, b = trio.socket.socketpair()
+    opts = ServeOptions(llvm_version="modern")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: serve_stream(streams.socket_stream(a), opts, is_socket=False))
+        async with Controller.over(streams.socket_stream(b)) as c:
+
+            async def call(name: str, sig: WrapperSignature, *args: Any) -> Any:
+                value = await c.call(name, sig, *args)
+                if isinstance(value, ErrorValue):  # the warm-up must not fail unnoticed
+                    raise RuntimeError(f"rehearsal: {name}: {value.message}")
+                return value
+
+            dylibs = c.symbol(dm.instance)
+            handle = await call(dm.open, names.OPEN, dylibs, "", 0)
+            await call(dm.resolve, names.RESOLVE22, handle, [("printf", False)])
+            mem = c.symbol(mm.instance)
+            base = await call(mm.reserve, names.RESERVE, mem, 8192)
+            # return 0 (this architecture's code), and at +16 an empty .eh_frame (its zero
+            # terminator), which the alloc actions register and, at release, deregister:
+            # libgcc returns at once for an empty section, but the session's alloc-action
+            # paths are exercised.
+            code = (RETURN_ZERO_CODE or bytes(16)) + bytes(4)
+            eh = names.EH_FRAME.encode_args(ExecutorAddrRange(base + 16, base + 20))
+            eh_pair = AllocActionCallPair(
+                WrapperFunctionCall(c.symbol(EHFrame.register_alloc_action), eh),
+                WrapperFunctionCall(c.symbol(EHFrame.deregister_alloc_action), eh),
+            )
+            req = FinalizeRequest([SegFinalizeRequest(5, base, 4096, code)], [eh_pair])
+            await call(mm.initialize, names.INITIALIZE, mem, req)
+            if RETURN_ZERO_CODE is not None:
+                await call(Bootstrap.run_as_main, names.RUN_AS_MAIN, base, [b"rehearsal"])
+            await call(mm.release, names.RELEASE, mem, [base])
+
+
+# ---- accept mode (orc-executor serve) ----------------------------------------------------------
+
+
+async def _serve_accepted(control: socket.socket, listener: socket.socket, opts: ServeOptions,
+                          contexts: dict[str, ExecutorContext]) -> int:
+    control.setblocking(False)
+    listener.setblocking(False)
+    try:
+        control.send(b"R")
+    except OSError:
+        return 0
+    taken = await _take_session(control, listener)
+    listener.close()  # the next launcher is another worker's
+    if taken is None:
+        return 0
+    header, fds = taken
+    opts = replace(opts, controller_pid=_int_or_none(header.get("controller_pid")))
+    version = header.get("llvm_version")
+    if isinstance(version, str) and version:
+        opts = replace(opts, llvm_version=version)
+    control.close()
+    return await _run_fdpair(fds, bool(header.get("stdio")), opts, contexts)
+
+
+async def _take_session(control: socket.socket, listener: socket.socket
+                        ) -> tuple[dict[str, Any], list[int]] | None:
+    """Receive launches until one hands over a valid session, pass its reply socket to the
+    daemon and acknowledge it; ``None`` when the daemon ends the worker first."""
+    import trio
+
+    taken: tuple[dict[str, Any], list[int]] | None = None
+    launches = _exclusive_readiness(listener)
+    async with trio.open_nursery() as nursery:
+
+        async def until_daemon_closes() -> None:
+            while True:
+                await trio.lowlevel.wait_readable(control)
+                try:
+                    if control.recv(64):
+                        continue
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                nursery.cancel_scope.cancel()
+                return
+
+        nursery.start_soon(until_daemon_closes)
+        while taken is None:
+            if launches is None:
+                await trio.lowlevel.wait_readable(listener)
+            else:
+                await trio.lowlevel.wait_readable(launches.fileno())
+            try:
+                got = _receive_launch(listener)
+            except OSError as e:
+                log.error("warm socket: %s", e)
+                break
+            if got is None:
+                continue  # nothing there (another worker took it), or refused
+            header, reply, fds = got
+            with reply:
+                # The launching process's state first (refused: the launcher starts cold;
+                # partly applied: this process serves no other launch).
+                try:
+                    handover.apply(handover.LaunchState.from_header(header), fds[-2], fds[-1])
+                except (handover.Refused, ValueError) as e:
+                    log.warning("warm handover refused: %s", e)
+                    close_fds(fds if isinstance(e, ValueError) else fds[:-2])
+                    if isinstance(e, handover.Refused) and e.tainted:
+                        break
+                    continue
+                fds = fds[:-2]
+                # The daemon takes the reply socket (to write the exit status) before the
+                # launcher lets go of its fds: a refused or failed hand-off leaves the
+                # launcher able to start the session cold.
+                try:
+                    control.sendmsg([b"S"], fds_ancillary([reply.fileno()]))
+                    handover.acknowledge(reply)
+                except OSError as e:
+                    log.warning("warm handover abandoned: %s", e)
+                    close_fds(fds)
+                    break
+                taken = header, fds
+                # Our own copy, for the exit status as this process exits (the daemon writes
+                # it too, which covers a process killed by a signal), and to end this process
+                # if the launcher dies first.
+                try:
+                    _report_exit_status(os.dup(reply.fileno()))
+                except OSError:
+                    pass  # the daemon's copy still gets it
+        nursery.cancel_scope.cancel()
+    if launches is not None:
+        launches.close()
+    return taken
+
+
+def _exclusive_readiness(listener: socket.socket) -> select.epoll | None:
+    """An epoll instance that reports ``listener`` readable, registered ``EPOLLEXCLUSIVE``: a
+    launch wakes one of the pool's waiting workers, not all of them. ``None`` where the kernel
+    refuses it (then every waiting worker wakes, and all but one find nothing to receive)."""
+    try:
+        ep = select.epoll()
+    except (OSError, AttributeError):
+        return None
+    try:
+        ep.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    except (OSError, AttributeError, ValueError):
+        ep.close()
+        return None
+    return ep
+
+
+def _report_exit_status(fd: int) -> None:
+    """Have this process send its exit status to the launcher on ``fd`` as it exits (C
+    ``on_exit``, after the JIT'd program's exit handlers and a flush of C stdio): the
+    launcher exits, and lets go of the stdout and stderr it still holds, without waiting for
+    this process's teardown and the zygote → daemon relay (~1 ms on the path of any
+    controller that reads the program's output to EOF)."""
+    from ..native.api import lib
+
+    if lib.orc_report_exit_status(fd) != 0:
+        os.close(fd)
+    elif lib.orc_watch_launcher(fd) != 0:
+        log.warning("cannot watch the launcher: this session outlives it if it is killed")
+
+
+def _receive_launch(listener: socket.socket
+                    ) -> tuple[dict[str, Any], socket.socket, list[int]] | None:
+    """One launch from the warm socket, if one is waiting: its header, reply socket and the
+    fds it hands over. ``None`` when there is none, and for a launch refused (its fds closed,
+    so the launcher starts cold; the reason logged): from another user's process, truncated,
+    without a reply socket, or with a malformed or unusable header. The sender's uid is the
+    kernel's (``SCM_CREDENTIALS``). Raises :class:`OSError`
+    when the warm socket itself fails."""
+    try:
+        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE + CREDENTIALS_SPACE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    fds = fds_received(ancdata)
+    if not fds:
+        log.warning("warm handover refused: no reply socket")
+        return None
+    try:
+        reply = socket.socket(fileno=fds[0])
+    except OSError:
+        log.warning("warm handover refused: the reply fd is not a socket")
+        close_fds(fds)
+        return None
+    fds = fds[1:]
+    header: object = None
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        problem: str | None = "truncated launch message"
+    elif sender_uid(ancdata) != os.getuid():
+        # The kernel's record of the sending process (the server set SO_PASSCRED on the warm
+        # socket), not the peer of a socket the sender chose to pass.
+        problem = f"sent by uid {sender_uid(ancdata)}, not this user"
+    elif reply.family != socket.AF_UNIX:
+        problem = "the reply fd is not a unix socket"
+    else:
+        try:
+            header = json.loads(msg.decode())
+        except ValueError:
+            header = None
+        problem = _launch_problem(header, fds)
+    if problem is not None:
+        log.warning("warm handover refused: %s", problem)
+        close_fds(fds)
+        reply.close()
+        return None
+    assert isinstance(header, dict)
+    return header, reply, fds
+
+
+def _launch_problem(header: object, fds: list[int]) -> str | None:
+    if not isinstance(header, dict):
+        return "no valid header"
+    if header.get("handover") != handover.HANDOVER_VERSION:
+        return "launch without the launching process's state (an older launcher)"
+    # in, out, [stdin, stdout, stderr,] and the launcher's working directory and environ
+    if header.get("kind") != "fdpair" or len(fds) not in (4, 7):
+        return f"bad header {header!r} with {len(fds)} fds"
+    if header.get("stdio") and len(fds) != 7:
+        return "stdio announced without its fds"
+    machine = header.get("machine")
+    if machine is not None and machine != os.uname().machine:
+        return f"the launcher runs on {machine!r}, this server on {os.uname().machine!r}"
+    version = header.get("llvm_version")
+    if version is not None:
+        from ..executor.bootstrap import profile_for_version
+
+        try:
+            profile_for_version(str(version))
+        except ValueError as e:
+            return f"{e} (the cold start reports it)"
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
+                      contexts: dict[str, ExecutorContext] | None) -> int:
+    if stdio and len(fds) >= 5:
+        for target, fd in zip((0, 1, 2), fds[2:5], strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+    end = await serve_stream(streams.fd_pair_stream(FdPair(fds[0], fds[1])), opts,
+                             is_socket=False, contexts=contexts)
+    return end.exit_status
+
+
+# ---- handover mode (the --listen daemon) -------------------------------------------------------
+
+
+async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorContext]) -> int:
+    import trio
+
+    control.sendall(b"R")
+    await trio.lowlevel.wait_readable(control)
+    got = receive_session(control)
+    if got is None:
+        return 0
+    header, fds = got
+    options = header.get("options", {})
+    opts = ServeOptions(**options) if isinstance(options, dict) else ServeOptions()
+    kind = header.get("kind")
+    if kind == "fdpair" and len(fds) >= 2:
+        status = await _run_fdpair(fds, bool(header.get("stdio")), opts, contexts)
+    elif kind == "socket" and fds:
+        tsock = trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0]))
+
+        def first_message() -> None:
+            # The daemon may evict a session whose controller has not spoken yet, when
+            # every slot is taken and another connection waits: this one has now.
+            try:
+                control.send(b"M", socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+
+        end = await serve_stream(streams.socket_stream(tsock), opts, is_socket=True,
+                                 contexts=contexts, on_first_message=first_message)
+        status = end.exit_status
+    else:
+        print(f"orc-executor worker: bad handover {header!r}", file=sys.stderr)
+        return 1
+    try:
+        control.sendall(bytes([status & 0xFF]))
+    except OSError:
+        pass
+    return status
+
+
+# ---- the zygote ------------------------------------------------------------------------------
+
+
+def _preload() -> None:
+    """Import and load what a session needs, and rehearse one, so forked workers start with
+    it all in place: the process libraries (libgcc_s, libstdc++) are loaded, lazily created
+    objects exist, and the interpreter has specialised the session's code paths."""
+    import trio  # noqa: F401
+
+    from .. import controller  # noqa: F401  (the rehearsal's controller)
+    from ..executor import bootstrap, session  # noqa: F401
+    from ..executor.services.dylib_manager import load_process_libraries
+    from ..native import api as native  # noqa: F401
+    from ..protocol import orc_types as orc  # noqa: F401
+
+    load_process_libraries()
+    try:
+        handover.rehearse()
+        rehearse_session()
+    except Exception as e:  # a warm-up problem must never stop the fork server
+        log.debug("session rehearsal failed: %s", e)
+    # The argument decoders of every profile's wrapper functions (generated at first use,
+    # 30-60 us each): the signatures are module-level, so forked workers inherit them all.
+    for profile in bootstrap.PROFILES:
+        for spec in bootstrap.build_context(profile).registry.by_addr.values():
+            spec.sig.args.compiled_decoder()
+
+
+def zygote(control_fd: int) -> int:
+    """Fork workers on request until the daemon closes ``control_fd`` (see module doc)."""
+    from .daemon import exit_process
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _preload()
+    gc.collect()
+    gc.freeze()  # keep the collector from touching (and so copying) the shared heap
+    control = socket.socket(fileno=control_fd)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    zygote_pid = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)  # prctl, for the forked workers
+    try:
+        control.send(b"R")
+    except OSError:  # the daemon died while we got ready
+        return 0
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        try:
+            events = poller.poll()
+        except InterruptedError:
+            continue
+        for fd, _ev in events:
+            if fd == wake_r:
+                while True:
+                    try:
+                        if not os.read(wake_r, 256):
+                            break
+                    except BlockingIOError:
+                        break
+                _reap(control)
+                continue
+            try:
+                msg, ancdata, _flags, _addr = control.recvmsg(16, ANCILLARY_SPACE)
+            except InterruptedError:
+                continue
+            except OSError:
+                msg, ancdata = b"", []
+            fds = fds_received(ancdata)
+            if not msg:  # the daemon is gone (or done): the workers forked end with us
+                return 0
+            if msg != b"F" or len(fds) not in (1, 2):
+                close_fds(fds)
+                continue
+            pid = os.fork()
+            if pid == 0:
+                # The worker: drop the zygote's state, serve one session, exit. The heap
+                # stays frozen: a full collection would touch (and so copy) all of it.
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                control.close()
+                os.close(wake_r)
+                os.close(wake_w)
+                os.setsid()
+                _die_with_parent(libc, zygote_pid)
+                exit_process(run(fds[0], fds[1] if len(fds) == 2 else None))
+            close_fds(fds)
+            _send(control, f"P {pid}".encode())
+            _reap(control)
+
+
+def _die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
+    """Have the kernel kill this process (SIGKILL) when ``parent``, the fork server that
+    forked it from its only thread, ends: a ``serve`` or daemon killed with SIGKILL closes
+    the zygote's control socket, the zygote exits, and its workers, idle or running a
+    session, end with it instead of living on orphaned. Exits at once if ``parent`` is
+    already gone (the signal is only sent for a death after ``prctl``)."""
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("PR_SET_PDEATHSIG: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _end_with(parent: int) -> None:
+    """A worker started as an interpreter of its own (not forked by the zygote) by
+    ``parent``, the daemon or ``serve``: a thread waits on a pidfd of ``parent`` and kills
+    this process (SIGKILL) when it ends, idle or in a session. (``PR_SET_PDEATHSIG`` cannot
+    serve here: it fires when the parent's *thread* that started us ends, and the daemon
+    starts processes from trio's worker threads, which end when idle.)"""
+    try:
+        pidfd = os.pidfd_open(parent)
+    except (OSError, AttributeError) as e:
+        log.warning("cannot watch the parent process %d: %s", parent, e)
+        return
+    if os.getppid() != parent:  # it ended before the pidfd was opened
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="orc-executor parent watch", daemon=True).start()
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
+        _send(control, f"X {pid} {code}".encode())
+
+
+def _send(control: socket.socket, data: bytes) -> None:
+    try:
+        control.send(data)
+    except OSError:
+        pass  # the daemon is gone
+
+
+def main() -> None:
+    from .daemon import exit_process, setup_logging
+
+    setup_logging(os.environ.get("ORC_EXECUTOR_LOG", "warning"))
+    if sys.argv[1] == "--zygote":
+        exit_process(zygote(int(sys.argv[2])))
+    listen_fd = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    _end_with(os.getppid())
+    exit_process(run(int(sys.argv[1]), listen_fd))
+
+
+if __name__ == "__main__":
+    main()
