@@ -258,7 +258,7 @@ def serve_command(warm: int, socket_path: str | None, idle_exit: float | None, a
     background (unless ORC_EXECUTOR_AUTO_SERVE=0). One server runs per socket: a second one
     exits with an error. The socket's directory must be this user's, mode 0700.
     """
-    from .launch.client import warm_socket_path
+    from .launch.warmdir import warm_socket_path
     from .serve.daemon import ServeOptions, run_warm_server
 
     _setup_logging(log_level)
