@@ -19,7 +19,8 @@ def test_fuzz_smoke(tmp_path: Path) -> None:
         capture_output=True, timeout=240, cwd=tmp_path,
     )
     stats = json.loads(r.stdout.decode().strip().splitlines()[-1])
-    assert r.returncode == 0, (stats, r.stderr.decode()[-3000:])
+    # The problems first: pytest shortens long dicts in its summary.
+    assert r.returncode == 0, (stats.get("problems"), stats, r.stderr.decode()[-3000:])
     assert stats["inputs"] == 4000
     assert stats["sessions_cold"] >= 5 and stats["sessions_warm"] >= 5
     assert stats["typed"] and stats["payload"]
