@@ -70,7 +70,7 @@ from orc_executor.executor.bootstrap import build_context  # noqa: E402
 from orc_executor.protocol.framing import FrameDecoder, Message, Opcode  # noqa: E402
 from orc_executor.protocol.names import SimpleExecutorMemoryManager, SimpleRemoteEPC  # noqa: E402
 from orc_executor.protocol.orc_types import SPSWrapperFunctionCall, WrapperFunctionCall  # noqa: E402
-from orc_executor.protocol.sps import (  # noqa: E402  # noqa: E402  # noqa: E402
+from orc_executor.protocol.sps import (  # noqa: E402
     Addr,
     Bool,
     Bytes,
