@@ -47,4 +47,7 @@ fi
 # arm64 sysroot (scripts/cross.sh installs and unpacks what it needs; a re-run is quick).
 scripts/cross.sh aarch64 .cross/aarch64 >/dev/null \
     || { echo "bootstrap: scripts/cross.sh aarch64 failed" >&2; exit 1; }
+# The corpus of real third-party programs (tests/e2e/test_corpus.py, scripts/bench.py
+# --corpus): Debian's sources of Lua, SQLite, zstd and bc, built into .corpus/ (a re-run is quick).
+scripts/corpus.sh .corpus || { echo "bootstrap: scripts/corpus.sh failed" >&2; exit 1; }
 echo "bootstrap: ready ($(.venv/bin/orc-executor --version 2>/dev/null || echo orc-executor))" >&2
