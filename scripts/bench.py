@@ -4,6 +4,7 @@
 Not a test: prints a markdown table of medians (with min/max) and ratios ours/reference.
 
   .venv/bin/python scripts/bench.py [--reps 5] [--calls 10000] [--mib 64] [--quick]
+  .venv/bin/python scripts/bench.py --corpus [DIR] [--reps 5]   (real programs: bench_corpus)
 
 Figures: start→Setup latency; no-op wrapper round trip (empty ``mem_write_uint8s``);
 round trip of a call that runs native code on a worker thread (``run_as_void_function`` of
@@ -530,6 +531,94 @@ def bench_auto_serve(ours: str, reps: int) -> None:
           f"{st['starting'][1] / st['cold'][1]:.2f}× |")
 
 
+def geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def bench_corpus(ours: str, corpus_dir: Path, reps: int) -> None:
+    """Real programs end to end, for issue 21's warm figure: llvm-jitlink wall time (its
+    stdout and stderr read to EOF through pipes) of the e2e programs (:data:`PROGRAMS`) and
+    of every case of the corpus (``tests/support/corpus.py``, the objects built by
+    ``scripts/corpus.sh`` into ``corpus_dir``), with llvm-jitlink-executor 22, ours cold (no
+    server, none started) and ours warm (an ``orc-executor serve`` started here). Each case's
+    runs of the three interleaved in a fresh random order every repetition, each in a fresh
+    working directory prepared beforehand (not timed). Prints per case median (min–max) in ms
+    and the ratios of the medians to the reference, then geomeans of those ratios over the
+    e2e programs, over the corpus, and over both."""
+    from tests.support import corpus
+
+    absent = corpus.missing(corpus_dir)
+    if absent:
+        sys.exit(f"bench: corpus not built in {corpus_dir} (missing {', '.join(absent)}): "
+                 "run scripts/corpus.sh")
+    tmp = Path(tempfile.mkdtemp(prefix="orc-bench-corpus-"))
+    base = {k: v for k, v in os.environ.items() if k != "ORC_EXECUTOR_COLD"}
+    envs = {
+        "ref": dict(base),
+        "cold": dict(base, ORC_EXECUTOR_AUTO_SERVE="0",
+                     ORC_EXECUTOR_WARM_SOCKET=str(tmp / "nobody.sock")),
+        "warm": dict(base, ORC_EXECUTOR_AUTO_SERVE="0",
+                     ORC_EXECUTOR_WARM_SOCKET=str(tmp / "warm.sock")),
+    }
+    exes = {"ref": REFERENCE, "cold": ours, "warm": ours}
+    server = subprocess.Popen([ours, "serve", "--warm", "4", "--log-level", "warning"],
+                              env=envs["warm"])
+    rows: list[tuple[str, bool, dict[str, tuple[float, float, float]]]] = []
+    try:
+        while not (tmp / "warm.sock").exists():
+            if server.poll() is not None:
+                sys.exit("bench: orc-executor serve exited")
+            time.sleep(0.02)
+        time.sleep(1.0)
+        cases: list[tuple[corpus.Case, Path, bool]] = []
+        for name, src in PROGRAMS.items():
+            c = tmp / f"{name}.c"
+            c.write_text(src)
+            subprocess.run(["gcc", "-c", "-fPIC", "-O1", str(c), "-o", str(tmp / f"{name}.o")],
+                           check=True)
+            cases.append((corpus.Case(name, name, (name,)), tmp, False))
+        cases += [(case, corpus_dir, True) for case in corpus.CASES]
+        n = 0
+        for case, objdir, real in cases:
+            xs: dict[str, list[float]] = {mode: [] for mode in exes}
+            for _ in range(reps + 1):  # the first repetition warms caches, not counted
+                for mode in random.sample(list(exes), len(exes)):
+                    n += 1
+                    cwd = tmp / f"run-{n}"
+                    cwd.mkdir()
+                    corpus.prepare(case, cwd, objdir)
+                    cmd = corpus.command(case, exes[mode], objdir)
+                    t0 = time.perf_counter()
+                    subprocess.run(cmd, input=case.stdin, capture_output=True, cwd=cwd,
+                                   env=envs[mode], check=False)
+                    xs[mode].append((time.perf_counter() - t0) * 1e3)
+                    shutil.rmtree(cwd, ignore_errors=True)
+            rows.append((case.name, real, {m: stats(v[1:]) for m, v in xs.items()}))
+            print(f"  measured {case.name}", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def cell(st: tuple[float, float, float]) -> str:
+        return f"{st[1]:.3g} ({st[0]:.3g}–{st[2]:.3g})"
+
+    print(f"\nmachine: {os.cpu_count()} cores; {reps} repetitions; median (min–max) in ms; "
+          "llvm-jitlink wall time, output read to EOF\n")
+    print("| case | llvm-jitlink-executor 22 | ours cold | ours warm | cold/ref | warm/ref |")
+    print("|---|---|---|---|---|---|")
+    for name, _real, st in rows:
+        print(f"| {name} | {cell(st['ref'])} | {cell(st['cold'])} | {cell(st['warm'])} | "
+              f"{st['cold'][1] / st['ref'][1]:.2f}× | {st['warm'][1] / st['ref'][1]:.2f}× |")
+    for label, which in (("e2e programs", [False]), ("corpus", [True]),
+                         ("e2e programs + corpus", [False, True])):
+        sel = [st for _name, real, st in rows if real in which]
+        if sel:
+            cold = geomean([st["cold"][1] / st["ref"][1] for st in sel])
+            warm = geomean([st["warm"][1] / st["ref"][1] for st in sel])
+            print(f"| geomean, {label} ({len(sel)}) | | | | {cold:.2f}× | {warm:.2f}× |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
@@ -543,9 +632,18 @@ def main() -> None:
                     help="run an `orc-executor serve` and measure the warm start")
     ap.add_argument("--auto-serve", action="store_true",
                     help="measure only the server on demand (see bench_auto_serve)")
+    ap.add_argument("--corpus", nargs="?", const=str(ROOT / ".corpus"), default=None,
+                    metavar="DIR",
+                    help="measure only real programs end to end, reference / cold / warm "
+                         "(see bench_corpus; DIR: scripts/corpus.sh's, default .corpus)")
     args = ap.parse_args()
     if args.auto_serve:
         bench_auto_serve(args.ours, args.reps)
+        return
+    if args.corpus is not None:
+        if args.quick:
+            args.reps = 1
+        bench_corpus(args.ours, Path(args.corpus).resolve(), args.reps)
         return
     # Every other figure: cold means cold (no server started on demand), warm means the
     # `orc-executor serve` started here.
@@ -678,7 +776,7 @@ def main() -> None:
         print(f"| {label} | {unit} | {ours[1]:.3g} ({ours[0]:.3g}–{ours[2]:.3g}) | "
               f"{ref[1]:.3g} ({ref[0]:.3g}–{ref[2]:.3g}) | {ours[1] / ref[1]:.2f}× |")
     if ratios:
-        geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        geo = geomean(ratios)
         print(f"| llvm-jitlink end to end, geomean | | | | {geo:.2f}× |")
     found = {label: res for label, _, res, _ in rows}
     init, raw, shared = (found.get(label) for label in (pipes_label, raw_label, shared_label))
