@@ -535,7 +535,7 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
-def bench_corpus(ours: str, corpus_dir: Path, reps: int) -> None:
+def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "") -> None:
     """Real programs end to end, for issue 21's warm figure: llvm-jitlink wall time (its
     stdout and stderr read to EOF through pipes) of the e2e programs (:data:`PROGRAMS`) and
     of every case of the corpus (``tests/support/corpus.py``, the objects built by
@@ -544,7 +544,8 @@ def bench_corpus(ours: str, corpus_dir: Path, reps: int) -> None:
     runs of the three interleaved in a fresh random order every repetition, each in a fresh
     working directory prepared beforehand (not timed). Prints per case median (min–max) in ms
     and the ratios of the medians to the reference, then geomeans of those ratios over the
-    e2e programs, over the corpus, and over both."""
+    e2e programs, over the corpus, and over both. ``only``: just the cases whose name
+    contains it."""
     from tests.support import corpus
 
     absent = corpus.missing(corpus_dir)
@@ -578,6 +579,7 @@ def bench_corpus(ours: str, corpus_dir: Path, reps: int) -> None:
                            check=True)
             cases.append((corpus.Case(name, name, (name,)), tmp, False))
         cases += [(case, corpus_dir, True) for case in corpus.CASES]
+        cases = [c for c in cases if only in c[0].name]
         n = 0
         for case, objdir, real in cases:
             xs: dict[str, list[float]] = {mode: [] for mode in exes}
@@ -643,7 +645,7 @@ def main() -> None:
     if args.corpus is not None:
         if args.quick:
             args.reps = 1
-        bench_corpus(args.ours, Path(args.corpus).resolve(), args.reps)
+        bench_corpus(args.ours, Path(args.corpus).resolve(), args.reps, args.only)
         return
     # Every other figure: cold means cold (no server started on demand), warm means the
     # `orc-executor serve` started here.
