@@ -571,6 +571,20 @@ def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "") -> None
                 sys.exit("bench: orc-executor serve exited")
             time.sleep(0.02)
         time.sleep(1.0)
+        # The warm environment is served warm: a program's parent is the server's zygote.
+        probe = tmp / "ppid.c"
+        probe.write_text('#include <stdio.h>\n#include <unistd.h>\n'
+                         'int main(void) { printf("%d\\n", (int)getppid()); return 0; }\n')
+        subprocess.run(["gcc", "-c", "-fPIC", str(probe), "-o", str(tmp / "ppid.o")], check=True)
+        out = subprocess.run([str(LLVM / "llvm-jitlink"), f"-oop-executor={ours}",
+                              str(tmp / "ppid.o")], capture_output=True, env=envs["warm"],
+                             check=True, text=True).stdout
+        try:
+            parent = Path(f"/proc/{out.strip()}/cmdline").read_bytes()
+        except OSError:  # a cold session's parent, llvm-jitlink, has exited
+            parent = b""
+        if b"--zygote" not in parent:
+            sys.exit("bench: the warm environment was not served by the server")
         cases: list[tuple[corpus.Case, Path, bool]] = []
         for name, src in PROGRAMS.items():
             c = tmp / f"{name}.c"
