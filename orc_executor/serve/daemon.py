@@ -66,6 +66,11 @@ class ServeOptions:
     #: never). Pipes always get EOF and have neither.
     handshake_timeout: float | None = 10.0
     idle_timeout: float | None = 3600.0
+    #: TCP sessions: keepalive seconds idle, seconds between probes, unanswered probes
+    #: (:func:`~orc_executor.io.streams.keepalive`; idle 0: off).
+    keepalive_idle: int = streams.DEFAULT_KEEPALIVE[0]
+    keepalive_interval: int = streams.DEFAULT_KEEPALIVE[1]
+    keepalive_count: int = streams.DEFAULT_KEEPALIVE[2]
     #: "recover", "crash", or None to choose from the launching controller
     #: (:func:`~orc_executor.executor.fault_policy.select_fault_policy`).
     on_fault: str | None = None
@@ -96,6 +101,9 @@ async def serve_stream(
         log.warning("%s: faults in JIT'd code end the process", e)
         policy = "crash"
     apply_fault_policy(ctx, policy)
+    if is_socket:
+        streams.stream_keepalive(stream, opts.keepalive_idle, opts.keepalive_interval,
+                                 opts.keepalive_count)
     session = Session(
         stream,
         ctx,
