@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ from ..io.spec import (
     UnixAddress,
 )
 from ..protocol.framing import DEFAULT_MAX_MESSAGE_SIZE
+from .start_failures import StartFailures
 
 log = logging.getLogger(__name__)
 
@@ -335,11 +337,14 @@ class Worker:
 
     @classmethod
     async def start(cls, zygote: Zygote | None = None, *, listen_fd: int | None = None,
-                    options: ServeOptions | None = None, background: bool = False) -> Worker:
+                    options: ServeOptions | None = None, background: bool = False,
+                    capture_stderr: bool = False) -> Worker:
         """Fork one from ``zygote`` (else start a fresh interpreter). With ``listen_fd`` it
         receives its session on that warm socket itself, with ``options``, and with
         ``background`` gets ready at the lowest CPU priority; without, the session is handed
-        over (:meth:`hand_over`). Raises :class:`OSError` if it cannot be started."""
+        over (:meth:`hand_over`). ``capture_stderr``: a fresh interpreter whose stderr is a
+        pipe to us (``process.stderr``), to learn why starting fails; such a worker must not
+        serve a session. Raises :class:`OSError` if it cannot be started."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             if listen_fd is not None:
@@ -348,7 +353,7 @@ class Worker:
                 message = {"options": asdict(options or ServeOptions()), "background": background}
                 parent.send(b"O" + json.dumps(message).encode())
             fds = [child.fileno()] if listen_fd is None else [child.fileno(), listen_fd]
-            if zygote is not None and zygote.alive:
+            if zygote is not None and zygote.alive and not capture_stderr:
                 try:
                     return cls(await zygote.fork(fds), parent)
                 except OSError as e:
@@ -356,6 +361,7 @@ class Worker:
             process = await trio.lowlevel.open_process(
                 python_module_command("orc_executor.serve.worker", *map(str, fds)),
                 pass_fds=fds, env=dict(os.environ), start_new_session=True,
+                stderr=subprocess.PIPE if capture_stderr else None,
             )
             return cls(process, parent)
         except BaseException:
@@ -403,6 +409,41 @@ class Worker:
     async def wait(self) -> int:
         return await self.process.wait()
 
+    def process_stderr_captured(self) -> bool:
+        return getattr(self.process, "stderr", None) is not None
+
+
+async def _start_failure_reason(worker: Worker) -> str:
+    """Why ``worker`` (its control socket closed) ended before getting ready: its exit
+    status, and the last line of its captured stderr (else a pointer to its output in ours).
+    Waits up to 2 s for it to exit."""
+    text = ""
+    stderr: Any = getattr(worker.process, "stderr", None)
+    rc: int | None = None
+    with trio.move_on_after(2):
+        if stderr is not None:
+            chunks: list[bytes] = []
+            while sum(map(len, chunks)) < 1 << 16 and (data := await stderr.receive_some()):
+                chunks.append(data)
+            lines = b"".join(chunks).decode(errors="replace").splitlines()
+            text = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        rc = await worker.wait()
+    if stderr is not None:
+        await stderr.aclose()
+    status = "still running" if rc is None else _status_text(rc)
+    if text:
+        return f"{text} ({status})"
+    return (f"a session process ended before getting ready ({status}"
+            f"{'' if stderr is not None else '; its output is above'})")
+
+
+async def _reap_worker(worker: Worker) -> None:
+    stderr: Any = getattr(worker.process, "stderr", None)
+    with trio.move_on_after(5):
+        await worker.wait()
+    if stderr is not None:
+        await stderr.aclose()
+
 
 class WorkerPool:
     """Keeps ``size`` session processes started and getting ready, for the ``--listen``
@@ -442,7 +483,9 @@ class WorkerPool:
         self.closing = False
         self.zygote: Zygote | None = None
         self._starting = 0
-        self._failures = 0
+        #: The current streak of failed starts (logged without one line per attempt).
+        self.failures = StartFailures()
+        self._closed = trio.Event()
 
     @property
     def starting(self) -> int:
@@ -466,38 +509,59 @@ class WorkerPool:
 
     async def _life(self, background: bool) -> None:
         worker: Worker | None = None
+        failures = self.failures
+        reason = ""
         try:
-            if self._failures:
-                await trio.sleep(min(0.1 * 2 ** (self._failures - 1), self.MAX_BACKOFF))
-            worker = await self.start_worker(background=background)
+            if failures.failing:
+                with trio.move_on_after(self._backoff()):
+                    await self._closed.wait()  # ends the wait at once on close
+                if self.closing:
+                    return
+            # While starts fail, a fresh interpreter with its stderr captured: the reason is
+            # logged by us, once, instead of the child's output on every attempt.
+            worker = await self.start_worker(background=background,
+                                             capture_stderr=failures.failing)
             ok = await worker.ready()
         except OSError as e:
-            log.error("cannot start a session process: %s", e)
+            reason = str(e) or type(e).__name__
             ok = False
         finally:
             self._starting -= 1
         if not ok:
-            self._failures += 1
             if worker is not None:
                 worker.control.close()
-                with trio.move_on_after(2):
-                    await worker.wait()
+                reason = await _start_failure_reason(worker)
+            failures.failed(reason, self._backoff(failures.attempts + 1))
             if self.on_failure is not None:
                 self.on_failure()
             self.fill()
             return
         assert worker is not None
-        self._failures = 0
+        failures.started()
+        if worker.process_stderr_captured():
+            # It started, but with its stderr ours: let it go, start a real one at once.
+            worker.control.close()  # EOF: it exits
+            self.nursery.start_soon(_reap_worker, worker)
+            self.fill()
+            return
         if self.closing:
             _shutdown_write(worker.control)  # EOF: it exits (or it just took a session)
         self.idle.add(worker)
         if self.on_ready is not None:
             await self.on_ready(worker)
 
-    async def start_worker(self, *, background: bool = False) -> Worker:
+    def _backoff(self, attempts: int | None = None) -> float:
+        """Seconds before the next start after ``attempts`` (default: the current streak's)
+        failures: 0.1 s, doubling up to :attr:`MAX_BACKOFF`."""
+        n = self.failures.attempts if attempts is None else attempts
+        return min(0.1 * 2.0 ** max(n - 1, 0), self.MAX_BACKOFF)
+
+    async def start_worker(self, *, background: bool = False,
+                           capture_stderr: bool = False) -> Worker:
         """One worker of this pool's mode, not ready yet. Raises :class:`OSError`."""
         return await Worker.start(self.zygote, listen_fd=self.listen_fd, options=self.options,
-                                  background=background and self.listen_fd is not None)
+                                  background=background and self.listen_fd is not None,
+                                  capture_stderr=capture_stderr)
 
     def take(self) -> Worker | None:
         """A ready worker out of :attr:`idle` (refilling the pool), or ``None``."""
@@ -511,6 +575,7 @@ class WorkerPool:
         """Stop starting workers and tell the idle ones to exit (EOF on their control
         socket; one that just took a session still reports it)."""
         self.closing = True
+        self._closed.set()
         for w in list(self.idle):
             _shutdown_write(w.control)
 
@@ -636,6 +701,10 @@ class Daemon:
             peer = "?"
         t0 = time.monotonic()
         worker = pool.take()
+        if worker is None and pool.failures.failing:
+            pool.failures.refused(n)  # the pool retries with backoff; logged once a streak
+            sock.close()
+            return
         if worker is None:  # none ready: start one now
             worker = await pool.start_worker()
             if not await worker.ready():
