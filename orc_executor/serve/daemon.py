@@ -624,6 +624,8 @@ class Daemon:
         self.dopts = dopts
         self.sessions_started = 0
         self._running: set[int] = set()
+        #: Accepted connections whose session task has not ended (handover included).
+        self._accepted = 0
         #: Sessions whose controller has not sent a complete message yet: pid -> (trio time
         #: of the handover, session number).
         self._unproven: dict[int, tuple[float, int]] = {}
@@ -659,10 +661,11 @@ class Daemon:
                             except BaseException:
                                 limit.release()
                                 raise
+                            self._accepted += 1
                             sessions.start_soon(self._session, pool, sock, limit)
             pool.end_idle()
             with trio.move_on_after(self.dopts.grace) as scope:
-                while self._running:
+                while self._running or self._accepted:  # also sessions being handed over
                     await trio.sleep(0.05)
             if scope.cancelled_caught:
                 log.warning("grace period over: stopping %d session(s)", len(self._running))
@@ -684,6 +687,7 @@ class Daemon:
             log.error("session failed to start: %s", e)
             sock.close()
         finally:
+            self._accepted -= 1
             limit.release()
 
     async def _session_inner(self, pool: WorkerPool, sock: trio.socket.SocketType) -> None:
@@ -700,6 +704,10 @@ class Daemon:
         except OSError:
             peer = "?"
         t0 = time.monotonic()
+        if _peer_closed(sock):  # a flood's connect-and-close: no session process for it
+            log.debug("session %d dropped: its peer closed before the session started", n)
+            sock.close()
+            return
         worker = pool.take()
         if worker is None and pool.failures.failing:
             pool.failures.refused(n)  # the pool retries with backoff; logged once a streak
@@ -771,6 +779,15 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _peer_closed(sock: trio.socket.SocketType) -> bool:
+    """The peer of ``sock`` has closed or reset it already (no controller closes before
+    its Setup arrives)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+               for _fd, ev in poller.poll(0))
 
 
 def _serve_until_stopped(server: Callable[[], Awaitable[None]]) -> int:
