@@ -518,9 +518,11 @@ class WorkerPool:
                 if self.closing:
                     return
             # While starts fail, a fresh interpreter with its stderr captured: the reason is
-            # logged by us, once, instead of the child's output on every attempt.
-            worker = await self.start_worker(background=background,
-                                             capture_stderr=failures.failing)
+            # logged by us, once, instead of the child's output on every attempt. (Not in
+            # accept mode: a worker takes a launch by itself as soon as it is ready.)
+            worker = await self.start_worker(
+                background=background,
+                capture_stderr=failures.failing and self.listen_fd is None)
             ok = await worker.ready()
         except OSError as e:
             reason = str(e) or type(e).__name__
