@@ -100,6 +100,17 @@ def _choose_spec(
               show_default=True, metavar="SECONDS",
               help="Socket sessions: close when the controller sends nothing (or takes no "
               "Result) this long while no call runs; 0 disables.")
+@click.option("--keepalive-idle", type=click.IntRange(min=0), default=60, show_default=True,
+              metavar="SECONDS",
+              help="TCP sessions: first keepalive probe after this many seconds without "
+              "traffic; with the two options below, a controller that vanished without closing "
+              "(half-open) ends its session within IDLE + INTERVAL * COUNT seconds, also while "
+              "a call runs or a Result waits unacknowledged (TCP_USER_TIMEOUT); 0 disables.")
+@click.option("--keepalive-interval", type=click.IntRange(min=1), default=10,
+              show_default=True, metavar="SECONDS", help="TCP sessions: seconds between "
+              "keepalive probes.")
+@click.option("--keepalive-count", type=click.IntRange(min=1), default=6, show_default=True,
+              metavar="N", help="TCP sessions: unanswered keepalive probes that end the session.")
 @click.option("--busy-poll", "busy_poll_us", type=click.FloatRange(min=0, max=1e6),
               default=None,  # max: session.MAX_BUSY_POLL (1 s)
               metavar="USEC", envvar="ORC_EXECUTOR_BUSY_POLL",
@@ -139,6 +150,9 @@ def main(
     idle_close: float,
     handshake_timeout: float,
     idle_timeout: float,
+    keepalive_idle: int,
+    keepalive_interval: int,
+    keepalive_count: int,
     busy_poll_us: float | None,
     llvm_version: str | None,
     on_fault: str | None,
@@ -198,6 +212,9 @@ def main(
         busy_poll=None if busy_poll_us is None else busy_poll_us * 1e-6,
         handshake_timeout=handshake_timeout or None,
         idle_timeout=idle_timeout or None,
+        keepalive_idle=keepalive_idle,
+        keepalive_interval=keepalive_interval,
+        keepalive_count=keepalive_count,
         on_fault=on_fault.lower() if on_fault else None,
     )
     if daemon:

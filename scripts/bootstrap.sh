@@ -11,7 +11,7 @@ SUDO=""
 
 need_pkgs=()
 for p in gcc g++ gdb binutils python3-venv llvm-14 llvm-19 llvm-22 clang-tools-22 \
-         libclang-rt-22-dev linux-perf openssh-client openssh-server ${ORC_EXTRA_APT:-}; do
+         libclang-rt-22-dev linux-perf openssh-client openssh-server iproute2 ${ORC_EXTRA_APT:-}; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

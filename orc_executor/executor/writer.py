@@ -5,6 +5,12 @@ A frame is written whole (header and payload in one write): directly, with a non
 write, while nothing is queued; else by the writer task (:meth:`FrameWriter.run`), which
 coalesces frames ready together. On a pipe, a worker thread writes its own small frame
 (:meth:`FrameWriter.write_from_thread`) when the pipe takes it whole.
+
+On a socket every write is a ``send(MSG_NOSIGNAL)``: a controller that vanished makes the
+write fail with ``EPIPE`` (the output fails, the session ends as on a hangup) instead of
+raising SIGPIPE, whose disposition stays the JIT'd program's (``SIG_DFL``, as for
+``llvm-jitlink-executor``). A pipe cannot take that flag: a write to a pipe whose reader is
+gone raises SIGPIPE as it does in the reference (its default action ends the process).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import math
 import os
 import select
+import socket
 import stat
 import threading
 
@@ -69,6 +76,9 @@ class FrameWriter:
         self.idle_timeout = idle_timeout
         self.state = Output.OPEN
         self._fd = out_fd
+        #: A socket's own handle (a duplicate of ``out_fd``, closed by :meth:`close`) for
+        #: ``send(MSG_NOSIGNAL)``; ``None`` on a pipe.
+        self._sock = _socket_of(out_fd)
         #: Worker threads may write frames of up to PIPE_BUF bytes themselves: on a pipe such
         #: a non-blocking write is atomic (all of it, or EAGAIN), never partial.
         self._thread_writes = out_fd is not None and _is_fifo(out_fd)
@@ -138,7 +148,9 @@ class FrameWriter:
             # saves a task switch per Result.
             with self._lock:
                 try:
-                    n = os.write(self._fd, frame)
+                    sock = self._sock
+                    n = (sock.send(frame, _NOSIGNAL) if sock is not None
+                         else os.write(self._fd, frame))
                 except BlockingIOError:
                     n = 0
                 except OSError as e:
@@ -181,6 +193,9 @@ class FrameWriter:
         reused)."""
         with self._lock:
             self._enter(Output.CLOSED)
+            if self._sock is not None:
+                self._sock.close()  # our duplicate only; the stream's fd is the caller's
+                self._sock = None
 
     def close_queue(self) -> None:
         """End the writer task's queue (frames still queued are not written)."""
@@ -202,7 +217,7 @@ class FrameWriter:
                     chunks = [b"".join(frames)] if size <= JOIN_MAX else frames
                     try:
                         for data in chunks:
-                            await self.stream.send_all(data)
+                            await self._send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                         with self._lock:
                             self._on_send_failed(e)
@@ -212,6 +227,24 @@ class FrameWriter:
                         self._queued_bytes <= SEND_HIGH_WATER // 2
                         or self.state is Output.FAILED):
                     self._room.set()
+
+    async def _send_all(self, data: bytes | memoryview) -> None:
+        """Write all of ``data`` from the writer task: ``send(MSG_NOSIGNAL)`` on a socket,
+        else through the stream. Raises :class:`OSError` (``EPIPE`` when the controller is
+        gone) or trio's closed/broken-resource errors."""
+        sock = self._sock
+        if sock is None:
+            await self.stream.send_all(data)
+            return
+        fd = sock.fileno()
+        view = memoryview(data)
+        while view:
+            try:
+                n = sock.send(view, _NOSIGNAL)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            view = view[n:]
 
     # ---- worker threads --------------------------------------------------------------------------
 
@@ -248,6 +281,22 @@ def build_frame(opcode: int, seq: int, tag: int, payload: bytes | FramedPayload
     if isinstance(payload, FramedPayload):
         return payload.frame(opcode, seq, tag)
     return encode_header(opcode, seq, tag, len(payload)) + payload
+
+
+_NOSIGNAL = socket.MSG_NOSIGNAL
+
+
+def _socket_of(fd: int | None) -> socket.socket | None:
+    """A socket object on a duplicate of ``fd`` if it is a socket (sends with flags), else
+    ``None``."""
+    if fd is None:
+        return None
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return None
+        return socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
 
 
 def _is_fifo(fd: int) -> bool:

@@ -124,24 +124,42 @@ async def connect(address: Address) -> trio.abc.Stream:
     return stream
 
 
-#: TCP keepalive of session sockets: probes after this many seconds of silence, every
-#: ``_KEEPALIVE[1]`` seconds, ``_KEEPALIVE[2]`` unanswered ones end the connection: a
-#: controller that vanished without a FIN (half-open) frees its session within ~2 minutes.
-_KEEPALIVE = (60, 10, 6)
+#: TCP keepalive of session sockets by default (``--keepalive-idle``, ``--keepalive-interval``,
+#: ``--keepalive-count``): probes after this many seconds of silence, every ``[1]`` seconds,
+#: ``[2]`` unanswered ones end the connection: a controller that vanished without a FIN
+#: (half-open) frees its session within ~2 minutes.
+DEFAULT_KEEPALIVE = (60, 10, 6)
 
 
-def keepalive(sock: trio.socket.SocketType | _socket.socket) -> None:
-    """Turn on TCP keepalive (:data:`_KEEPALIVE`) for a TCP socket; others are left alone."""
+def keepalive(sock: trio.socket.SocketType | _socket.socket, idle: int = DEFAULT_KEEPALIVE[0],
+              interval: int = DEFAULT_KEEPALIVE[1], count: int = DEFAULT_KEEPALIVE[2]) -> None:
+    """Turn on TCP keepalive for a TCP socket (others are left alone): the first probe after
+    ``idle`` seconds without traffic, then every ``interval`` seconds; after ``count``
+    unanswered probes reads fail with ``ETIMEDOUT``. ``TCP_USER_TIMEOUT`` gets the same bound
+    (``idle + interval * count`` seconds), so data we sent that the peer never acknowledges
+    (where keepalive does not probe) ends the connection as soon. ``idle`` 0: keepalive off."""
     if sock.family not in (_socket.AF_INET, _socket.AF_INET6):
         return
-    idle, interval, count = _KEEPALIVE
     try:
+        if idle <= 0:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 0)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_USER_TIMEOUT, 0)
+            return
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, idle)
-        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPINTVL, interval)
-        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPCNT, count)
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPINTVL, max(interval, 1))
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPCNT, max(count, 1))
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_USER_TIMEOUT,
+                        (idle + max(interval, 1) * max(count, 1)) * 1000)
     except OSError as e:  # pragma: no cover - every Linux TCP socket has these
         log.debug("keepalive: %s", e)
+
+
+def stream_keepalive(stream: trio.abc.Stream, idle: int, interval: int, count: int) -> None:
+    """:func:`keepalive` on the socket under ``stream`` (a :class:`trio.SocketStream` over
+    TCP); any other stream is left alone."""
+    if isinstance(stream, trio.SocketStream):
+        keepalive(stream.socket, idle, interval, count)
 
 
 def socket_stream(sock: trio.socket.SocketType) -> trio.SocketStream:

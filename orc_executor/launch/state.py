@@ -383,7 +383,7 @@ def acknowledge(reply: socket.socket) -> None:
         reply.sendall(msg)
         return
     try:
-        reply.sendmsg([msg], fds_ancillary([pidfd]))
+        reply.sendmsg([msg], fds_ancillary([pidfd]), socket.MSG_NOSIGNAL)
     finally:
         os.close(pidfd)
 

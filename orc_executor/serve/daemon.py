@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ from ..io.spec import (
     UnixAddress,
 )
 from ..protocol.framing import DEFAULT_MAX_MESSAGE_SIZE
+from .start_failures import StartFailures
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,11 @@ class ServeOptions:
     #: never). Pipes always get EOF and have neither.
     handshake_timeout: float | None = 10.0
     idle_timeout: float | None = 3600.0
+    #: TCP sessions: keepalive seconds idle, seconds between probes, unanswered probes
+    #: (:func:`~orc_executor.io.streams.keepalive`; idle 0: off).
+    keepalive_idle: int = streams.DEFAULT_KEEPALIVE[0]
+    keepalive_interval: int = streams.DEFAULT_KEEPALIVE[1]
+    keepalive_count: int = streams.DEFAULT_KEEPALIVE[2]
     #: "recover", "crash", or None to choose from the launching controller
     #: (:func:`~orc_executor.executor.fault_policy.select_fault_policy`).
     on_fault: str | None = None
@@ -96,6 +103,9 @@ async def serve_stream(
         log.warning("%s: faults in JIT'd code end the process", e)
         policy = "crash"
     apply_fault_policy(ctx, policy)
+    if is_socket:
+        streams.stream_keepalive(stream, opts.keepalive_idle, opts.keepalive_interval,
+                                 opts.keepalive_count)
     session = Session(
         stream,
         ctx,
@@ -327,11 +337,14 @@ class Worker:
 
     @classmethod
     async def start(cls, zygote: Zygote | None = None, *, listen_fd: int | None = None,
-                    options: ServeOptions | None = None, background: bool = False) -> Worker:
+                    options: ServeOptions | None = None, background: bool = False,
+                    capture_stderr: bool = False) -> Worker:
         """Fork one from ``zygote`` (else start a fresh interpreter). With ``listen_fd`` it
         receives its session on that warm socket itself, with ``options``, and with
         ``background`` gets ready at the lowest CPU priority; without, the session is handed
-        over (:meth:`hand_over`). Raises :class:`OSError` if it cannot be started."""
+        over (:meth:`hand_over`). ``capture_stderr``: a fresh interpreter whose stderr is a
+        pipe to us (``process.stderr``), to learn why starting fails; such a worker must not
+        serve a session. Raises :class:`OSError` if it cannot be started."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             if listen_fd is not None:
@@ -340,7 +353,7 @@ class Worker:
                 message = {"options": asdict(options or ServeOptions()), "background": background}
                 parent.send(b"O" + json.dumps(message).encode())
             fds = [child.fileno()] if listen_fd is None else [child.fileno(), listen_fd]
-            if zygote is not None and zygote.alive:
+            if zygote is not None and zygote.alive and not capture_stderr:
                 try:
                     return cls(await zygote.fork(fds), parent)
                 except OSError as e:
@@ -348,6 +361,7 @@ class Worker:
             process = await trio.lowlevel.open_process(
                 python_module_command("orc_executor.serve.worker", *map(str, fds)),
                 pass_fds=fds, env=dict(os.environ), start_new_session=True,
+                stderr=subprocess.PIPE if capture_stderr else None,
             )
             return cls(process, parent)
         except BaseException:
@@ -395,6 +409,41 @@ class Worker:
     async def wait(self) -> int:
         return await self.process.wait()
 
+    def process_stderr_captured(self) -> bool:
+        return getattr(self.process, "stderr", None) is not None
+
+
+async def _start_failure_reason(worker: Worker) -> str:
+    """Why ``worker`` (its control socket closed) ended before getting ready: its exit
+    status, and the last line of its captured stderr (else a pointer to its output in ours).
+    Waits up to 2 s for it to exit."""
+    text = ""
+    stderr: Any = getattr(worker.process, "stderr", None)
+    rc: int | None = None
+    with trio.move_on_after(2):
+        if stderr is not None:
+            chunks: list[bytes] = []
+            while sum(map(len, chunks)) < 1 << 16 and (data := await stderr.receive_some()):
+                chunks.append(data)
+            lines = b"".join(chunks).decode(errors="replace").splitlines()
+            text = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        rc = await worker.wait()
+    if stderr is not None:
+        await stderr.aclose()
+    status = "still running" if rc is None else _status_text(rc)
+    if text:
+        return f"{text} ({status})"
+    return (f"a session process ended before getting ready ({status}"
+            f"{'' if stderr is not None else '; its output is above'})")
+
+
+async def _reap_worker(worker: Worker) -> None:
+    stderr: Any = getattr(worker.process, "stderr", None)
+    with trio.move_on_after(5):
+        await worker.wait()
+    if stderr is not None:
+        await stderr.aclose()
+
 
 class WorkerPool:
     """Keeps ``size`` session processes started and getting ready, for the ``--listen``
@@ -434,7 +483,9 @@ class WorkerPool:
         self.closing = False
         self.zygote: Zygote | None = None
         self._starting = 0
-        self._failures = 0
+        #: The current streak of failed starts (logged without one line per attempt).
+        self.failures = StartFailures()
+        self._closed = trio.Event()
 
     @property
     def starting(self) -> int:
@@ -458,38 +509,61 @@ class WorkerPool:
 
     async def _life(self, background: bool) -> None:
         worker: Worker | None = None
+        failures = self.failures
+        reason = ""
         try:
-            if self._failures:
-                await trio.sleep(min(0.1 * 2 ** (self._failures - 1), self.MAX_BACKOFF))
-            worker = await self.start_worker(background=background)
+            if failures.failing:
+                with trio.move_on_after(self._backoff()):
+                    await self._closed.wait()  # ends the wait at once on close
+                if self.closing:
+                    return
+            # While starts fail, a fresh interpreter with its stderr captured: the reason is
+            # logged by us, once, instead of the child's output on every attempt. (Not in
+            # accept mode: a worker takes a launch by itself as soon as it is ready.)
+            worker = await self.start_worker(
+                background=background,
+                capture_stderr=failures.failing and self.listen_fd is None)
             ok = await worker.ready()
         except OSError as e:
-            log.error("cannot start a session process: %s", e)
+            reason = str(e) or type(e).__name__
             ok = False
         finally:
             self._starting -= 1
         if not ok:
-            self._failures += 1
             if worker is not None:
                 worker.control.close()
-                with trio.move_on_after(2):
-                    await worker.wait()
+                reason = await _start_failure_reason(worker)
+            failures.failed(reason, self._backoff(failures.attempts + 1))
             if self.on_failure is not None:
                 self.on_failure()
             self.fill()
             return
         assert worker is not None
-        self._failures = 0
+        failures.started()
+        if worker.process_stderr_captured():
+            # It started, but with its stderr ours: let it go, start a real one at once.
+            worker.control.close()  # EOF: it exits
+            self.nursery.start_soon(_reap_worker, worker)
+            self.fill()
+            return
         if self.closing:
             _shutdown_write(worker.control)  # EOF: it exits (or it just took a session)
         self.idle.add(worker)
         if self.on_ready is not None:
             await self.on_ready(worker)
 
-    async def start_worker(self, *, background: bool = False) -> Worker:
+    def _backoff(self, attempts: int | None = None) -> float:
+        """Seconds before the next start after ``attempts`` (default: the current streak's)
+        failures: 0.1 s, doubling up to :attr:`MAX_BACKOFF`."""
+        n = self.failures.attempts if attempts is None else attempts
+        return min(0.1 * 2.0 ** max(n - 1, 0), self.MAX_BACKOFF)
+
+    async def start_worker(self, *, background: bool = False,
+                           capture_stderr: bool = False) -> Worker:
         """One worker of this pool's mode, not ready yet. Raises :class:`OSError`."""
         return await Worker.start(self.zygote, listen_fd=self.listen_fd, options=self.options,
-                                  background=background and self.listen_fd is not None)
+                                  background=background and self.listen_fd is not None,
+                                  capture_stderr=capture_stderr)
 
     def take(self) -> Worker | None:
         """A ready worker out of :attr:`idle` (refilling the pool), or ``None``."""
@@ -503,6 +577,7 @@ class WorkerPool:
         """Stop starting workers and tell the idle ones to exit (EOF on their control
         socket; one that just took a session still reports it)."""
         self.closing = True
+        self._closed.set()
         for w in list(self.idle):
             _shutdown_write(w.control)
 
@@ -551,6 +626,8 @@ class Daemon:
         self.dopts = dopts
         self.sessions_started = 0
         self._running: set[int] = set()
+        #: Accepted connections whose session task has not ended (handover included).
+        self._accepted = 0
         #: Sessions whose controller has not sent a complete message yet: pid -> (trio time
         #: of the handover, session number).
         self._unproven: dict[int, tuple[float, int]] = {}
@@ -586,10 +663,11 @@ class Daemon:
                             except BaseException:
                                 limit.release()
                                 raise
+                            self._accepted += 1
                             sessions.start_soon(self._session, pool, sock, limit)
             pool.end_idle()
             with trio.move_on_after(self.dopts.grace) as scope:
-                while self._running:
+                while self._running or self._accepted:  # also sessions being handed over
                     await trio.sleep(0.05)
             if scope.cancelled_caught:
                 log.warning("grace period over: stopping %d session(s)", len(self._running))
@@ -611,6 +689,7 @@ class Daemon:
             log.error("session failed to start: %s", e)
             sock.close()
         finally:
+            self._accepted -= 1
             limit.release()
 
     async def _session_inner(self, pool: WorkerPool, sock: trio.socket.SocketType) -> None:
@@ -627,7 +706,15 @@ class Daemon:
         except OSError:
             peer = "?"
         t0 = time.monotonic()
+        if _peer_closed(sock):  # a flood's connect-and-close: no session process for it
+            log.debug("session %d dropped: its peer closed before the session started", n)
+            sock.close()
+            return
         worker = pool.take()
+        if worker is None and pool.failures.failing:
+            pool.failures.refused(n)  # the pool retries with backoff; logged once a streak
+            sock.close()
+            return
         if worker is None:  # none ready: start one now
             worker = await pool.start_worker()
             if not await worker.ready():
@@ -694,6 +781,15 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _peer_closed(sock: trio.socket.SocketType) -> bool:
+    """The peer of ``sock`` has closed or reset it already (no controller closes before
+    its Setup arrives)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+               for _fd, ev in poller.poll(0))
 
 
 def _serve_until_stopped(server: Callable[[], Awaitable[None]]) -> int:

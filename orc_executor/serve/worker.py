@@ -420,7 +420,7 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 # launcher lets go of its fds: a refused or failed hand-off leaves the
                 # launcher able to start the session cold.
                 try:
-                    control.sendmsg([b"S"], fds_ancillary([reply.fileno()]))
+                    control.sendmsg([b"S"], fds_ancillary([reply.fileno()]), socket.MSG_NOSIGNAL)
                     handover.acknowledge(reply)
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
@@ -580,7 +580,7 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
             # The daemon may evict a session whose controller has not spoken yet, when
             # every slot is taken and another connection waits: this one has now.
             try:
-                control.send(b"M", socket.MSG_DONTWAIT)
+                control.send(b"M", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             except OSError:
                 pass
 
@@ -591,7 +591,7 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
         print(f"orc-executor worker: bad handover {header!r}", file=sys.stderr)
         return 1
     try:
-        control.sendall(bytes([status & 0xFF]))
+        control.sendall(bytes([status & 0xFF]), socket.MSG_NOSIGNAL)
     except OSError:
         pass
     return status
