@@ -269,7 +269,7 @@ def main() -> None:
         import gc
 
         gc.disable()
-        from ..serve.daemon import run_pipe_session
+        from ..serve.connection import run_pipe_session
         from .state import cold_start
 
         cold_start(ignored)

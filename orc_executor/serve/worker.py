@@ -7,7 +7,7 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
 
 * **accept** (with ``LISTEN_FD``, the warm server ``orc-executor serve``): the daemon first
   queues ``O<json>`` on the control socket: ``{"options": {...}, "background": bool}``, the
-  session's :class:`~orc_executor.serve.daemon.ServeOptions` and whether the worker gets ready at
+  session's :class:`~orc_executor.serve.options.ServeOptions` and whether the worker gets ready at
   the lowest priority (other workers are ready; see :func:`_prepare`). Ready
   workers receive launched ``orc-executor filedescs=...`` executors (the native launcher or
   :func:`orc_executor.launch.client.try_warm`) on the warm socket themselves, so the launch reaches
@@ -32,24 +32,15 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
 * **handover** (the ``--listen`` daemon): the daemon sends a JSON header with the fds of one
   session: ``{"kind": "socket", ...}`` with one connected socket, or ``{"kind": "fdpair",
   "stdio": true, ...}`` with ``in, out, stdin, stdout, stderr``; the other header fields are
-  :class:`~orc_executor.serve.daemon.ServeOptions`. The worker writes ``M`` when the socket
+  :class:`~orc_executor.serve.options.ServeOptions`. The worker writes ``M`` when the socket
   session's controller sent its first complete message, and its status byte at the end.
 
-Started as ``python -m orc_executor.serve.worker --zygote CONTROL_FD`` it is instead a *fork
-server* (zygote): it imports everything once, rehearses a session, writes ``R``, and then
-forks one worker per request, so refilling the daemon's pool costs a ``fork()`` instead of an
-interpreter start and imports (~90 ms of CPU that would compete with running sessions).
-The control socket is ``SOCK_SEQPACKET``; messages:
-
-* daemon → zygote: ``F`` with one fd (``SCM_RIGHTS``), the new worker's control socket, or
-  two: the control socket and the warm listening socket (accept mode);
-* zygote → daemon: ``P <pid>`` (the forked worker, in request order), ``X <pid> <status>``
-  when it ended (``status`` as :attr:`subprocess.Popen.returncode`: negative = signal).
+The fork server that forks workers is :mod:`orc_executor.serve.zygote`; this module is its
+entry point too (``--zygote``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import logging
@@ -77,7 +68,8 @@ from ..io.fdpass import (
 )
 from ..io.spec import FdPair
 from ..launch import state as handover
-from .daemon import ServeOptions, serve_stream
+from .connection import serve_stream
+from .options import ServeOptions
 
 log = logging.getLogger(__name__)
 
@@ -597,112 +589,6 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
     return status
 
 
-# ---- the zygote ------------------------------------------------------------------------------
-
-
-def _preload() -> None:
-    """Import and load what a session needs, and rehearse one, so forked workers start with
-    it all in place: the process libraries (libgcc_s, libstdc++) are loaded, lazily created
-    objects exist, and the interpreter has specialised the session's code paths."""
-    import trio  # noqa: F401
-
-    from .. import controller  # noqa: F401  (the rehearsal's controller)
-    from ..executor import bootstrap, session  # noqa: F401
-    from ..executor.services.dylib_manager import load_process_libraries
-    from ..native import api as native  # noqa: F401
-    from ..protocol import orc_types as orc  # noqa: F401
-
-    load_process_libraries()
-    try:
-        handover.rehearse()
-        rehearse_session()
-    except Exception as e:  # a warm-up problem must never stop the fork server
-        log.debug("session rehearsal failed: %s", e)
-    # The argument decoders of every profile's wrapper functions (generated at first use,
-    # 30-60 us each): the signatures are module-level, so forked workers inherit them all.
-    for profile in bootstrap.PROFILES:
-        for spec in bootstrap.build_context(profile).registry.by_addr.values():
-            spec.sig.args.compiled_decoder()
-
-
-def zygote(control_fd: int) -> int:
-    """Fork workers on request until the daemon closes ``control_fd`` (see module doc)."""
-    from .daemon import exit_process
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _preload()
-    gc.collect()
-    gc.freeze()  # keep the collector from touching (and so copying) the shared heap
-    control = socket.socket(fileno=control_fd)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    zygote_pid = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)  # prctl, for the forked workers
-    try:
-        control.send(b"R")
-    except OSError:  # the daemon died while we got ready
-        return 0
-    poller = select.poll()
-    poller.register(control, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    while True:
-        try:
-            events = poller.poll()
-        except InterruptedError:
-            continue
-        for fd, _ev in events:
-            if fd == wake_r:
-                while True:
-                    try:
-                        if not os.read(wake_r, 256):
-                            break
-                    except BlockingIOError:
-                        break
-                _reap(control)
-                continue
-            try:
-                msg, ancdata, _flags, _addr = control.recvmsg(16, ANCILLARY_SPACE)
-            except InterruptedError:
-                continue
-            except OSError:
-                msg, ancdata = b"", []
-            fds = fds_received(ancdata)
-            if not msg:  # the daemon is gone (or done): the workers forked end with us
-                return 0
-            if msg != b"F" or len(fds) not in (1, 2):
-                close_fds(fds)
-                continue
-            pid = os.fork()
-            if pid == 0:
-                # The worker: drop the zygote's state, serve one session, exit. The heap
-                # stays frozen: a full collection would touch (and so copy) all of it.
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                control.close()
-                os.close(wake_r)
-                os.close(wake_w)
-                os.setsid()
-                _die_with_parent(libc, zygote_pid)
-                exit_process(run(fds[0], fds[1] if len(fds) == 2 else None))
-            close_fds(fds)
-            _send(control, f"P {pid}".encode())
-            _reap(control)
-
-
-def _die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
-    """Have the kernel kill this process (SIGKILL) when ``parent``, the fork server that
-    forked it from its only thread, ends: a ``serve`` or daemon killed with SIGKILL closes
-    the zygote's control socket, the zygote exits, and its workers, idle or running a
-    session, end with it instead of living on orphaned. Exits at once if ``parent`` is
-    already gone (the signal is only sent for a death after ``prctl``)."""
-    pr_set_pdeathsig = 1
-    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
-        log.warning("PR_SET_PDEATHSIG: %s", os.strerror(ctypes.get_errno()))
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _end_with(parent: int) -> None:
     """A worker started as an interpreter of its own (not forked by the zygote) by
     ``parent``, the daemon or ``serve``: a thread waits on a pidfd of ``parent`` and kills
@@ -724,31 +610,20 @@ def _end_with(parent: int) -> None:
     threading.Thread(target=watch, name="orc-executor parent watch", daemon=True).start()
 
 
-def _reap(control: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
-        _send(control, f"X {pid} {code}".encode())
-
-
-def _send(control: socket.socket, data: bytes) -> None:
-    try:
-        control.send(data)
-    except OSError:
-        pass  # the daemon is gone
+def _rehearse_all() -> None:
+    """The fork server's rehearsal: a launch's state handover, then a whole session."""
+    handover.rehearse()
+    rehearse_session()
 
 
 def main() -> None:
-    from .daemon import exit_process, setup_logging
+    from .connection import exit_process, setup_logging
 
     setup_logging(os.environ.get("ORC_EXECUTOR_LOG", "warning"))
     if sys.argv[1] == "--zygote":
-        exit_process(zygote(int(sys.argv[2])))
+        from .zygote import zygote
+
+        exit_process(zygote(int(sys.argv[2]), run, _rehearse_all))
     listen_fd = int(sys.argv[2]) if len(sys.argv) > 2 else None
     _end_with(os.getppid())
     exit_process(run(int(sys.argv[1]), listen_fd))
