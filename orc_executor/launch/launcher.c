@@ -25,7 +25,9 @@
  *     When no server answered, it first starts one in the background (start_server), for
  *     the next launches.
  *
- * The wire format of the handover is the one `orc_executor.serve.worker` (accept mode) reads. One
+ * The wire format of the handover is the one `orc_executor.serve.worker` (accept mode) reads
+ * (`orc_executor/serve/handover.py` decodes it; its constants: ORC_HANDOVER_* in
+ * launcher_state.h). One
  * datagram (not a connection, then the fds) so that no ready process wakes before the launch
  * is complete: woken by a connect, they preempted this launcher before its sendmsg.
  */
@@ -262,7 +264,7 @@ static int try_warm(int argc, char **argv) {
         struct cmsghdr align;
     } ctrl;
     struct cmsghdr *cm;
-    unsigned char status[4];
+    unsigned char status[ORC_HANDOVER_EXIT_STATUS_SIZE];
     size_t got = 0;
     int32_t value;
     sigset_t launch_mask;

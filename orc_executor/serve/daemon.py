@@ -15,6 +15,7 @@ from ..io import streams
 from ..io.fdpass import peer_uid
 from ..io.spec import Address, UnixAddress
 from .connection import serve_until_stopped
+from .handover import Control
 from .options import DaemonOptions, ServeOptions
 from .pool import Worker, WorkerPool, status_text
 
@@ -162,7 +163,7 @@ class Daemon:
                 return
             if not msg:
                 return
-            if msg.startswith(b"M"):
+            if msg.startswith(Control.FIRST_MESSAGE):
                 self._unproven.pop(pid, None)
                 return
 

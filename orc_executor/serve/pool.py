@@ -14,6 +14,8 @@ import trio
 
 from ..interpreter import python_module_command
 from ..io.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received
+from . import handover
+from .handover import Control
 from .options import ServeOptions
 from .zygote import ForkedProcess, Zygote
 
@@ -39,10 +41,8 @@ class Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             if listen_fd is not None:
-                import json  # not on the cold start path
-
-                message = {"options": asdict(options or ServeOptions()), "background": background}
-                parent.send(b"O" + json.dumps(message).encode())
+                parent.send(handover.encode_options(asdict(options or ServeOptions()),
+                                                    background))
             fds = [child.fileno()] if listen_fd is None else [child.fileno(), listen_fd]
             if zygote is not None and zygote.alive:
                 try:
@@ -68,7 +68,7 @@ class Worker:
             data = self.control.recv(1)
         except OSError:
             data = b""
-        return data == b"R"
+        return data == Control.READY
 
     async def taken(self) -> socket.socket | None:
         """Accept mode: wait until the worker took a launcher's session; that launcher's
@@ -83,7 +83,7 @@ class Worker:
             except (OSError, trio.ClosedResourceError):
                 return None
             fds = fds_received(ancdata)
-            if msg == b"S" and len(fds) == 1:
+            if msg == Control.SESSION_TAKEN and len(fds) == 1:
                 return socket.socket(fileno=fds[0])
             close_fds(fds)
             if not msg:
@@ -92,9 +92,7 @@ class Worker:
     def hand_over(self, header: dict[str, object], fds: list[int]) -> None:
         """Send the session's fds (``SCM_RIGHTS``) and header; the fds stay ours to close."""
         self.control.setblocking(True)
-        import json  # not on the cold start path
-
-        self.control.sendmsg([json.dumps(header).encode()], fds_ancillary(fds))
+        self.control.sendmsg([handover.encode_session_header(header)], fds_ancillary(fds))
 
     async def wait(self) -> int:
         return await self.process.wait()

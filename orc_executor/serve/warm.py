@@ -20,6 +20,7 @@ from ..io.fdpass import (
     pass_credentials,
 )
 from .connection import serve_until_stopped
+from .handover import encode_exit_status
 from .options import ServeOptions
 from .pool import Worker, WorkerPool, status_text
 
@@ -178,7 +179,7 @@ class WarmServer:
         log.debug("session in pid %d ended: %s", pid, status_text(rc))
         with conn:
             try:
-                conn.send(rc.to_bytes(4, "little", signed=True))
+                conn.send(encode_exit_status(rc))
             except OSError:
                 pass  # the launcher is gone
         pool.fill()

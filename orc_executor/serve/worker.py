@@ -42,7 +42,6 @@ entry point too (``--zygote``).
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import select
@@ -67,8 +66,10 @@ from ..io.fdpass import (
     sender_uid,
 )
 from ..io.spec import FdPair
-from ..launch import state as handover
+from ..launch import state as launch_state
+from . import handover
 from .connection import serve_stream
+from .handover import Control, Launch, MalformedMessage
 from .options import ServeOptions
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,14 @@ REHEARSAL_NICE = 19
 
 
 def receive_session(control: socket.socket) -> tuple[dict[str, object], list[int]] | None:
-    """Block until the daemon hands over a session: (header, fds), or ``None`` at EOF."""
+    """Block until the daemon hands over a session: (header, fds), or ``None`` at EOF.
+    Raises :class:`~orc_executor.serve.handover.MalformedMessage`."""
     msg, ancdata, _flags, _addr = control.recvmsg(1 << 16, ANCILLARY_SPACE)
     fds = fds_received(ancdata)
     if not msg:
         close_fds(fds)
         return None
-    return json.loads(msg.decode()), fds
+    return handover.decode_session_header(msg), fds
 
 
 def run(control_fd: int, listen_fd: int | None = None) -> int:
@@ -158,11 +160,8 @@ def _receive_options(control: socket.socket) -> tuple[ServeOptions, bool] | None
     """The daemon's ``O<json>`` message: the session options and whether this worker gets
     ready in the background (``None`` at EOF or if malformed)."""
     try:
-        msg = control.recv(1 << 16)
-        fields = json.loads(msg[1:].decode()) if msg[:1] == b"O" else None
-        if not isinstance(fields, dict) or not isinstance(fields.get("options"), dict):
-            return None
-        return ServeOptions(**fields["options"]), bool(fields.get("background"))
+        options, background = handover.decode_options(control.recv(1 << 16))
+        return ServeOptions(**options), background  # type: ignore[arg-type]
     except (OSError, ValueError, TypeError):
         return None
 
@@ -191,9 +190,9 @@ def _prepare(listener: socket.socket | None, background: bool = False
 
     if background:
         _lower_this_thread(idle=True)
-    handover.prepare()
+    launch_state.prepare()
     try:
-        handover.rehearse()
+        launch_state.rehearse()
     except Exception as e:  # a warm-up problem must never stop the worker
         log.debug("launch state rehearsal failed: %s", e)
     contexts = {}
@@ -343,29 +342,28 @@ async def _serve_accepted(control: socket.socket, listener: socket.socket, opts:
     control.setblocking(False)
     listener.setblocking(False)
     try:
-        control.send(b"R")
+        control.send(Control.READY)
     except OSError:
         return 0
     taken = await _take_session(control, listener)
     listener.close()  # the next launcher is another worker's
     if taken is None:
         return 0
-    header, fds = taken
-    opts = replace(opts, controller_pid=_int_or_none(header.get("controller_pid")))
-    version = header.get("llvm_version")
-    if isinstance(version, str) and version:
-        opts = replace(opts, llvm_version=version)
+    launch, fds = taken
+    opts = replace(opts, controller_pid=launch.controller_pid)
+    if launch.llvm_version is not None:
+        opts = replace(opts, llvm_version=launch.llvm_version)
     control.close()
-    return await _run_fdpair(fds, bool(header.get("stdio")), opts, contexts)
+    return await _run_fdpair(fds, launch.stdio, opts, contexts)
 
 
 async def _take_session(control: socket.socket, listener: socket.socket
-                        ) -> tuple[dict[str, Any], list[int]] | None:
+                        ) -> tuple[Launch, list[int]] | None:
     """Receive launches until one hands over a valid session, pass its reply socket to the
     daemon and acknowledge it; ``None`` when the daemon ends the worker first."""
     import trio
 
-    taken: tuple[dict[str, Any], list[int]] | None = None
+    taken: tuple[Launch, list[int]] | None = None
     launches = _exclusive_readiness(listener)
     async with trio.open_nursery() as nursery:
 
@@ -395,16 +393,16 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 break
             if got is None:
                 continue  # nothing there (another worker took it), or refused
-            header, reply, fds = got
+            launch, reply, fds = got
             with reply:
                 # The launching process's state first (refused: the launcher starts cold;
                 # partly applied: this process serves no other launch).
                 try:
-                    handover.apply(handover.LaunchState.from_header(header), fds[-2], fds[-1])
-                except (handover.Refused, ValueError) as e:
+                    launch_state.apply(launch.state, fds[-2], fds[-1])
+                except (launch_state.Refused, ValueError) as e:
                     log.warning("warm handover refused: %s", e)
                     close_fds(fds if isinstance(e, ValueError) else fds[:-2])
-                    if isinstance(e, handover.Refused) and e.tainted:
+                    if isinstance(e, launch_state.Refused) and e.tainted:
                         break
                     continue
                 fds = fds[:-2]
@@ -412,13 +410,13 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 # launcher lets go of its fds: a refused or failed hand-off leaves the
                 # launcher able to start the session cold.
                 try:
-                    control.sendmsg([b"S"], fds_ancillary([reply.fileno()]))
-                    handover.acknowledge(reply)
+                    control.sendmsg([Control.SESSION_TAKEN], fds_ancillary([reply.fileno()]))
+                    launch_state.acknowledge(reply)
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
                     close_fds(fds)
                     break
-                taken = header, fds
+                taken = launch, fds
                 # Our own copy, for the exit status as this process exits (the daemon writes
                 # it too, which covers a process killed by a signal), and to end this process
                 # if the launcher dies first.
@@ -463,7 +461,7 @@ def _report_exit_status(fd: int) -> None:
 
 
 def _receive_launch(listener: socket.socket
-                    ) -> tuple[dict[str, Any], socket.socket, list[int]] | None:
+                    ) -> tuple[Launch, socket.socket, list[int]] | None:
     """One launch from the warm socket, if one is waiting: its header, reply socket and the
     fds it hands over. ``None`` when there is none, and for a launch refused (its fds closed,
     so the launcher starts cold; the reason logged): from another user's process, truncated,
@@ -471,7 +469,8 @@ def _receive_launch(listener: socket.socket
     kernel's (``SCM_CREDENTIALS``). Raises :class:`OSError`
     when the warm socket itself fails."""
     try:
-        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE + CREDENTIALS_SPACE)
+        msg, ancdata, flags, _addr = listener.recvmsg(handover.MAX_LAUNCH_HEADER,
+                                                    ANCILLARY_SPACE + CREDENTIALS_SPACE)
     except (BlockingIOError, InterruptedError):
         return None
     fds = fds_received(ancdata)
@@ -485,7 +484,7 @@ def _receive_launch(listener: socket.socket
         close_fds(fds)
         return None
     fds = fds[1:]
-    header: object = None
+    launch: Launch | None = None
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         problem: str | None = "truncated launch message"
     elif sender_uid(ancdata) != os.getuid():
@@ -496,45 +495,30 @@ def _receive_launch(listener: socket.socket
         problem = "the reply fd is not a unix socket"
     else:
         try:
-            header = json.loads(msg.decode())
-        except ValueError:
-            header = None
-        problem = _launch_problem(header, fds)
+            launch = handover.decode_launch(msg, len(fds), machine=os.uname().machine)
+            problem = _version_problem(launch)
+        except MalformedMessage as e:
+            problem = str(e)
     if problem is not None:
         log.warning("warm handover refused: %s", problem)
         close_fds(fds)
         reply.close()
         return None
-    assert isinstance(header, dict)
-    return header, reply, fds
+    assert launch is not None
+    return launch, reply, fds
 
 
-def _launch_problem(header: object, fds: list[int]) -> str | None:
-    if not isinstance(header, dict):
-        return "no valid header"
-    if header.get("handover") != handover.HANDOVER_VERSION:
-        return "launch without the launching process's state (an older launcher)"
-    # in, out, [stdin, stdout, stderr,] and the launcher's working directory and environ
-    if header.get("kind") != "fdpair" or len(fds) not in (4, 7):
-        return f"bad header {header!r} with {len(fds)} fds"
-    if header.get("stdio") and len(fds) != 7:
-        return "stdio announced without its fds"
-    machine = header.get("machine")
-    if machine is not None and machine != os.uname().machine:
-        return f"the launcher runs on {machine!r}, this server on {os.uname().machine!r}"
-    version = header.get("llvm_version")
-    if version is not None:
-        from ..executor.bootstrap import profile_for_version
+def _version_problem(launch: Launch) -> str | None:
+    """Why the launch's requested LLVM version is refused (the cold start reports it)."""
+    if launch.llvm_version is None:
+        return None
+    from ..executor.bootstrap import profile_for_version
 
-        try:
-            profile_for_version(str(version))
-        except ValueError as e:
-            return f"{e} (the cold start reports it)"
+    try:
+        profile_for_version(launch.llvm_version)
+    except ValueError as e:
+        return f"{e} (the cold start reports it)"
     return None
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
 
 
 async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
@@ -554,9 +538,13 @@ async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
 async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorContext]) -> int:
     import trio
 
-    control.sendall(b"R")
+    control.sendall(Control.READY)
     await trio.lowlevel.wait_readable(control)
-    got = receive_session(control)
+    try:
+        got = receive_session(control)
+    except MalformedMessage as e:
+        print(f"orc-executor worker: {e}", file=sys.stderr)
+        return 1
     if got is None:
         return 0
     header, fds = got
@@ -572,7 +560,7 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
             # The daemon may evict a session whose controller has not spoken yet, when
             # every slot is taken and another connection waits: this one has now.
             try:
-                control.send(b"M", socket.MSG_DONTWAIT)
+                control.send(Control.FIRST_MESSAGE, socket.MSG_DONTWAIT)
             except OSError:
                 pass
 
@@ -583,7 +571,7 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
         print(f"orc-executor worker: bad handover {header!r}", file=sys.stderr)
         return 1
     try:
-        control.sendall(bytes([status & 0xFF]))
+        control.sendall(handover.encode_final_status(status))
     except OSError:
         pass
     return status
@@ -612,7 +600,7 @@ def _end_with(parent: int) -> None:
 
 def _rehearse_all() -> None:
     """The fork server's rehearsal: a launch's state handover, then a whole session."""
-    handover.rehearse()
+    launch_state.rehearse()
     rehearse_session()
 
 

@@ -27,6 +27,8 @@ import trio
 
 from ..interpreter import python_module_command
 from ..io.fdpass import ANCILLARY_SPACE, close_fds, fds_ancillary, fds_received
+from . import handover
+from .handover import Control
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class Zygote:
         parent.setblocking(False)
         try:
             await trio.lowlevel.wait_readable(parent)
-            ok = parent.recv(16) == b"R"
+            ok = parent.recv(16) == Control.READY
         except OSError:
             ok = False
         if not ok:
@@ -104,13 +106,16 @@ class Zygote:
                     msg = b""
                 if not msg:
                     break
-                parts = msg.split()
-                if parts[:1] == [b"P"] and self._pending:
-                    self._pending.pop(0).send_nowait(int(parts[1]))
-                elif parts[:1] == [b"X"] and len(parts) == 3:
-                    proc = self._forked.pop(int(parts[1]), None)
+                report = handover.decode_zygote_report(msg)
+                if report is None:
+                    continue
+                code, pid, status = report
+                if code == Control.FORKED and self._pending:
+                    self._pending.pop(0).send_nowait(pid)
+                elif code == Control.EXITED:
+                    proc = self._forked.pop(pid, None)
                     if proc is not None:
-                        proc._exited(int(parts[2]))
+                        proc._exited(status)
         finally:
             if self.alive:
                 log.warning("the fork server ended; starting session processes the slow way")
@@ -131,7 +136,7 @@ class Zygote:
             send, recv = trio.open_memory_channel[int](1)
             self._pending.append(send)
             try:
-                self.control.sendmsg([b"F"], fds_ancillary(fds))
+                self.control.sendmsg([Control.FORK], fds_ancillary(fds))
             except OSError:
                 self._pending.remove(send)
                 raise
@@ -197,7 +202,7 @@ def zygote(control_fd: int, run_worker: Callable[[int, int | None], int],
     zygote_pid = os.getpid()
     libc = ctypes.CDLL(None, use_errno=True)  # prctl, for the forked workers
     try:
-        control.send(b"R")
+        control.send(Control.READY)
     except OSError:  # the daemon died while we got ready
         return 0
     poller = select.poll()
@@ -227,7 +232,7 @@ def zygote(control_fd: int, run_worker: Callable[[int, int | None], int],
             fds = fds_received(ancdata)
             if not msg:  # the daemon is gone (or done): the workers forked end with us
                 return 0
-            if msg != b"F" or len(fds) not in (1, 2):
+            if msg != Control.FORK or len(fds) not in (1, 2):
                 close_fds(fds)
                 continue
             pid = os.fork()
@@ -243,7 +248,7 @@ def zygote(control_fd: int, run_worker: Callable[[int, int | None], int],
                 _die_with_parent(libc, zygote_pid)
                 exit_process(run_worker(fds[0], fds[1] if len(fds) == 2 else None))
             close_fds(fds)
-            _send(control, f"P {pid}".encode())
+            _send(control, handover.encode_forked(pid))
             _reap(control)
 
 
@@ -269,7 +274,7 @@ def _reap(control: socket.socket) -> None:
         if pid == 0:
             return
         code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
-        _send(control, f"X {pid} {code}".encode())
+        _send(control, handover.encode_exited(pid, code))
 
 
 def _send(control: socket.socket, data: bytes) -> None:
