@@ -268,7 +268,7 @@ def main() -> None:
             and _env_version_valid()):
         # Cold launch by a controller: skip the CLI parser (click) on the start-up path, and
         # let the session's modules (trio, cffi, the services) import without the cyclic
-        # garbage collector running over and over (~9 ms of a cold start); what they
+        # garbage collector running over and over; what they
         # allocated is then frozen out of later collections.
         import gc
 

@@ -19,8 +19,8 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   other end of. The worker applies the state before it acknowledges (a launch without it, from
   an older launcher, whose state cannot apply here, or from a launcher on another machine type
   than the server's, e.g. emulated, is refused, and the launcher starts cold).
-  (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
-  CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
+  (A connection would wake the ready workers at ``connect``, before the fds are sent, and
+  they would preempt the launcher.) Each ready worker waits with
   ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
   the daemon (``S`` with the fd), then acknowledges with ``A``, its pid (4 bytes,
   little-endian) and a pidfd of itself on it (the launcher forwards signals to it): only then
@@ -180,9 +180,8 @@ def _prepare(listener: socket.socket | None, background: bool = False
 
     Called in a thread of its own (:func:`_in_thread`), whose priority it lowers. A
     ``background`` worker (the warm server refills the pool while other workers are ready)
-    runs at the lowest priority (``SCHED_IDLE``) throughout: on a machine with few cores its
-    copy-on-write faults, context building and rehearsal at normal priority delayed the
-    running sessions' controllers by 1–2 ms per wake-up. Otherwise a
+    runs at the lowest priority (``SCHED_IDLE``) throughout, so that its copy-on-write
+    faults, context building and rehearsal do not delay the running sessions. Otherwise a
     launcher may be waiting for this very worker: the contexts are built at normal priority,
     and only the rehearsal runs at nice :data:`REHEARSAL_NICE` (not ``SCHED_IDLE``, which a
     busy machine can starve for seconds)."""
@@ -206,8 +205,8 @@ def _prepare(listener: socket.socket | None, background: bool = False
     if not background:
         _lower_this_thread(idle=False)
     try:
-        # The controller's detection reads /proc before Setup: its first run costs ~0.35 ms,
-        # later ones ~0.13 ms (this process's ancestors are no controller: the answer is unused).
+        # The controller's detection reads /proc before Setup: its first run costs more than
+        # later ones (this process's ancestors are no controller: the answer is unused).
         detect_profile(start_pid=os.getpid())
         rehearse_session(listener)
     except Exception as e:  # a warm-up problem must never stop the worker
@@ -450,8 +449,8 @@ def _report_exit_status(fd: int) -> None:
     """Have this process send its exit status to the launcher on ``fd`` as it exits (C
     ``on_exit``, after the JIT'd program's exit handlers and a flush of C stdio): the
     launcher exits, and lets go of the stdout and stderr it still holds, without waiting for
-    this process's teardown and the zygote → daemon relay (~1 ms on the path of any
-    controller that reads the program's output to EOF)."""
+    this process's teardown and the zygote → daemon relay (on the path of any controller
+    that reads the program's output to EOF)."""
     from ..native.api import lib
 
     if lib.orc_report_exit_status(fd) != 0:

@@ -3,7 +3,7 @@
 Started as ``python -m orc_executor.serve.worker --zygote CONTROL_FD`` it is instead a *fork
 server* (zygote): it imports everything once, rehearses a session, writes ``R``, and then
 forks one worker per request, so refilling the daemon's pool costs a ``fork()`` instead of an
-interpreter start and imports (~90 ms of CPU that would compete with running sessions).
+interpreter start and imports (CPU time that would compete with running sessions).
 The control socket is ``SOCK_SEQPACKET``; messages:
 
 * daemon → zygote: ``F`` with one fd (``SCM_RIGHTS``), the new worker's control socket, or
@@ -177,8 +177,8 @@ def _preload(rehearse: Callable[[], None]) -> None:
         rehearse()
     except Exception as e:  # a warm-up problem must never stop the fork server
         log.debug("session rehearsal failed: %s", e)
-    # The argument decoders of every profile's wrapper functions (generated at first use,
-    # 30-60 us each): the signatures are module-level, so forked workers inherit them all.
+    # The argument decoders of every profile's wrapper functions (generated at first use):
+    # the signatures are module-level, so forked workers inherit them all.
     for profile in bootstrap.PROFILES:
         for spec in bootstrap.build_context(profile).registry.by_addr.values():
             spec.sig.args.compiled_decoder()
