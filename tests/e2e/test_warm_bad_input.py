@@ -36,20 +36,15 @@ from tests.support.jitrun import compile_c
 #: millisecond; the bound only allows for a loaded machine).
 REFUSAL_BOUND = 1.0
 
+#: The Python launcher (:mod:`orc_executor.launch.client`, the console script).
+PY_LAUNCHER = str(Path(sys.executable).parent / "orc-executor-py")
+
 RECVMSG = 47  # x86_64 syscall number: the launcher waits for the acknowledgement
 
 
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_c(tmp_path_factory.mktemp("bad_input"), "echo", ECHO_C)
-
-
-@pytest.fixture(scope="module")
-def py_launcher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    py = tmp_path_factory.mktemp("py") / "orc-executor-py"
-    py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor \"$@\"\n")
-    py.chmod(0o755)
-    return py
 
 
 @pytest.fixture
@@ -143,7 +138,7 @@ def _waiting_for_ack(pid: int) -> bool:
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall number of x86_64")
 @pytest.mark.parametrize("launcher", ["native", "python"])
 def test_server_dying_mid_handover_means_a_cold_start(server: Server, echo: Path,
-                                                      py_launcher: Path, launcher: str) -> None:
+                                                      launcher: str) -> None:
     """The ready workers are stopped, so the launch waits in the warm socket's queue; the
     server, its fork server and its workers are then killed (SIGKILL). The queued launch goes
     with the socket, its reply socket closes, and the launcher runs the session cold, in its
@@ -152,7 +147,7 @@ def test_server_dying_mid_handover_means_a_cold_start(server: Server, echo: Path
     assert None not in victims
     for pid in server.workers():
         os.kill(pid, signal.SIGSTOP)
-    exe = EXE if launcher == "native" else str(py_launcher)
+    exe = EXE if launcher == "native" else PY_LAUNCHER
     result: list[Run] = []
     t = threading.Thread(target=lambda: result.append(_jitlink(exe, echo, ["6"], server.env)))
     t.start()
