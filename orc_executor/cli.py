@@ -24,8 +24,8 @@ from .io.spec import (
     parse_address,
     parse_spec,
 )
-from .serve.daemon import exit_process as _exit
-from .serve.daemon import setup_logging as _setup_logging
+from .serve.connection import exit_process as _exit
+from .serve.connection import setup_logging as _setup_logging
 
 log = logging.getLogger("orc_executor")
 
@@ -201,7 +201,8 @@ def main(
         log.warning("listening on non-loopback address %s: any peer that connects can "
                     "run arbitrary code as this user", conn.address)
 
-    from .serve.daemon import ServeOptions, run_connection
+    from .serve.connection import run_connection
+    from .serve.options import ServeOptions
 
     opts = ServeOptions(
         max_message_size=max_message_size,
@@ -218,7 +219,8 @@ def main(
         on_fault=on_fault.lower() if on_fault else None,
     )
     if daemon:
-        from .serve.daemon import DaemonOptions, run_daemon
+        from .serve.daemon import run_daemon
+        from .serve.options import DaemonOptions
 
         assert isinstance(conn, Listen)
         dopts = DaemonOptions(max_sessions=max(1, max_sessions), warm=max(0, warm),
@@ -276,7 +278,8 @@ def serve_command(warm: int, socket_path: str | None, idle_exit: float | None, a
     exits with an error. The socket's directory must be this user's, mode 0700.
     """
     from .launch.warmdir import warm_socket_path
-    from .serve.daemon import ServeOptions, run_warm_server
+    from .serve.options import ServeOptions
+    from .serve.warm import run_warm_server
 
     _setup_logging(log_level)
     if auto:  # the log is a file: say when

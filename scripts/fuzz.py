@@ -84,6 +84,7 @@ from orc_executor.protocol.sps import (  # noqa: E402
     TupleOf,
     UInt64,
     WrapperSignature,
+    integer_bounds,
 )
 
 DISPATCH_FN = SimpleRemoteEPC.dispatch_fn
@@ -96,12 +97,8 @@ MAX_SLABS = 8
 INTERESTING_U64 = [0, 1, 7, 8, 31, 32, 33, 0x7F, 0x80, 0xFF, 0x1000, 0xFFFF, 1 << 31,
                    (1 << 32) - 1, 1 << 32, 1 << 62, 1 << 63, (1 << 64) - 1, (1 << 64) - 8,
                    MAX_MESSAGE, MAX_MESSAGE + 1]
-PRIMITIVE_BOUNDS = {
-    "b": (-(1 << 7), (1 << 7) - 1), "B": (0, (1 << 8) - 1),
-    "h": (-(1 << 15), (1 << 15) - 1), "H": (0, (1 << 16) - 1),
-    "i": (-(1 << 31), (1 << 31) - 1), "I": (0, (1 << 32) - 1),
-    "q": (-(1 << 63), (1 << 63) - 1), "Q": (0, (1 << 64) - 1),
-}
+
+
 def runs_native(name: str) -> bool:
     """The wrapper calls the function its first argument points to (``run_as_*``, orc-rt's
     ``call_*``)."""
@@ -284,9 +281,9 @@ def gen(t: SPSType[Any], fdp: atheris.FuzzedDataProvider, s: Session, name: str,
         return fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64))
     if t is String:
         return fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 16))
-    fmt = getattr(t, "fmt", None)
-    if fmt in PRIMITIVE_BOUNDS:
-        lo, hi = PRIMITIVE_BOUNDS[fmt]
+    bounds = integer_bounds(t)
+    if bounds is not None:
+        lo, hi = bounds
         return int(fdp.ConsumeIntInRange(lo, hi))
     if isinstance(t, SequenceOf):
         return [gen(t.elem, fdp, s, name, depth + 1)

@@ -159,7 +159,7 @@ def _exe_path(exe: str) -> str:
 def versioned_path(exe: str) -> tuple[int, str] | None:
     """The LLVM version an executable's path names: ``(version, evidence)`` for Debian's
     ``/usr/lib/llvm-N/bin/…`` and versioned tool names (``llvm-jitlink-N``, ``lli-N``), else
-    ``None``. Needs no read of ``/proc/PID/maps`` (~0.15 ms for a fresh LLVM process)."""
+    ``None``. Needs no read of ``/proc/PID/maps``."""
     path = _exe_path(exe)
     m = _LLVM_DIR_RE.search(path)
     if m:

@@ -69,16 +69,17 @@ def try_warm(args: list[str]) -> int | None:
     import socket
 
     from ..io.fdpass import fds_ancillary
-    from . import state as handover
+    from ..serve.handover import EXIT_STATUS_SIZE, decode_exit_status
+    from . import state as launch_state
 
     version = _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION"))
     try:
         header = (
             f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
             f'"llvm_version": {version}, "machine": {_json_str(os.uname().machine)}'
-            f'{handover.state_header()}}}'
+            f'{launch_state.state_header()}}}'
         ).encode()
-        cwd, env = handover.state_fds()
+        cwd, env = launch_state.state_fds()
     except (OSError, ImportError):  # (the native module not built: no state to send)
         os.close(dir_fd)
         return None
@@ -117,17 +118,17 @@ def try_warm(args: list[str]) -> int | None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) - set(_forwarded()))
     data = b""
     try:
-        while len(data) < 4:
-            chunk = sock.recv(4 - len(data))
+        while len(data) < EXIT_STATUS_SIZE:
+            chunk = sock.recv(EXIT_STATUS_SIZE - len(data))
             if not chunk:
                 break
             data += chunk
     except OSError:
         pass
-    if len(data) < 4:
+    if len(data) < EXIT_STATUS_SIZE:
         sys.stderr.write("orc-executor: the warm server went away during the session\n")
         return 1
-    status = int.from_bytes(data, "little", signed=True)
+    status = decode_exit_status(data)
     if status < 0:  # mirror a session killed by a signal
         import signal
 
@@ -150,23 +151,26 @@ def _receive_ack(sock: object) -> tuple[int, int | None] | None:
     import socket
 
     from ..io.fdpass import ANCILLARY_SPACE, fds_received
+    from ..serve.handover import ACK_SIZE, Control, decode_ack
 
     assert isinstance(sock, socket.socket)
     data = b""
     pidfd: int | None = None
-    while len(data) < 5:
-        chunk, anc, _flags, _addr = sock.recvmsg(5 - len(data), ANCILLARY_SPACE)
+    while len(data) < ACK_SIZE:
+        chunk, anc, _flags, _addr = sock.recvmsg(ACK_SIZE - len(data), ANCILLARY_SPACE)
         for fd in fds_received(anc):
             if pidfd is None:
                 pidfd = fd
             else:
                 os.close(fd)
-        if not chunk or not (data + chunk).startswith(b"A"):
+        if not chunk or not (data + chunk).startswith(Control.ACKNOWLEDGE):
             if pidfd is not None:
                 os.close(pidfd)
             return None
         data += chunk
-    return int.from_bytes(data[1:5], "little"), pidfd
+    pid = decode_ack(data)
+    assert pid is not None
+    return pid, pidfd
 
 
 def _forward_signals(pid: int, pidfd: int | None) -> None:
@@ -243,9 +247,9 @@ def main() -> None:
             args = args[1:]
         sys.argv[1:] = args
         if ignored is not None:
-            from . import state as handover
+            from . import state as launch_state
 
-            handover.inherited_ignored = ignored
+            launch_state.inherited_ignored = ignored
     if args[:1] == ["serve"]:
         from ..cli import serve
 
@@ -264,12 +268,12 @@ def main() -> None:
             and _env_version_valid()):
         # Cold launch by a controller: skip the CLI parser (click) on the start-up path, and
         # let the session's modules (trio, cffi, the services) import without the cyclic
-        # garbage collector running over and over (~9 ms of a cold start); what they
+        # garbage collector running over and over; what they
         # allocated is then frozen out of later collections.
         import gc
 
         gc.disable()
-        from ..serve.daemon import run_pipe_session
+        from ..serve.connection import run_pipe_session
         from .state import cold_start
 
         cold_start(ignored)

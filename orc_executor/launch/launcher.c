@@ -3,8 +3,9 @@
  *
  * A controller launches its executor once per session (`llvm-jitlink -oop-executor=...`
  * starts `orc-executor filedescs=IN,OUT`), so the start-up time of that process is paid on
- * every run. A Python interpreter alone needs ~15 ms to start; this launcher needs well under
- * one. It does what `orc_executor/launch/client.py` does on its warm path, in C:
+ * every run, and a Python interpreter's start is much slower than this launcher's (figures:
+ * scripts/bench-notes.md). It does what `orc_executor/launch/client.py` does on its warm
+ * path, in C:
  *
  *   - if the command line is a pipe-style launch (`filedescs=IN,OUT`, `pipe:adopt=IN,OUT`,
  *     `socket:adopt=FD`, `fd=FD`, `IN OUT`) and `orc-executor serve` is listening on the warm
@@ -25,7 +26,9 @@
  *     When no server answered, it first starts one in the background (start_server), for
  *     the next launches.
  *
- * The wire format of the handover is the one `orc_executor.serve.worker` (accept mode) reads. One
+ * The wire format of the handover is the one `orc_executor.serve.worker` (accept mode) reads
+ * (`orc_executor/serve/handover.py` decodes it; its constants: ORC_HANDOVER_* in
+ * launcher_state.h). One
  * datagram (not a connection, then the fds) so that no ready process wakes before the launch
  * is complete: woken by a connect, they preempted this launcher before its sendmsg.
  */
@@ -101,7 +104,7 @@ static int pipe_fds(int argc, char **argv, int fds[2]) {
     return n == 2 && parse_int(rest[0], &fds[0]) && parse_int(rest[1], &fds[1]);
 }
 
-/* ---- the warm socket: its name, its directory verified (issue 20 #1, issue 21 #2) ----------- */
+/* ---- the warm socket: its name, its directory verified ----------------------------------- */
 
 #ifndef ORC_EXECUTOR_VERSION
 #define ORC_EXECUTOR_VERSION "0"
@@ -262,7 +265,7 @@ static int try_warm(int argc, char **argv) {
         struct cmsghdr align;
     } ctrl;
     struct cmsghdr *cm;
-    unsigned char status[4];
+    unsigned char status[ORC_HANDOVER_EXIT_STATUS_SIZE];
     size_t got = 0;
     int32_t value;
     sigset_t launch_mask;
@@ -435,7 +438,7 @@ static void exec_python(int argc, char **argv) {
     _exit(127);
 }
 
-/* ---- a server on demand (issue 21 #2) ---------------------------------------------------- */
+/* ---- a server on demand ----------------------------------------------------------------- */
 
 /* DIR/NAME with NAME's ".sock" replaced by `ext` (or `ext` appended), as
    orc_executor.launch.warmdir.sibling: the server's lock and log files. */

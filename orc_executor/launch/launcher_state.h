@@ -1,6 +1,7 @@
 /*
  * The native launcher's part of the warm handover that makes a warm session the same program
- * as a cold one (included by launcher.c; orc_executor/launch.py does the same in Python):
+ * as a cold one (included by launcher.c; orc_executor/launch/client.py and launch/state.py do
+ * the same in Python):
  *
  *   - what a program inherits across fork+exec, sent with the launch: in the JSON header
  *     (`"handover": 1`, `umask`, `nice`, `sigmask` and `sigign`: bit N-1 = signal N,
@@ -22,7 +23,17 @@
 
 extern char **environ;
 
+/* The launch header's largest size (at most handover.MAX_LAUNCH_HEADER: a longer datagram is
+   truncated, so refused). */
 #define HEADER_MAX 2048
+
+/* The warm handover's constants, the values of orc_executor/serve/handover.py (its
+   HANDOVER_VERSION, Control.ACKNOWLEDGE, ACK_SIZE, EXIT_STATUS_SIZE): the unit test
+   tests/unit/serve/test_handover.py checks that they agree. */
+#define ORC_HANDOVER_VERSION 1
+#define ORC_HANDOVER_ACKNOWLEDGE 'A'
+#define ORC_HANDOVER_ACK_SIZE 5
+#define ORC_HANDOVER_EXIT_STATUS_SIZE 4
 
 /* Signals forwarded to the session process (SIGTSTP and SIGCONT: see on_forwarded). */
 static const int forwarded[] = {SIGINT,  SIGTERM,  SIGHUP,  SIGQUIT, SIGUSR1,
@@ -100,8 +111,8 @@ static int state_json(char *out, size_t size) {
     if (errno) return 0;
     {
         size_t len = strlen(out);
-        int n = snprintf(out + len, size - len, ", \"handover\": 1, \"umask\": %u, \"nice\": %d",
-                         (unsigned)um, nice);
+        int n = snprintf(out + len, size - len, ", \"handover\": %d, \"umask\": %u, \"nice\": %d",
+                         ORC_HANDOVER_VERSION, (unsigned)um, nice);
         if (n <= 0 || (size_t)n >= size - len) return 0;
     }
     if (!append(out, size, ", \"sigmask\": %llu, \"sigign\": %llu", blocked, ignored_signals()))
@@ -160,7 +171,7 @@ static void block_forwarded(sigset_t *old) {
 
 /* 'A', the pid and (if sent) a pidfd: 1 if the session was acknowledged. */
 static int receive_ack(int reply) {
-    unsigned char buf[5];
+    unsigned char buf[ORC_HANDOVER_ACK_SIZE];
     size_t got = 0;
     while (got < sizeof buf) {
         union {
@@ -183,7 +194,7 @@ static int receive_ack(int reply) {
                 cm->cmsg_len == CMSG_LEN(sizeof(int)))
                 memcpy(&session_pidfd, CMSG_DATA(cm), sizeof(int));
         got += (size_t)n;
-        if (buf[0] != 'A') return 0;
+        if (buf[0] != ORC_HANDOVER_ACKNOWLEDGE) return 0;
     }
     session_pid = (pid_t)((uint32_t)buf[1] | (uint32_t)buf[2] << 8 | (uint32_t)buf[3] << 16 |
                           (uint32_t)buf[4] << 24);

@@ -4,7 +4,8 @@ A program inherits across fork+exec its working directory, environment, umask, r
 limits, signal mask, ignored signals, nice value, scheduling policy, I/O priority and CPU
 affinity. A warm launch (``launcher_state.h``, :func:`orc_executor.launch.client.try_warm`) sends
 them with its fds; the session process applies them (:func:`apply`) before it acknowledges
-the launch, so before Setup. The header fields (JSON, with the launch's own):
+the launch, so before Setup. The header fields (JSON, with the launch's own; decoded by
+:func:`orc_executor.serve.handover.decode_launch`):
 
 * ``"handover": 1``; ``umask``, ``nice``, ``ioprio``, ``personality`` (ints); ``sigmask``,
   ``sigign``: the blocked and the ignored signals (bit N-1 = signal N); ``rlimits``:
@@ -31,8 +32,7 @@ import stat
 import sys
 import threading
 
-#: Version of the state a launch carries (``"handover"`` in its header).
-HANDOVER_VERSION = 1
+from ..serve.handover import HANDOVER_VERSION, LaunchState, encode_ack
 
 #: The most bytes of ``environ`` a launch may hand over (larger: refused, so started cold).
 MAX_ENVIRON = 64 << 20
@@ -43,67 +43,6 @@ STARTUP_ONLY_PREFIXES = (b"LD_", b"GLIBC_TUNABLES", b"MALLOC_")
 
 #: Resource limits also read once at start-up (glibc sizes thread stacks by RLIMIT_STACK).
 STARTUP_ONLY_RLIMITS = (resource.RLIMIT_STACK,)
-
-
-class LaunchState:
-    """The fields of a launch's header (see the module doc). (A plain class: the Python
-    launcher imports this module, and importing ``dataclasses`` would lengthen its start.)"""
-
-    __slots__ = ("cpus", "ioprio", "nice", "personality", "policy", "priority", "rlimits",
-                 "sigign", "sigmask", "umask")
-
-    def __init__(self, *, umask: int, nice: int, sigmask: int, sigign: int,
-                 rlimits: list[tuple[int, int]], cpus: set[int], policy: int, priority: int,
-                 ioprio: int, personality: int) -> None:
-        self.umask = umask
-        self.nice = nice
-        self.sigmask = sigmask
-        self.sigign = sigign
-        self.rlimits = rlimits
-        self.cpus = cpus
-        self.policy = policy
-        self.priority = priority
-        self.ioprio = ioprio
-        self.personality = personality
-
-    @classmethod
-    def from_header(cls, header: dict[str, object]) -> LaunchState:
-        """Raises :class:`ValueError` for a header without valid state."""
-        if header.get("handover") != HANDOVER_VERSION:
-            raise ValueError("launch without the launching process's state (an older launcher)")
-        ints: dict[str, int] = {}
-        for key, low, high in (("umask", 0, 0o777), ("nice", -20, 19), ("sigmask", 0, 2**64 - 1),
-                               ("sigign", 0, 2**64 - 1), ("ioprio", 0, 2**16 - 1),
-                               ("personality", 0, 2**32 - 1)):
-            value = header.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValueError(f"malformed {key} in the launch header")
-            ints[key] = value
-        limits = header.get("rlimits")
-        if not isinstance(limits, list) or not all(
-                isinstance(p, list) and len(p) == 2
-                and all(isinstance(x, int) and -1 <= x < 2**64 for x in p) for p in limits):
-            raise ValueError("malformed resource limits in the launch header")
-        sched = header.get("sched")
-        if not isinstance(sched, list) or len(sched) != 2 or not all(
-                isinstance(x, int) and 0 <= x < 2**31 for x in sched):
-            raise ValueError("malformed scheduling policy in the launch header")
-        cpus = header.get("cpus")
-        try:
-            mask = int(cpus, 16) if isinstance(cpus, str) and len(cpus) <= 4096 else None
-        except ValueError:
-            mask = None
-        if not mask:
-            raise ValueError("malformed CPU affinity in the launch header")
-        return cls(umask=ints["umask"], nice=ints["nice"], sigmask=ints["sigmask"],
-                   sigign=ints["sigign"], rlimits=[(_rlim(a), _rlim(b)) for a, b in limits],
-                   cpus={i for i in range(mask.bit_length()) if mask >> i & 1},
-                   policy=sched[0], priority=sched[1], ioprio=ints["ioprio"],
-                   personality=ints["personality"])
-
-
-def _rlim(v: int) -> int:
-    return resource.RLIM_INFINITY if v < 0 else v
 
 
 def _json_rlim(v: int) -> int:
@@ -376,7 +315,7 @@ def acknowledge(reply: socket.socket) -> None:
     little-endian) and a pidfd of it (where the kernel has them). Raises :class:`OSError`."""
     from ..io.fdpass import fds_ancillary
 
-    msg = b"A" + os.getpid().to_bytes(4, "little")
+    msg = encode_ack(os.getpid())
     try:
         pidfd = os.pidfd_open(os.getpid())
     except (OSError, AttributeError):

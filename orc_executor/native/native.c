@@ -309,6 +309,9 @@ static void orc_watch_forget(int fd) {
     if (orc_watch_epoll >= 0) epoll_ctl(orc_watch_epoll, EPOLL_CTL_DEL, fd, NULL);
 }
 static pid_t orc_status_pid;
+/* Bytes of the exit status sent to a warm launcher: EXIT_STATUS_SIZE of
+   orc_executor/serve/handover.py (tests/unit/serve/test_handover.py checks they agree). */
+#define ORC_EXIT_STATUS_SIZE 4
 
 static void orc_send_exit_status(int status, void *arg) {
     (void)arg;
@@ -318,7 +321,7 @@ static void orc_send_exit_status(int status, void *arg) {
     /* Flush C stdio first: if the reader of stdout is gone, SIGPIPE ends the process here
        and the status comes from the fork server instead (killed by SIGPIPE), as it would. */
     fflush(NULL);
-    unsigned char le[4] = { (unsigned char)status, 0, 0, 0 };  /* what wait() would see */
+    unsigned char le[ORC_EXIT_STATUS_SIZE] = { (unsigned char)status, 0, 0, 0 };  /* as wait() */
     send(orc_status_fd, le, sizeof le, MSG_NOSIGNAL);
     close(orc_status_fd);
     orc_status_fd = -1;

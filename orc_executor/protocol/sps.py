@@ -151,6 +151,20 @@ Size: SPSType[int] = _Primitive("size", "Q")
 Addr: SPSType[int] = _Primitive("ExecutorAddr", "Q")
 Empty: SPSType[None] = _Empty()
 
+_INTEGER_FORMATS = frozenset("bBhHiIqQ")
+
+
+def integer_bounds(t: SPSType[Any]) -> tuple[int, int] | None:
+    """The least and the greatest value of an SPS integer type (``char``, ``int8`` ...
+    ``uint64``, ``size``, ``ExecutorAddr``), from its wire format; ``None`` for any other
+    type."""
+    if not isinstance(t, _Primitive) or t.fmt not in _INTEGER_FORMATS:
+        return None
+    bits = 8 * t._struct.size
+    if t.fmt.islower():
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
 
 def _read_count(buf: Buffer, off: int, what: str) -> tuple[int, int]:
     if off + 8 > len(buf):

@@ -7,7 +7,7 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
 
 * **accept** (with ``LISTEN_FD``, the warm server ``orc-executor serve``): the daemon first
   queues ``O<json>`` on the control socket: ``{"options": {...}, "background": bool}``, the
-  session's :class:`~orc_executor.serve.daemon.ServeOptions` and whether the worker gets ready at
+  session's :class:`~orc_executor.serve.options.ServeOptions` and whether the worker gets ready at
   the lowest priority (other workers are ready; see :func:`_prepare`). Ready
   workers receive launched ``orc-executor filedescs=...`` executors (the native launcher or
   :func:`orc_executor.launch.client.try_warm`) on the warm socket themselves, so the launch reaches
@@ -19,8 +19,8 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
   other end of. The worker applies the state before it acknowledges (a launch without it, from
   an older launcher, whose state cannot apply here, or from a launcher on another machine type
   than the server's, e.g. emulated, is refused, and the launcher starts cold).
-  (A connection would wake the ready workers at ``connect``, before the fds are sent; on two
-  CPUs they preempted the launcher for ~0.5 ms.) Each ready worker waits with
+  (A connection would wake the ready workers at ``connect``, before the fds are sent, and
+  they would preempt the launcher.) Each ready worker waits with
   ``EPOLLEXCLUSIVE``, so one of them wakes per launch. The worker passes the reply socket to
   the daemon (``S`` with the fd), then acknowledges with ``A``, its pid (4 bytes,
   little-endian) and a pidfd of itself on it (the launcher forwards signals to it): only then
@@ -32,26 +32,16 @@ session and exits with the session's status (0 clean, 1 error). Two ways to get 
 * **handover** (the ``--listen`` daemon): the daemon sends a JSON header with the fds of one
   session: ``{"kind": "socket", ...}`` with one connected socket, or ``{"kind": "fdpair",
   "stdio": true, ...}`` with ``in, out, stdin, stdout, stderr``; the other header fields are
-  :class:`~orc_executor.serve.daemon.ServeOptions`. The worker writes ``M`` when the socket
+  :class:`~orc_executor.serve.options.ServeOptions`. The worker writes ``M`` when the socket
   session's controller sent its first complete message, and its status byte at the end.
 
-Started as ``python -m orc_executor.serve.worker --zygote CONTROL_FD`` it is instead a *fork
-server* (zygote): it imports everything once, rehearses a session, writes ``R``, and then
-forks one worker per request, so refilling the daemon's pool costs a ``fork()`` instead of an
-interpreter start and imports (~90 ms of CPU that would compete with running sessions).
-The control socket is ``SOCK_SEQPACKET``; messages:
-
-* daemon → zygote: ``F`` with one fd (``SCM_RIGHTS``), the new worker's control socket, or
-  two: the control socket and the warm listening socket (accept mode);
-* zygote → daemon: ``P <pid>`` (the forked worker, in request order), ``X <pid> <status>``
-  when it ended (``status`` as :attr:`subprocess.Popen.returncode`: negative = signal).
+The fork server that forks workers is :mod:`orc_executor.serve.zygote`; this module is its
+entry point too (``--zygote``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
-import json
 import logging
 import os
 import select
@@ -76,8 +66,11 @@ from ..io.fdpass import (
     sender_uid,
 )
 from ..io.spec import FdPair
-from ..launch import state as handover
-from .daemon import ServeOptions, serve_stream
+from ..launch import state as launch_state
+from . import handover
+from .connection import serve_stream
+from .handover import Control, Launch, MalformedMessage
+from .options import ServeOptions
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +84,14 @@ REHEARSAL_NICE = 19
 
 
 def receive_session(control: socket.socket) -> tuple[dict[str, object], list[int]] | None:
-    """Block until the daemon hands over a session: (header, fds), or ``None`` at EOF."""
+    """Block until the daemon hands over a session: (header, fds), or ``None`` at EOF.
+    Raises :class:`~orc_executor.serve.handover.MalformedMessage`."""
     msg, ancdata, _flags, _addr = control.recvmsg(1 << 16, ANCILLARY_SPACE)
     fds = fds_received(ancdata)
     if not msg:
         close_fds(fds)
         return None
-    return json.loads(msg.decode()), fds
+    return handover.decode_session_header(msg), fds
 
 
 def run(control_fd: int, listen_fd: int | None = None) -> int:
@@ -166,11 +160,8 @@ def _receive_options(control: socket.socket) -> tuple[ServeOptions, bool] | None
     """The daemon's ``O<json>`` message: the session options and whether this worker gets
     ready in the background (``None`` at EOF or if malformed)."""
     try:
-        msg = control.recv(1 << 16)
-        fields = json.loads(msg[1:].decode()) if msg[:1] == b"O" else None
-        if not isinstance(fields, dict) or not isinstance(fields.get("options"), dict):
-            return None
-        return ServeOptions(**fields["options"]), bool(fields.get("background"))
+        options, background = handover.decode_options(control.recv(1 << 16))
+        return ServeOptions(**options), background  # type: ignore[arg-type]
     except (OSError, ValueError, TypeError):
         return None
 
@@ -189,9 +180,8 @@ def _prepare(listener: socket.socket | None, background: bool = False
 
     Called in a thread of its own (:func:`_in_thread`), whose priority it lowers. A
     ``background`` worker (the warm server refills the pool while other workers are ready)
-    runs at the lowest priority (``SCHED_IDLE``) throughout: on a machine with few cores its
-    copy-on-write faults, context building and rehearsal at normal priority delayed the
-    running sessions' controllers by 1–2 ms per wake-up. Otherwise a
+    runs at the lowest priority (``SCHED_IDLE``) throughout, so that its copy-on-write
+    faults, context building and rehearsal do not delay the running sessions. Otherwise a
     launcher may be waiting for this very worker: the contexts are built at normal priority,
     and only the rehearsal runs at nice :data:`REHEARSAL_NICE` (not ``SCHED_IDLE``, which a
     busy machine can starve for seconds)."""
@@ -199,9 +189,9 @@ def _prepare(listener: socket.socket | None, background: bool = False
 
     if background:
         _lower_this_thread(idle=True)
-    handover.prepare()
+    launch_state.prepare()
     try:
-        handover.rehearse()
+        launch_state.rehearse()
     except Exception as e:  # a warm-up problem must never stop the worker
         log.debug("launch state rehearsal failed: %s", e)
     contexts = {}
@@ -215,8 +205,8 @@ def _prepare(listener: socket.socket | None, background: bool = False
     if not background:
         _lower_this_thread(idle=False)
     try:
-        # The controller's detection reads /proc before Setup: its first run costs ~0.35 ms,
-        # later ones ~0.13 ms (this process's ancestors are no controller: the answer is unused).
+        # The controller's detection reads /proc before Setup: its first run costs more than
+        # later ones (this process's ancestors are no controller: the answer is unused).
         detect_profile(start_pid=os.getpid())
         rehearse_session(listener)
     except Exception as e:  # a warm-up problem must never stop the worker
@@ -351,29 +341,28 @@ async def _serve_accepted(control: socket.socket, listener: socket.socket, opts:
     control.setblocking(False)
     listener.setblocking(False)
     try:
-        control.send(b"R")
+        control.send(Control.READY)
     except OSError:
         return 0
     taken = await _take_session(control, listener)
     listener.close()  # the next launcher is another worker's
     if taken is None:
         return 0
-    header, fds = taken
-    opts = replace(opts, controller_pid=_int_or_none(header.get("controller_pid")))
-    version = header.get("llvm_version")
-    if isinstance(version, str) and version:
-        opts = replace(opts, llvm_version=version)
+    launch, fds = taken
+    opts = replace(opts, controller_pid=launch.controller_pid)
+    if launch.llvm_version is not None:
+        opts = replace(opts, llvm_version=launch.llvm_version)
     control.close()
-    return await _run_fdpair(fds, bool(header.get("stdio")), opts, contexts)
+    return await _run_fdpair(fds, launch.stdio, opts, contexts)
 
 
 async def _take_session(control: socket.socket, listener: socket.socket
-                        ) -> tuple[dict[str, Any], list[int]] | None:
+                        ) -> tuple[Launch, list[int]] | None:
     """Receive launches until one hands over a valid session, pass its reply socket to the
     daemon and acknowledge it; ``None`` when the daemon ends the worker first."""
     import trio
 
-    taken: tuple[dict[str, Any], list[int]] | None = None
+    taken: tuple[Launch, list[int]] | None = None
     launches = _exclusive_readiness(listener)
     async with trio.open_nursery() as nursery:
 
@@ -403,16 +392,16 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 break
             if got is None:
                 continue  # nothing there (another worker took it), or refused
-            header, reply, fds = got
+            launch, reply, fds = got
             with reply:
                 # The launching process's state first (refused: the launcher starts cold;
                 # partly applied: this process serves no other launch).
                 try:
-                    handover.apply(handover.LaunchState.from_header(header), fds[-2], fds[-1])
-                except (handover.Refused, ValueError) as e:
+                    launch_state.apply(launch.state, fds[-2], fds[-1])
+                except (launch_state.Refused, ValueError) as e:
                     log.warning("warm handover refused: %s", e)
                     close_fds(fds if isinstance(e, ValueError) else fds[:-2])
-                    if isinstance(e, handover.Refused) and e.tainted:
+                    if isinstance(e, launch_state.Refused) and e.tainted:
                         break
                     continue
                 fds = fds[:-2]
@@ -420,13 +409,14 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 # launcher lets go of its fds: a refused or failed hand-off leaves the
                 # launcher able to start the session cold.
                 try:
-                    control.sendmsg([b"S"], fds_ancillary([reply.fileno()]), socket.MSG_NOSIGNAL)
-                    handover.acknowledge(reply)
+                    control.sendmsg([Control.SESSION_TAKEN], fds_ancillary([reply.fileno()]),
+                                    socket.MSG_NOSIGNAL)
+                    launch_state.acknowledge(reply)
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
                     close_fds(fds)
                     break
-                taken = header, fds
+                taken = launch, fds
                 # Our own copy, for the exit status as this process exits (the daemon writes
                 # it too, which covers a process killed by a signal), and to end this process
                 # if the launcher dies first.
@@ -460,8 +450,8 @@ def _report_exit_status(fd: int) -> None:
     """Have this process send its exit status to the launcher on ``fd`` as it exits (C
     ``on_exit``, after the JIT'd program's exit handlers and a flush of C stdio): the
     launcher exits, and lets go of the stdout and stderr it still holds, without waiting for
-    this process's teardown and the zygote → daemon relay (~1 ms on the path of any
-    controller that reads the program's output to EOF)."""
+    this process's teardown and the zygote → daemon relay (on the path of any controller
+    that reads the program's output to EOF)."""
     from ..native.api import lib
 
     if lib.orc_report_exit_status(fd) != 0:
@@ -471,7 +461,7 @@ def _report_exit_status(fd: int) -> None:
 
 
 def _receive_launch(listener: socket.socket
-                    ) -> tuple[dict[str, Any], socket.socket, list[int]] | None:
+                    ) -> tuple[Launch, socket.socket, list[int]] | None:
     """One launch from the warm socket, if one is waiting: its header, reply socket and the
     fds it hands over. ``None`` when there is none, and for a launch refused (its fds closed,
     so the launcher starts cold; the reason logged): from another user's process, truncated,
@@ -479,7 +469,8 @@ def _receive_launch(listener: socket.socket
     kernel's (``SCM_CREDENTIALS``). Raises :class:`OSError`
     when the warm socket itself fails."""
     try:
-        msg, ancdata, flags, _addr = listener.recvmsg(4096, ANCILLARY_SPACE + CREDENTIALS_SPACE)
+        msg, ancdata, flags, _addr = listener.recvmsg(handover.MAX_LAUNCH_HEADER,
+                                                    ANCILLARY_SPACE + CREDENTIALS_SPACE)
     except (BlockingIOError, InterruptedError):
         return None
     fds = fds_received(ancdata)
@@ -493,7 +484,7 @@ def _receive_launch(listener: socket.socket
         close_fds(fds)
         return None
     fds = fds[1:]
-    header: object = None
+    launch: Launch | None = None
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         problem: str | None = "truncated launch message"
     elif sender_uid(ancdata) != os.getuid():
@@ -504,45 +495,30 @@ def _receive_launch(listener: socket.socket
         problem = "the reply fd is not a unix socket"
     else:
         try:
-            header = json.loads(msg.decode())
-        except ValueError:
-            header = None
-        problem = _launch_problem(header, fds)
+            launch = handover.decode_launch(msg, len(fds), machine=os.uname().machine)
+            problem = _version_problem(launch)
+        except MalformedMessage as e:
+            problem = str(e)
     if problem is not None:
         log.warning("warm handover refused: %s", problem)
         close_fds(fds)
         reply.close()
         return None
-    assert isinstance(header, dict)
-    return header, reply, fds
+    assert launch is not None
+    return launch, reply, fds
 
 
-def _launch_problem(header: object, fds: list[int]) -> str | None:
-    if not isinstance(header, dict):
-        return "no valid header"
-    if header.get("handover") != handover.HANDOVER_VERSION:
-        return "launch without the launching process's state (an older launcher)"
-    # in, out, [stdin, stdout, stderr,] and the launcher's working directory and environ
-    if header.get("kind") != "fdpair" or len(fds) not in (4, 7):
-        return f"bad header {header!r} with {len(fds)} fds"
-    if header.get("stdio") and len(fds) != 7:
-        return "stdio announced without its fds"
-    machine = header.get("machine")
-    if machine is not None and machine != os.uname().machine:
-        return f"the launcher runs on {machine!r}, this server on {os.uname().machine!r}"
-    version = header.get("llvm_version")
-    if version is not None:
-        from ..executor.bootstrap import profile_for_version
+def _version_problem(launch: Launch) -> str | None:
+    """Why the launch's requested LLVM version is refused (the cold start reports it)."""
+    if launch.llvm_version is None:
+        return None
+    from ..executor.bootstrap import profile_for_version
 
-        try:
-            profile_for_version(str(version))
-        except ValueError as e:
-            return f"{e} (the cold start reports it)"
+    try:
+        profile_for_version(launch.llvm_version)
+    except ValueError as e:
+        return f"{e} (the cold start reports it)"
     return None
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
 
 
 async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
@@ -562,9 +538,13 @@ async def _run_fdpair(fds: list[int], stdio: bool, opts: ServeOptions,
 async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorContext]) -> int:
     import trio
 
-    control.sendall(b"R")
+    control.sendall(Control.READY)
     await trio.lowlevel.wait_readable(control)
-    got = receive_session(control)
+    try:
+        got = receive_session(control)
+    except MalformedMessage as e:
+        print(f"orc-executor worker: {e}", file=sys.stderr)
+        return 1
     if got is None:
         return 0
     header, fds = got
@@ -580,7 +560,7 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
             # The daemon may evict a session whose controller has not spoken yet, when
             # every slot is taken and another connection waits: this one has now.
             try:
-                control.send(b"M", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                control.send(Control.FIRST_MESSAGE, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             except OSError:
                 pass
 
@@ -591,116 +571,10 @@ async def _serve_handover(control: socket.socket, contexts: dict[str, ExecutorCo
         print(f"orc-executor worker: bad handover {header!r}", file=sys.stderr)
         return 1
     try:
-        control.sendall(bytes([status & 0xFF]), socket.MSG_NOSIGNAL)
+        control.sendall(handover.encode_final_status(status), socket.MSG_NOSIGNAL)
     except OSError:
         pass
     return status
-
-
-# ---- the zygote ------------------------------------------------------------------------------
-
-
-def _preload() -> None:
-    """Import and load what a session needs, and rehearse one, so forked workers start with
-    it all in place: the process libraries (libgcc_s, libstdc++) are loaded, lazily created
-    objects exist, and the interpreter has specialised the session's code paths."""
-    import trio  # noqa: F401
-
-    from .. import controller  # noqa: F401  (the rehearsal's controller)
-    from ..executor import bootstrap, session  # noqa: F401
-    from ..executor.services.dylib_manager import load_process_libraries
-    from ..native import api as native  # noqa: F401
-    from ..protocol import orc_types as orc  # noqa: F401
-
-    load_process_libraries()
-    try:
-        handover.rehearse()
-        rehearse_session()
-    except Exception as e:  # a warm-up problem must never stop the fork server
-        log.debug("session rehearsal failed: %s", e)
-    # The argument decoders of every profile's wrapper functions (generated at first use,
-    # 30-60 us each): the signatures are module-level, so forked workers inherit them all.
-    for profile in bootstrap.PROFILES:
-        for spec in bootstrap.build_context(profile).registry.by_addr.values():
-            spec.sig.args.compiled_decoder()
-
-
-def zygote(control_fd: int) -> int:
-    """Fork workers on request until the daemon closes ``control_fd`` (see module doc)."""
-    from .daemon import exit_process
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _preload()
-    gc.collect()
-    gc.freeze()  # keep the collector from touching (and so copying) the shared heap
-    control = socket.socket(fileno=control_fd)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    zygote_pid = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)  # prctl, for the forked workers
-    try:
-        control.send(b"R")
-    except OSError:  # the daemon died while we got ready
-        return 0
-    poller = select.poll()
-    poller.register(control, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    while True:
-        try:
-            events = poller.poll()
-        except InterruptedError:
-            continue
-        for fd, _ev in events:
-            if fd == wake_r:
-                while True:
-                    try:
-                        if not os.read(wake_r, 256):
-                            break
-                    except BlockingIOError:
-                        break
-                _reap(control)
-                continue
-            try:
-                msg, ancdata, _flags, _addr = control.recvmsg(16, ANCILLARY_SPACE)
-            except InterruptedError:
-                continue
-            except OSError:
-                msg, ancdata = b"", []
-            fds = fds_received(ancdata)
-            if not msg:  # the daemon is gone (or done): the workers forked end with us
-                return 0
-            if msg != b"F" or len(fds) not in (1, 2):
-                close_fds(fds)
-                continue
-            pid = os.fork()
-            if pid == 0:
-                # The worker: drop the zygote's state, serve one session, exit. The heap
-                # stays frozen: a full collection would touch (and so copy) all of it.
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                control.close()
-                os.close(wake_r)
-                os.close(wake_w)
-                os.setsid()
-                _die_with_parent(libc, zygote_pid)
-                exit_process(run(fds[0], fds[1] if len(fds) == 2 else None))
-            close_fds(fds)
-            _send(control, f"P {pid}".encode())
-            _reap(control)
-
-
-def _die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
-    """Have the kernel kill this process (SIGKILL) when ``parent``, the fork server that
-    forked it from its only thread, ends: a ``serve`` or daemon killed with SIGKILL closes
-    the zygote's control socket, the zygote exits, and its workers, idle or running a
-    session, end with it instead of living on orphaned. Exits at once if ``parent`` is
-    already gone (the signal is only sent for a death after ``prctl``)."""
-    pr_set_pdeathsig = 1
-    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
-        log.warning("PR_SET_PDEATHSIG: %s", os.strerror(ctypes.get_errno()))
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def _end_with(parent: int) -> None:
@@ -724,31 +598,20 @@ def _end_with(parent: int) -> None:
     threading.Thread(target=watch, name="orc-executor parent watch", daemon=True).start()
 
 
-def _reap(control: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
-        _send(control, f"X {pid} {code}".encode())
-
-
-def _send(control: socket.socket, data: bytes) -> None:
-    try:
-        control.send(data)
-    except OSError:
-        pass  # the daemon is gone
+def _rehearse_all() -> None:
+    """The fork server's rehearsal: a launch's state handover, then a whole session."""
+    launch_state.rehearse()
+    rehearse_session()
 
 
 def main() -> None:
-    from .daemon import exit_process, setup_logging
+    from .connection import exit_process, setup_logging
 
     setup_logging(os.environ.get("ORC_EXECUTOR_LOG", "warning"))
     if sys.argv[1] == "--zygote":
-        exit_process(zygote(int(sys.argv[2])))
+        from .zygote import zygote
+
+        exit_process(zygote(int(sys.argv[2]), run, _rehearse_all))
     listen_fd = int(sys.argv[2]) if len(sys.argv) > 2 else None
     _end_with(os.getppid())
     exit_process(run(int(sys.argv[1]), listen_fd))

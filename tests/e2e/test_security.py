@@ -19,7 +19,8 @@ from orc_executor.controller import Controller
 from orc_executor.io.spec import TcpAddress, UnixAddress
 from orc_executor.protocol import names
 from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
-from orc_executor.serve.daemon import Daemon, DaemonOptions, ServeOptions
+from orc_executor.serve.daemon import Daemon
+from orc_executor.serve.options import DaemonOptions, ServeOptions
 from tests.e2e.test_daemon import ECHO_C, EXE, _free_port, _jitlink_connect, _stop, _wait_listening
 from tests.support.jitrun import compile_c
 

@@ -47,17 +47,12 @@ from orc_executor.protocol.sps import (
     TupleOf,
     UInt64,
     WrapperSignature,
+    integer_bounds,
 )
 
 DISPATCH_FN = "__llvm_orc_SimpleRemoteEPC_dispatch_fn"
 MM_INSTANCE = "__llvm_orc_SimpleExecutorMemoryManager_Instance"
 MM_RESERVE = "__llvm_orc_SimpleExecutorMemoryManager_reserve_wrapper"
-PRIMITIVE_BOUNDS = {
-    "b": (-(1 << 7), (1 << 7) - 1), "B": (0, (1 << 8) - 1),
-    "h": (-(1 << 15), (1 << 15) - 1), "H": (0, (1 << 16) - 1),
-    "i": (-(1 << 31), (1 << 31) - 1), "I": (0, (1 << 32) - 1),
-    "q": (-(1 << 63), (1 << 63) - 1), "Q": (0, (1 << 64) - 1),
-}
 
 
 class LiveSession:
@@ -128,9 +123,9 @@ def strategy(
         return st.binary(max_size=64)
     if t is String:
         return st.text(max_size=16)
-    fmt = getattr(t, "fmt", None)
-    if fmt in PRIMITIVE_BOUNDS:
-        lo, hi = PRIMITIVE_BOUNDS[fmt]
+    bounds = integer_bounds(t)
+    if bounds is not None:
+        lo, hi = bounds
         return st.integers(lo, hi)
     if isinstance(t, SequenceOf):
         return st.lists(strategy(t.elem, addresses, code, sizes), max_size=3)

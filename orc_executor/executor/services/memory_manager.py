@@ -31,7 +31,7 @@ from ..registry import Service, WrapperSpec
 _Entry = tuple[str, WrapperSignature, Callable[..., Any], bool]
 
 #: An initialize whose segments total at most this many bytes (copy, zero-fill and page
-#: faults: ~0.1 ms) and whose alloc actions cannot block, or a release that unmaps at most
+#: faults) and whose alloc actions cannot block, or a release that unmaps at most
 #: this many bytes and whose dealloc actions cannot block, runs on the event loop, without
 #: the hop to a worker thread (:attr:`WrapperSpec.inline_when`).
 INLINE_MAX_BYTES = 1 << 20

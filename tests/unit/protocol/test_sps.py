@@ -802,3 +802,29 @@ def test_wrapper_signature_str() -> None:
     sig = signature(ExpectedOf(Addr), Addr, UInt64)
     assert str(sig) == "Expected<ExecutorAddr>(ExecutorAddr, uint64)"
     assert sig.decode_args(sig.encode_args(1, 2)) == (1, 2)
+
+
+def test_integer_bounds_follow_the_wire_format() -> None:
+    """:func:`integer_bounds` (the fuzzers' ranges): each integer type's range is exactly
+    what its encoding takes; other types have none."""
+    import struct
+
+    from orc_executor.protocol import sps
+
+    for t, size, signed in ((sps.Char, 1, True), (sps.Int8, 1, True), (sps.UInt8, 1, False),
+                            (sps.Int16, 2, True), (sps.UInt16, 2, False),
+                            (sps.Int32, 4, True), (sps.UInt32, 4, False),
+                            (sps.Int64, 8, True), (sps.UInt64, 8, False),
+                            (sps.Size, 8, False), (sps.Addr, 8, False)):
+        bounds = sps.integer_bounds(t)
+        assert bounds is not None
+        lo, hi = bounds
+        assert (lo, hi) == ((-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed
+                            else (0, (1 << (8 * size)) - 1))
+        for v in (lo, hi):
+            assert t.decode(t.encode(v)) == v
+        for v in (lo - 1, hi + 1):
+            with pytest.raises((struct.error, OverflowError, ValueError)):
+                t.encode(v)
+    for t in (sps.Bool, sps.Empty, sps.String, sps.Bytes, sps.SequenceOf(sps.UInt8)):
+        assert sps.integer_bounds(t) is None
