@@ -10,7 +10,9 @@ Used by the protocol tests and benchmarks; mirrors the controller half of
     async with await Controller.launch(["orc-executor"]) as c:
         base = await c.call(MM.reserve, RESERVE, c.symbol(MM.instance), 4096)
 
-Wrapper names and signatures come from :mod:`orc_executor.protocol.names`.
+Wrapper names and signatures come from :mod:`orc_executor.protocol.names`; the Setup message
+from :mod:`orc_executor.protocol.setup` (:func:`decode_setup` and :class:`SetupInfo` are
+re-exported here).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Any
 import trio
 
 from .errors import ControllerError, SPSDecodeError
-from .executor.bootstrap import SetupInfo
 from .io.streams import FdReader, raw_fds
 from .protocol.framing import FrameDecoder, Message, Opcode, encode_header
-from .protocol.orc_types import SPSSetupMessage, SPSSetupMessage14
+from .protocol.setup import SetupInfo as SetupInfo  # re-exported
+from .protocol.setup import decode_setup as decode_setup  # re-exported
 from .protocol.sps import WrapperSignature
 
 #: Handler for executor→controller calls: (tag, argument bytes) → result bytes.
@@ -39,22 +41,6 @@ RESULT_POLL_MS = 1
 #: Calls answered in the caller's own task return without yielding to trio's scheduler;
 #: every this many of them, they checkpoint.
 CHECKPOINT_EVERY = 16
-
-
-
-def decode_setup(payload: bytes | bytearray | memoryview) -> SetupInfo:
-    """Decode a Setup payload (LLVM 15+ layout, falling back to 14's). Raises
-    :class:`ControllerError` if neither fits."""
-    try:
-        triple, page, bmap, syms = SPSSetupMessage.decode(payload)
-        return SetupInfo(triple, page, bmap, syms)
-    except SPSDecodeError:
-        pass
-    try:
-        triple, page, syms = SPSSetupMessage14.decode(payload)
-        return SetupInfo(triple, page, {}, syms, layout14=True)
-    except SPSDecodeError as e:
-        raise ControllerError(f"Could not deserialize setup message: {e}") from e
 
 
 class Controller:

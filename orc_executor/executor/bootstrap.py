@@ -37,7 +37,7 @@ from ..native.api import lib
 from ..protocol.names import PROFILES as PROFILES  # re-exported
 from ..protocol.names import VERSION_PROFILES as VERSION_PROFILES  # re-exported
 from ..protocol.names import SimpleRemoteEPC
-from ..protocol.orc_types import SPSSetupMessage, SPSSetupMessage14
+from ..protocol.setup import SetupInfo as SetupInfo  # re-exported
 from ..protocol.sps import WrapperSignature
 from .context import ExecutorContext
 from .profiles import Profile
@@ -58,24 +58,6 @@ log = logging.getLogger(__name__)
 TRIPLE = PROCESS_TRIPLE
 DISPATCH_CTX = SimpleRemoteEPC.dispatch_ctx
 DISPATCH_FN = SimpleRemoteEPC.dispatch_fn
-
-
-@dataclass
-class SetupInfo:
-    """What the executor announces in Setup (``SimpleRemoteEPCExecutorInfo``)."""
-
-    triple: str
-    page_size: int
-    bootstrap_map: dict[str, bytes]
-    symbols: dict[str, int]
-    layout14: bool = False
-
-    def encode(self) -> bytes:
-        if self.layout14:
-            return SPSSetupMessage14.encode((self.triple, self.page_size, self.symbols))
-        return SPSSetupMessage.encode(
-            (self.triple, self.page_size, self.bootstrap_map, self.symbols)
-        )
 
 
 # ---- choosing a profile --------------------------------------------------------------------------

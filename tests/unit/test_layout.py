@@ -5,6 +5,7 @@ protocol layer imports no I/O, no native code and nothing of the layers above it
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import orc_executor
@@ -111,3 +112,18 @@ def test_the_handover_messages_are_pure() -> None:
     nothing else of the package."""
     for imported in _imports("orc_executor.serve.handover"):
         assert imported.split(".")[0] not in ("trio", "socket", "cffi", "orc_executor"), imported
+
+
+def test_the_controller_uses_the_protocol_and_io_layers_only() -> None:
+    """``orc_executor.controller`` talks SimpleRemoteEPC through ``protocol/`` and ``io/``
+    (plus the error tree and host facts): it knows nothing of the executor, serving,
+    launching or native code."""
+    allowed = ("orc_executor.protocol", "orc_executor.io", "orc_executor.errors",
+               "orc_executor.host")
+    imported = _imports("orc_executor.controller")
+    ours = {m for m in imported if m.split(".")[0] == "orc_executor"}
+    assert "orc_executor.protocol.setup" in ours
+    for name in ours:
+        assert name.startswith(allowed), name
+    others = {m.split(".")[0] for m in imported} - {"orc_executor", "trio"}
+    assert others <= set(sys.stdlib_module_names), others
