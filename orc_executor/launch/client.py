@@ -69,16 +69,13 @@ def try_warm(args: list[str]) -> int | None:
     import socket
 
     from ..io.fdpass import fds_ancillary
-    from ..serve.handover import EXIT_STATUS_SIZE, decode_exit_status
+    from ..serve.handover import EXIT_STATUS_SIZE, decode_exit_status, encode_launch
     from . import state as launch_state
 
-    version = _json_str(os.environ.get("ORC_EXECUTOR_LLVM_VERSION"))
     try:
-        header = (
-            f'{{"kind": "fdpair", "stdio": true, "controller_pid": {os.getppid()}, '
-            f'"llvm_version": {version}, "machine": {_json_str(os.uname().machine)}'
-            f'{launch_state.state_header()}}}'
-        ).encode()
+        header = encode_launch(
+            controller_pid=os.getppid(), llvm_version=os.environ.get("ORC_EXECUTOR_LLVM_VERSION"),
+            machine=os.uname().machine, state=launch_state.current_state())
         cwd, env = launch_state.state_fds()
     except (OSError, ImportError):  # (the native module not built: no state to send)
         os.close(dir_fd)
@@ -208,12 +205,6 @@ def _forward_signals(pid: int, pidfd: int | None) -> None:
     for sig in _forwarded():
         if signal.getsignal(sig) != signal.SIG_IGN:
             signal.signal(sig, on_signal)
-
-
-def _json_str(value: str | None) -> str:
-    if value is None:
-        return "null"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _env_version_valid() -> bool:

@@ -32,7 +32,7 @@ import stat
 import sys
 import threading
 
-from ..serve.handover import HANDOVER_VERSION, LaunchState, encode_ack
+from ..serve.handover import LaunchState, encode_ack, encode_state
 
 #: The most bytes of ``environ`` a launch may hand over (larger: refused, so started cold).
 MAX_ENVIRON = 64 << 20
@@ -43,10 +43,6 @@ STARTUP_ONLY_PREFIXES = (b"LD_", b"GLIBC_TUNABLES", b"MALLOC_")
 
 #: Resource limits also read once at start-up (glibc sizes thread stacks by RLIMIT_STACK).
 STARTUP_ONLY_RLIMITS = (resource.RLIMIT_STACK,)
-
-
-def _json_rlim(v: int) -> int:
-    return -1 if v == resource.RLIM_INFINITY else v
 
 
 # ---- the launcher's side -------------------------------------------------------------------
@@ -64,8 +60,8 @@ def ignored_signals(assume_default: tuple[int, ...] = ()) -> int:
     return mask
 
 
-def state_header() -> str:
-    """The header fields (JSON text, starting with ``, ``) of this process's state."""
+def current_state() -> LaunchState:
+    """This process's state, as a launch hands it over."""
     um = os.umask(0)
     os.umask(um)
     blocked = 0
@@ -73,19 +69,20 @@ def state_header() -> str:
         if 0 < int(sig) <= 64:
             blocked |= 1 << (int(sig) - 1)
     ignored = ignored_signals((signal.SIGPIPE, signal.SIGXFSZ))
-    limits = []
-    for r in range(_rlim_count()):
-        cur, top = resource.getrlimit(r)
-        limits.append(f"[{_json_rlim(cur)}, {_json_rlim(top)}]")
+    limits = [resource.getrlimit(r) for r in range(_rlim_count())]
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     from ..native._native import lib  # (not .native: its imports lengthen the launcher's start)
 
-    cpus = sum(1 << c for c in os.sched_getaffinity(0))
-    return (f', "handover": {HANDOVER_VERSION}, "umask": {um}, "nice": {nice}, '
-            f'"sigmask": {blocked}, "sigign": {ignored}, "cpus": "{cpus:x}", '
-            f'"sched": [{os.sched_getscheduler(0)}, {os.sched_getparam(0).sched_priority}], '
-            f'"ioprio": {lib.orc_get_ioprio()}, "personality": {lib.orc_personality()}, '
-            f'"rlimits": [{", ".join(limits)}]')
+    return LaunchState(umask=um, nice=nice, sigmask=blocked, sigign=ignored, rlimits=limits,
+                       cpus=os.sched_getaffinity(0), policy=os.sched_getscheduler(0),
+                       priority=os.sched_getparam(0).sched_priority,
+                       ioprio=lib.orc_get_ioprio(), personality=lib.orc_personality())
+
+
+def state_header() -> str:
+    """The header fields (JSON text, starting with ``, ``) of this process's state
+    (:func:`orc_executor.serve.handover.encode_state`)."""
+    return encode_state(current_state())
 
 
 _RLIM_COUNT: int | None = None

@@ -16,7 +16,8 @@ socket) unless said otherwise:
 * worker or zygote → daemon: :attr:`Control.READY` (``R``), ready;
 * daemon → worker (accept mode): :attr:`Control.OPTIONS` (``O``) and JSON
   ``{"options": {...}, "background": bool}`` (:func:`encode_options`);
-* launcher → warm socket: the launch header (JSON, :func:`decode_launch`) with fds ``reply,
+* launcher → warm socket: the launch header (JSON, :func:`encode_launch`,
+  :func:`decode_launch`) with fds ``reply,
   in, out, [stdin, stdout, stderr,] cwd, environ``;
 * worker → daemon: :attr:`Control.SESSION_TAKEN` (``S``) with the launch's reply socket;
 * worker → launcher, on the reply socket (a stream): :attr:`Control.ACKNOWLEDGE` (``A``),
@@ -261,6 +262,42 @@ class Launch:
         version = header.get("llvm_version")
         self.llvm_version = version if isinstance(version, str) and version else None
         self.state = state
+
+
+def _json_str(value: str | None) -> str:
+    """``value`` as a JSON string (``null`` for ``None``), without importing :mod:`json`."""
+    if value is None:
+        return "null"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _json_rlim(v: int) -> int:
+    return -1 if v == resource.RLIM_INFINITY else v
+
+
+def encode_state(state: LaunchState) -> str:
+    """The header fields of a launching process's state (JSON text starting with ``, ``;
+    :data:`HANDOVER_VERSION` first): what :meth:`LaunchState.from_header` reads back."""
+    limits = ", ".join(f"[{_json_rlim(cur)}, {_json_rlim(top)}]" for cur, top in state.rlimits)
+    cpus = sum(1 << c for c in state.cpus)
+    return (f', "handover": {HANDOVER_VERSION}, "umask": {state.umask}, "nice": {state.nice}, '
+            f'"sigmask": {state.sigmask}, "sigign": {state.sigign}, "cpus": "{cpus:x}", '
+            f'"sched": [{state.policy}, {state.priority}], '
+            f'"ioprio": {state.ioprio}, "personality": {state.personality}, '
+            f'"rlimits": [{limits}]')
+
+
+def encode_launch(*, controller_pid: int, llvm_version: str | None, machine: str,
+                  state: LaunchState, stdio: bool = True) -> bytes:
+    """A launch header (the datagram's bytes; its fds go with it) as the Python launcher
+    sends it: kind ``fdpair``, whether stdin/stdout/stderr are handed over, the launching
+    controller's pid, the requested LLVM version (``None``: not requested), the launcher's
+    ``uname -m``, and the launching process's ``state`` (:func:`encode_state`).
+    :func:`decode_launch` reads it back. Built without :mod:`json` (not on the Python
+    launcher's start-up path)."""
+    return (f'{{"kind": "fdpair", "stdio": {"true" if stdio else "false"}, '
+            f'"controller_pid": {controller_pid}, "llvm_version": {_json_str(llvm_version)}, '
+            f'"machine": {_json_str(machine)}{encode_state(state)}}}').encode()
 
 
 def decode_launch(data: bytes, nfds: int, *, machine: str) -> Launch:

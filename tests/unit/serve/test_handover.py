@@ -143,3 +143,65 @@ def test_session_header() -> None:
     for bad in (b"", b"nope", b"[]", b"\xff"):
         with pytest.raises(MalformedMessage):
             handover.decode_session_header(bad)
+
+
+def test_encode_launch_round_trips() -> None:
+    """The Python launcher's header (:func:`handover.encode_launch`) decodes to what it was
+    built from, with every field :data:`handover.LAUNCH_FIELDS` names."""
+    state = launch_state.current_state()
+    for stdio, version in ((True, None), (False, '19 "quoted" \\ back')):
+        data = handover.encode_launch(controller_pid=1234, llvm_version=version,
+                                      machine="x86_64", state=state, stdio=stdio)
+        assert set(handover.LAUNCH_FIELDS) <= set(json.loads(data))
+        launch = handover.decode_launch(data, 7 if stdio else 4, machine="x86_64")
+        assert (launch.stdio, launch.controller_pid, launch.llvm_version) == (
+            stdio, 1234, version)
+        for field in handover.LaunchState.__slots__:
+            assert getattr(launch.state, field) == getattr(state, field), field
+    assert handover.encode_state(state) == launch_state.state_header()
+    with pytest.raises(MalformedMessage, match="runs on 'x86_64'"):
+        handover.decode_launch(data, 4, machine="aarch64")
+
+
+def test_the_native_launchers_header_decodes_like_the_python_one(tmp_path: Path) -> None:
+    """The header the C launcher sends to the warm socket (captured on a socket bound there;
+    the launch then refused, so the launcher goes cold into ``true``) decodes with
+    :func:`handover.decode_launch` to the same launch as the Python launcher's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from orc_executor.io.fdpass import ANCILLARY_SPACE, close_fds, fds_received
+
+    launcher = Path(sys.executable).parent / "orc-executor"
+    sock_dir = tmp_path / "warm"
+    sock_dir.mkdir(mode=0o700)
+    path = sock_dir / "warm.sock"
+    r, w = os.pipe()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        env = dict(os.environ, ORC_EXECUTOR_WARM_SOCKET=str(path), ORC_EXECUTOR_AUTO_SERVE="0",
+                   ORC_EXECUTOR_PYTHON="/bin/true", ORC_EXECUTOR_LLVM_VERSION="22")
+        env.pop("ORC_EXECUTOR_COLD", None)
+        proc = subprocess.Popen([str(launcher), f"filedescs={r},{w}"], pass_fds=(r, w), env=env,
+                                stdin=subprocess.DEVNULL)
+        server.settimeout(30)
+        data, ancdata, _, _ = server.recvmsg(handover.MAX_LAUNCH_HEADER, ANCILLARY_SPACE)
+        fds = fds_received(ancdata)
+        close_fds(fds)  # the reply socket closed without an acknowledgement: cold
+        assert proc.wait(30) == 0
+    os.close(r)
+    os.close(w)
+    native = handover.decode_launch(data, len(fds) - 1, machine=os.uname().machine)
+    python = handover.decode_launch(
+        handover.encode_launch(controller_pid=os.getpid(), llvm_version="22",
+                               machine=os.uname().machine, state=launch_state.current_state()),
+        len(fds) - 1, machine=os.uname().machine)
+    assert set(native.header) == set(python.header)
+    assert (native.stdio, native.controller_pid, native.llvm_version) == (
+        python.stdio, python.controller_pid, python.llvm_version)
+    # (the signal dispositions differ between this interpreter and a fresh child)
+    for field in ("umask", "nice", "rlimits", "cpus", "policy", "priority", "ioprio",
+                  "personality"):
+        assert getattr(native.state, field) == getattr(python.state, field), field
