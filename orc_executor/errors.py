@@ -24,8 +24,6 @@ stderr and exit status 1). Every other one becomes an error result of the call t
 
 from __future__ import annotations
 
-import signal
-
 
 class OrcExecutorError(Exception):
     """Base of every orc-executor exception."""
@@ -94,6 +92,8 @@ _FPE_INTDIV = 1
 
 def describe_fault(signo: int, code: int, addr: int) -> str:
     """``SIGSEGV (invalid memory access at address 0x0)`` and the like."""
+    import signal  # (not at import: the Python launcher imports this module at its start)
+
     try:
         name = signal.Signals(signo).name
     except ValueError:

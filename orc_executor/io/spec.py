@@ -21,31 +21,77 @@ Grammar of the upstream form: ``<transport>[:<action>]=<descriptor>``, split at 
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
-
 from ..errors import SpecError
 
 
-@dataclass(frozen=True)
-class FdPair:
+class _Value:
+    """An immutable value: equality, hash and ``repr`` by its fields (``__slots__``), as a
+    frozen dataclass. (Plain classes: the Python launcher parses its command line with this
+    module, and importing :mod:`dataclasses` would lengthen its start.)"""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type[_Value], tuple[object, ...]]:
+        return self.__class__, self._fields()
+
+
+class FdPair(_Value):
     """Read from ``in_fd``, write to ``out_fd`` (they may be equal for a socket)."""
 
+    __slots__ = ("in_fd", "out_fd")
+    __match_args__ = ("in_fd", "out_fd")
     in_fd: int
     out_fd: int
 
+    def __init__(self, in_fd: int, out_fd: int) -> None:
+        object.__setattr__(self, "in_fd", in_fd)
+        object.__setattr__(self, "out_fd", out_fd)
 
-@dataclass(frozen=True)
-class SocketFd:
+
+class SocketFd(_Value):
     """One already-connected stream socket used in both directions."""
 
+    __slots__ = ("fd",)
+    __match_args__ = ("fd",)
     fd: int
 
+    def __init__(self, fd: int) -> None:
+        object.__setattr__(self, "fd", fd)
 
-@dataclass(frozen=True)
-class TcpAddress:
+
+class TcpAddress(_Value):
+    """A TCP ``host`` (name or IP address; IPv6 without brackets) and ``port``."""
+
+    __slots__ = ("host", "port")
+    __match_args__ = ("host", "port")
     host: str
     port: int
+
+    def __init__(self, host: str, port: int) -> None:
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -54,15 +100,23 @@ class TcpAddress:
     def is_loopback(self) -> bool:
         if self.host == "localhost":
             return True
+        import ipaddress  # (not on the Python launcher's start-up path)
+
         try:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
 
 
-@dataclass(frozen=True)
-class UnixAddress:
+class UnixAddress(_Value):
+    """A unix-domain socket's ``path``."""
+
+    __slots__ = ("path",)
+    __match_args__ = ("path",)
     path: str
+
+    def __init__(self, path: str) -> None:
+        object.__setattr__(self, "path", path)
 
     def __str__(self) -> str:
         return self.path
@@ -71,26 +125,45 @@ class UnixAddress:
 Address = TcpAddress | UnixAddress
 
 
-@dataclass(frozen=True)
-class Listen:
+class Listen(_Value):
+    """Listen at ``address`` and serve the controller that connects."""
+
+    __slots__ = ("address",)
+    __match_args__ = ("address",)
     address: Address
 
+    def __init__(self, address: Address) -> None:
+        object.__setattr__(self, "address", address)
 
-@dataclass(frozen=True)
-class Connect:
+
+class Connect(_Value):
+    """Connect to a controller listening at ``address``."""
+
+    __slots__ = ("address",)
+    __match_args__ = ("address",)
     address: Address
+
+    def __init__(self, address: Address) -> None:
+        object.__setattr__(self, "address", address)
 
 
 ConnectionSpec = FdPair | SocketFd | Listen | Connect
 
 
+#: The largest file descriptor number a spec may name (C's ``INT_MAX``).
+FD_MAX = 2**31 - 1
+
+
 def parse_fd(text: str) -> int:
-    try:
-        fd = int(text)
-    except ValueError:
-        raise SpecError(f"not a file descriptor number: {text!r}") from None
-    if fd < 0:
-        raise SpecError(f"negative file descriptor: {fd}")
+    """A file descriptor number: ASCII decimal digits only (no sign, space or ``_``), at most
+    :data:`FD_MAX`. Raises :class:`SpecError`."""
+    if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
+        raise SpecError(f"negative file descriptor: {text}")
+    if not (text.isascii() and text.isdigit()):
+        raise SpecError(f"not a file descriptor number: {text!r}")
+    fd = int(text)
+    if fd > FD_MAX:
+        raise SpecError(f"file descriptor out of range: {text}")
     return fd
 
 
@@ -161,3 +234,25 @@ def parse_spec(args: list[str]) -> ConnectionSpec:
     if kind == "unix:connect":
         return Connect(UnixAddress(desc))
     raise SpecError(f"unrecognized connection spec {first!r}")
+
+
+def pipe_fds(args: list[str]) -> FdPair | None:
+    """The fds of a controller's pipe-style launch, the command lines a launcher may hand to a
+    warm server: exactly one spec naming fds (``IN OUT``, ``filedescs=IN,OUT``,
+    ``pipe:adopt=IN,OUT``; ``fd=N`` and ``socket:adopt=N`` give ``FdPair(N, N)``) besides
+    ``debug`` and ``test-*`` tokens, and no option (an argument starting with ``-``).
+    ``None`` for anything else, valid or not (the full command line interface decides).
+    ``launch/launcher.c`` (``pipe_fds``) decides the same way (``tests/unit/io/test_spec.py``
+    checks that they agree)."""
+    rest = [a for a in args if a != "debug" and not a.startswith("test-")]
+    if not rest or len(rest) > 2 or any(a.startswith("-") for a in rest):
+        return None
+    if len(rest) != (1 if "=" in rest[0] else 2):
+        return None
+    try:
+        spec = parse_spec(rest)
+    except SpecError:
+        return None
+    if isinstance(spec, SocketFd):
+        return FdPair(spec.fd, spec.fd)
+    return spec if isinstance(spec, FdPair) else None

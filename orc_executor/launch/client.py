@@ -18,36 +18,17 @@ from __future__ import annotations
 import os
 import sys
 
+from ..io.spec import pipe_fds
 from .warmdir import WARM_SOCKET_ENV, warm_socket_path
 
 __all__ = ["WARM_SOCKET_ENV", "main", "try_warm", "warm_socket_path"]
-
-
-def _pipe_fds(args: list[str]) -> list[int] | None:
-    """The fds a pipe-style launch names, or ``None`` for anything else."""
-    rest = [a for a in args if a != "debug" and not a.startswith("test-")]
-    if not rest:
-        return None
-    first = rest[0]
-    try:
-        if first.startswith(("filedescs=", "pipe:adopt=")):
-            a, b = first.split("=", 1)[1].split(",")
-            return [int(a), int(b)]
-        if first.startswith(("socket:adopt=", "fd=")):
-            fd = int(first.split("=", 1)[1])
-            return [fd, fd]
-        if len(rest) >= 2 and rest[0].isdigit() and rest[1].isdigit():
-            return [int(rest[0]), int(rest[1])]
-    except ValueError:
-        return None
-    return None
 
 
 def try_warm(args: list[str]) -> int | None:
     """Hand this launch to a warm session process; its exit status, or ``None`` to go cold."""
     if os.environ.get("ORC_EXECUTOR_COLD"):
         return None
-    fds = _pipe_fds(args)
+    fds = pipe_fds(args)
     if fds is None:
         return None
     from .warmdir import open_directory, via_fd
@@ -88,7 +69,7 @@ def try_warm(args: list[str]) -> int | None:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as launch:
                 launch.sendmsg([header], fds_ancillary(
-                    [theirs.fileno(), fds[0], fds[1], 0, 1, 2, cwd, env]), 0, target)
+                    [theirs.fileno(), fds.in_fd, fds.out_fd, 0, 1, 2, cwd, env]), 0, target)
         finally:
             os.close(dir_fd)  # (not left open for a cold session)
         theirs.close()
@@ -109,7 +90,7 @@ def try_warm(args: list[str]) -> int | None:
         return None
     # The session process owns the pipes now: drop ours so EOF reaches the controller
     # when that process ends.
-    for fd in set(fds):
+    for fd in {fds.in_fd, fds.out_fd}:
         os.close(fd)
     _forward_signals(*session)
     signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) - set(_forwarded()))
@@ -254,7 +235,7 @@ def main() -> None:
     status = None if cold else try_warm(args)
     if status is not None:
         os._exit(status)
-    fds = _pipe_fds(args)
+    fds = pipe_fds(args)
     if (fds is not None and len(args) <= 2 and not any(a.startswith("-") for a in args)
             and _env_version_valid()):
         # Cold launch by a controller: skip the CLI parser (click) on the start-up path, and
@@ -271,7 +252,7 @@ def main() -> None:
 
         gc.freeze()
         gc.enable()
-        run_pipe_session(fds[0], fds[1])
+        run_pipe_session(fds.in_fd, fds.out_fd)
         return
     from ..cli import main as cli_main
 

@@ -56,29 +56,31 @@
 
 #include "launcher_state.h"
 
-static int parse_int(const char *s, int *out) {
-    char *end;
-    long v;
-    if (!*s) return 0;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || *end || v < 0 || v > INT_MAX) return 0;
+/* ASCII decimal digits up to `stop` (no sign, no space), at most INT_MAX, as
+   io/spec.py's parse_fd: where `stop` is, or NULL. */
+static const char *parse_digits(const char *s, char stop, int *out) {
+    long long v = 0;
+    if (*s < '0' || *s > '9') return NULL;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        v = v * 10 + (*s - '0');
+        if (v > INT_MAX) return NULL;
+    }
+    if (*s != stop) return NULL;
     *out = (int)v;
-    return 1;
+    return s;
+}
+
+static int parse_int(const char *s, int *out) {
+    return parse_digits(s, 0, out) != NULL;
 }
 
 static int parse_pair(const char *s, int fds[2]) {
-    char buf[64];
-    char *comma;
-    if (strlen(s) >= sizeof buf) return 0;
-    strcpy(buf, s);
-    comma = strchr(buf, ',');
-    if (!comma) return 0;
-    *comma = 0;
-    return parse_int(buf, &fds[0]) && parse_int(comma + 1, &fds[1]);
+    const char *comma = parse_digits(s, ',', &fds[0]);
+    return comma && parse_int(comma + 1, &fds[1]);
 }
 
-/* The protocol fds a pipe-style command line names (1 = found), as launch._pipe_fds. */
+/* The protocol fds a pipe-style command line names (1 = found), as io/spec.py's pipe_fds
+   (tests/unit/io/test_spec.py runs both over the same command lines). */
 static int pipe_fds(int argc, char **argv, int fds[2]) {
     const char *rest[8];
     int n = 0;

@@ -1,9 +1,15 @@
-"""Connection-spec parsing (docs/protocol.md §1.2): every accepted form and the errors."""
+"""Connection-spec parsing (docs/protocol.md §1.2): every accepted form and the errors; the
+native launcher's parse (``launch/launcher.c``) agrees with :func:`pipe_fds`."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
+import orc_executor
 from orc_executor.io.spec import (
     Connect,
     ConnectionSpec,
@@ -17,6 +23,7 @@ from orc_executor.io.spec import (
     parse_fd,
     parse_spec,
     parse_tcp,
+    pipe_fds,
 )
 
 
@@ -151,3 +158,98 @@ def test_tcp_address_str_and_loopback(addr: TcpAddress, text: str, loopback: boo
 
 def test_unix_address_str() -> None:
     assert str(UnixAddress("/tmp/s")) == "/tmp/s"
+
+
+@pytest.mark.parametrize("text", ["+3", " 3", "3 ", "3_0", "\u0663", "", "-0", "0x3",
+                                  "2147483648", "99999999999999999999"])
+def test_parse_fd_takes_ascii_digits_only(text: str) -> None:
+    with pytest.raises(SpecError):
+        parse_fd(text)
+
+
+#: Command lines (after the program name) and the fds a pipe-style launch names in them.
+PIPE_LAUNCHES: list[tuple[list[str], tuple[int, int] | None]] = [
+    (["filedescs=3,4"], (3, 4)),
+    (["pipe:adopt=5,6"], (5, 6)),
+    (["fd=7"], (7, 7)),
+    (["socket:adopt=8"], (8, 8)),
+    (["3", "4"], (3, 4)),
+    (["0", "1"], (0, 1)),
+    (["debug", "filedescs=3,4"], (3, 4)),
+    (["test-jitloadergdb", "3", "4", "debug"], (3, 4)),
+    (["filedescs=2147483647,0"], (2147483647, 0)),
+    (["filedescs=003,04"], (3, 4)),
+    # not a pipe-style launch (or not one a launcher hands over): None
+    ([], None),
+    (["debug"], None),
+    (["3"], None),
+    (["3", "4", "5"], None),
+    (["filedescs=3,4", "extra"], None),
+    (["filedescs=3,4", "--llvm-version", "14"], None),
+    (["--fd", "3", "4"], None),
+    (["-v", "filedescs=3,4"], None),
+    (["filedescs=3"], None),
+    (["filedescs=3,"], None),
+    (["filedescs=,4"], None),
+    (["filedescs=3,4,5"], None),
+    (["filedescs=3;4"], None),
+    (["filedescs=+3,4"], None),
+    (["filedescs= 3,4"], None),
+    (["filedescs=3,4 "], None),
+    (["filedescs=-0,4"], None),
+    (["filedescs=3_0,4"], None),
+    (["filedescs=\u0663,4"], None),
+    (["filedescs=2147483648,4"], None),
+    (["pipe:adopt="], None),
+    (["fd="], None),
+    (["fd=-3"], None),
+    (["fd=3,4"], None),
+    (["socket:adopt=x"], None),
+    (["3", "-1"], None),
+    (["+3", "4"], None),
+    (["3", "x=y"], None),
+    (["listen=:9000"], None),
+    (["tcp:connect=127.0.0.1:9000"], None),
+    (["unix:listen=/tmp/x"], None),
+    (["serve"], None),
+    (["filedescs"], None),
+    (["Filedescs=3,4"], None),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), PIPE_LAUNCHES)
+def test_pipe_fds(args: list[str], expected: tuple[int, int] | None) -> None:
+    assert pipe_fds(args) == (FdPair(*expected) if expected else None)
+
+
+@pytest.fixture(scope="module")
+def native_pipe_fds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``launcher.c``'s own ``pipe_fds``, compiled into a program that prints what it finds
+    in its arguments (``IN OUT``, or ``none``)."""
+    launch_dir = Path(orc_executor.__file__).parent / "launch"
+    tmp = tmp_path_factory.mktemp("launcher-spec")
+    src = tmp / "pipe_fds.c"
+    src.write_text(
+        "#define main launcher_main\n"
+        f'#include "{launch_dir / "launcher.c"}"\n'
+        "#undef main\n"
+        "int main(int argc, char **argv) {\n"
+        "    int fds[2];\n"
+        "    if (pipe_fds(argc, argv, fds)) printf(\"%d %d\\n\", fds[0], fds[1]);\n"
+        "    else printf(\"none\\n\");\n"
+        "    return 0;\n"
+        "}\n")
+    exe = tmp / "pipe_fds"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler (scripts/bootstrap.sh installs gcc)"
+    subprocess.run([cc, "-O2", "-Wall", "-Wno-unused-function", f"-I{launch_dir}", "-o",
+                    str(exe), str(src)], check=True)
+    return exe
+
+
+@pytest.mark.parametrize(("args", "expected"), PIPE_LAUNCHES)
+def test_the_native_launcher_parses_like_pipe_fds(
+        native_pipe_fds: Path, args: list[str], expected: tuple[int, int] | None) -> None:
+    out = subprocess.run([str(native_pipe_fds), *args], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == (f"{expected[0]} {expected[1]}\n" if expected else "none\n")
