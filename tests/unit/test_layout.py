@@ -127,3 +127,21 @@ def test_the_controller_uses_the_protocol_and_io_layers_only() -> None:
         assert name.startswith(allowed), name
     others = {m.split(".")[0] for m in imported} - {"orc_executor", "trio"}
     assert others <= set(sys.stdlib_module_names), others
+
+
+def test_the_python_launcher_starts_on_what_the_interpreter_loaded() -> None:
+    """Importing the Python launcher (:mod:`orc_executor.launch.client`, which parses its
+    command line with :mod:`orc_executor.io.spec`) loads no stdlib module the interpreter had
+    not loaded at start-up: its warm handover is decided before any other import."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import orc_executor.launch.client\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", code], check=True, capture_output=True,
+                         text=True, timeout=60).stdout.split()
+    assert "orc_executor.io.spec" in out
+    assert [m for m in out if m.split(".")[0] not in ("orc_executor", "__future__")] == []
