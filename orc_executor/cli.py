@@ -169,7 +169,7 @@ def main(
         conn = _choose_spec(spec, fd, socket_fd, listen, connect)
         mode = int(socket_mode, 8)
         if llvm_version is not None:
-            from .executor.bootstrap import profile_for_version
+            from .protocol.names import profile_for_version
 
             profile_for_version(llvm_version)
     except (SpecError, ValueError) as e:

@@ -18,7 +18,8 @@ the profile serves:
   layout (``SimpleRemoteEPCExecutorInfo``: triple, page size, bootstrap map, bootstrap
   symbols). 19/22 controllers ignore names they do not know.
 
-The profile is chosen by :func:`select_profile`: an explicit version wins, else the launching
+The profile is chosen by :func:`select_profile`: an explicit version wins
+(:func:`~orc_executor.protocol.names.profile_for_version`), else the launching
 process is inspected (:func:`detect_profile`), else ``modern``.
 """
 
@@ -37,6 +38,7 @@ from ..native.api import lib
 from ..protocol.names import PROFILES as PROFILES  # re-exported
 from ..protocol.names import VERSION_PROFILES as VERSION_PROFILES  # re-exported
 from ..protocol.names import SimpleRemoteEPC
+from ..protocol.names import profile_for_version as profile_for_version  # re-exported
 from ..protocol.setup import SetupInfo as SetupInfo  # re-exported
 from ..protocol.sps import WrapperSignature
 from .context import ExecutorContext
@@ -61,15 +63,6 @@ DISPATCH_FN = SimpleRemoteEPC.dispatch_fn
 
 
 # ---- choosing a profile --------------------------------------------------------------------------
-
-
-def profile_for_version(requested: str) -> str:
-    """The profile for an explicit ``--llvm-version`` value; ``ValueError`` if unsupported."""
-    profile = VERSION_PROFILES.get(requested.strip().lower())
-    if profile is None:
-        choices = ", ".join(VERSION_PROFILES)
-        raise ValueError(f"unsupported LLVM version {requested!r} (choose from {choices})")
-    return profile
 
 
 class ProcReader(Protocol):

@@ -194,7 +194,7 @@ def _env_version_valid() -> bool:
     version = os.environ.get("ORC_EXECUTOR_LLVM_VERSION")
     if not version:
         return True
-    from ..executor.bootstrap import profile_for_version
+    from ..protocol.names import profile_for_version
 
     try:
         profile_for_version(version)

@@ -500,6 +500,16 @@ VERSION_PROFILES: Final[Mapping[str, str]] = types.MappingProxyType({
     "14": "14", "19": "modern", "22": "modern", "modern": "modern",
 })
 
+
+def profile_for_version(requested: str) -> str:
+    """The profile for an explicit ``--llvm-version`` value; ``ValueError`` if unsupported."""
+    profile = VERSION_PROFILES.get(requested.strip().lower())
+    if profile is None:
+        choices = ", ".join(VERSION_PROFILES)
+        raise ValueError(f"unsupported LLVM version {requested!r} (choose from {choices})")
+    return profile
+
+
 #: Profiles whose Setup advertises the names their controllers look up by name as well
 #: (``14`` advertises exactly what the stock LLVM 14 executor does).
 _ADVERTISE_LOOKUPS: Final = frozenset({"modern"})

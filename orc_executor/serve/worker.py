@@ -512,7 +512,7 @@ def _version_problem(launch: Launch) -> str | None:
     """Why the launch's requested LLVM version is refused (the cold start reports it)."""
     if launch.llvm_version is None:
         return None
-    from ..executor.bootstrap import profile_for_version
+    from ..protocol.names import profile_for_version
 
     try:
         profile_for_version(launch.llvm_version)
