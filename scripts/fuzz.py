@@ -83,7 +83,6 @@ from orc_executor.protocol.sps import (  # noqa: E402
     String,
     TupleOf,
     UInt64,
-    WrapperSignature,
     integer_bounds,
 )
 
@@ -113,13 +112,7 @@ SESSION_STARTED = re.compile(r"session (\d+) started: .* pid (\d+)")
 SESSION_ENDED = re.compile(r"session (\d+) ended: (.*) after")
 
 
-def _signatures() -> dict[str, WrapperSignature]:
-    reg = build_context("modern").registry
-    return {name: spec.sig for name, addr in reg.addr_of.items()
-            if (spec := reg.lookup(addr)) is not None}
-
-
-SIGNATURES = _signatures()
+SIGNATURES = build_context("modern").registry.signatures()
 
 
 @dataclass

@@ -220,6 +220,12 @@ class Registry:
         """The bootstrap symbols map (name → ExecutorAddr) sent in Setup."""
         return dict(self.addr_of)
 
+    def signatures(self) -> dict[str, WrapperSignature]:
+        """Name → SPS signature of every advertised wrapper function (aliases included; data
+        symbols left out)."""
+        return {name: spec.sig for name, addr in self.addr_of.items()
+                if (spec := self.by_addr.get(addr)) is not None}
+
     def shutdown(self) -> None:
         for svc in reversed(self.services):
             try:

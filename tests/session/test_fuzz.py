@@ -46,7 +46,6 @@ from orc_executor.protocol.sps import (
     String,
     TupleOf,
     UInt64,
-    WrapperSignature,
     integer_bounds,
 )
 
@@ -142,18 +141,8 @@ def strategy(
     raise AssertionError(f"no strategy for SPS type {t.name}")
 
 
-def _signatures() -> dict[str, WrapperSignature]:
-    """Name → signature of every wrapper function of the LLVM 22 ("modern") profile."""
-    reg = build_context("modern").registry
-    out = {}
-    for name, addr in reg.addr_of.items():
-        spec = reg.lookup(addr)
-        if spec is not None:
-            out[name] = spec.sig
-    return out
-
-
-SIGNATURES = _signatures()
+#: Every wrapper function of the LLVM 22 ("modern") profile.
+SIGNATURES = build_context("modern").registry.signatures()
 
 
 @pytest.fixture(scope="module")
