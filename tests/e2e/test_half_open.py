@@ -30,6 +30,7 @@ from tests.e2e.test_chaos import RawController
 from tests.e2e.test_daemon import ECHO_C, EXE, LLVM22
 from tests.support.harness import MM_INSTANCE, MM_RESERVE, RESERVE_SIG
 from tests.support.jitrun import compile_c
+from tests.support.procs import alive
 
 #: Keepalive of the daemon under test: half-open sessions end within IDLE + INTERVAL * COUNT.
 IDLE, INTERVAL, COUNT = 2, 1, 2
@@ -149,14 +150,6 @@ def _wait_for(pred: Callable[[], object], timeout: float, what: str) -> float:
     raise AssertionError(f"{what}: not within {timeout:g}s")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _session_pids(log: Path) -> dict[int, int]:
     """Session number -> pid, from the daemon's log."""
     return {int(m[1]): int(m[2]) for m in
@@ -226,7 +219,7 @@ def test_half_open_controllers_free_their_sessions_and_slots(link: Link, objs: d
 
         def all_ended() -> bool:
             for n, pid in pids.items():
-                if n not in took and not _alive(pid):
+                if n not in took and not alive(pid):
                     took[n] = round(time.monotonic() - t_cut, 2)
             return len(took) == len(pids)
 

@@ -26,6 +26,7 @@ from orc_executor.protocol import names
 from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
 from orc_executor.protocol.orc_types import FinalizeRequest, SegFinalizeRequest
 from tests.support.jitrun import compile_c
+from tests.support.procs import alive
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -195,14 +196,6 @@ def _holds_listener(pid: int, path: str) -> bool:
         if target.startswith("socket:[") and target[8:-1] in inodes:
             return True
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @dataclass
@@ -468,7 +461,7 @@ def test_killed_server_leaves_nothing_behind(objs: dict[str, Path], tmp_path: Pa
     s.proc.kill()
     s.proc.wait()
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in [zygote, *idle]):
+    while any(alive(p) for p in [zygote, *idle]):
         assert time.monotonic() < deadline, "processes left behind"
         time.sleep(0.05)
     assert s.sock.exists()

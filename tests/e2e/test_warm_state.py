@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from orc_executor.native.api import lib
-from tests.e2e.test_warm_handover import Server, _alive, _children
+from tests.e2e.test_warm_handover import Server, _children
 from tests.support.jitrun import compile_c
+from tests.support.procs import alive
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -446,7 +447,7 @@ def test_sigint_to_the_process_group_reaches_the_program(objs: dict[str, Path], 
         p.wait()
         results[m] = (p.returncode, out.decode())
         deadline = time.monotonic() + 5
-        while _alive(program):
+        while alive(program):
             assert time.monotonic() < deadline, "the program's process outlived the session"
             time.sleep(0.02)
     assert results[mode] == results[_ref(mode)]
@@ -479,7 +480,7 @@ def test_signals_to_the_executor_process_reach_the_program(
         out, _err = p.communicate(timeout=30)
         results[m] = (p.returncode, out.decode())
         deadline = time.monotonic() + 5
-        while _alive(program):
+        while alive(program):
             assert time.monotonic() < deadline, "the program's process outlived the session"
             time.sleep(0.02)
     assert results[mode] == results[_ref(mode)]
@@ -534,7 +535,7 @@ def test_sigkill_of_the_launcher_ends_the_session(objs: dict[str, Path], server:
         assert len(kids) == 1
         os.kill(kids[0], signal.SIGKILL)
         deadline = time.monotonic() + 2
-        while _alive(program):
+        while alive(program):
             assert time.monotonic() < deadline, "the program's process outlived its launcher"
             time.sleep(0.01)
         out, _err = p.communicate(timeout=30)
