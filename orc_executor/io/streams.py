@@ -115,12 +115,12 @@ def listener_address(sock: trio.socket.SocketType) -> str:
 
 
 async def connect(address: Address) -> trio.abc.Stream:
-    """Dial a listening controller (``tcp:connect=`` / ``unix:connect=``)."""
+    """Dial a listening controller (``tcp:connect=`` / ``unix:connect=``). TCP keepalive is
+    the session's to set (:func:`stream_keepalive`, with its options)."""
     if isinstance(address, UnixAddress):
         return await trio.open_unix_socket(address.path)
     stream = await trio.open_tcp_stream(address.host, address.port)
     stream.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-    keepalive(stream.socket)
     return stream
 
 
@@ -163,10 +163,11 @@ def stream_keepalive(stream: trio.abc.Stream, idle: int, interval: int, count: i
 
 
 def socket_stream(sock: trio.socket.SocketType) -> trio.SocketStream:
+    """``sock`` as a stream (TCP_NODELAY on TCP; keepalive is the session's to set:
+    :func:`stream_keepalive`)."""
     stream = trio.SocketStream(sock)
     if sock.family in (_socket.AF_INET, _socket.AF_INET6):
         stream.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        keepalive(sock)
     return stream
 
 
