@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -334,6 +335,60 @@ static int orc_report_exit_status(int fd) {
     orc_status_fd = fd;
     orc_status_pid = getpid();
     return on_exit(orc_send_exit_status, NULL) == 0 ? 0 : ENOMEM;
+}
+
+/* ---- the process's fds at exit ------------------------------------------------------ */
+
+static pid_t orc_release_pid;                /* the process that asked (orc_release_fds_at_exit) */
+static unsigned long long orc_release_adds;  /* objects loaded then (dl_iterate_phdr's count) */
+
+static int orc_adds_of(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    *(unsigned long long *)data = info->dlpi_adds;
+    return 1;
+}
+
+/* How many times an object was loaded into this process (dlpi_adds: never decreases). */
+static unsigned long long orc_objects_loaded(void) {
+    unsigned long long adds = 0;
+    dl_iterate_phdr(orc_adds_of, &adds);
+    return adds;
+}
+
+/* Runs in _dl_fini, as this module's ELF destructor: after every exit handler (atexit,
+   __cxa_atexit, on_exit: the JIT'd program's included); the destructors of the loaded
+   libraries run around it, in an order the loader chooses, and the C library's last flush
+   follows. If no library was loaded since orc_release_fds_at_exit (so no destructor but the
+   executor's own libraries', which write nothing, is left), flush C stdio and let go of
+   every fd now (0-2 then point at /dev/null), so that whoever reads the program's output or
+   the session's pipes sees EOF here rather than after the kernel has torn down this
+   process's memory (which exit(2) does before it closes the fds, and which takes
+   milliseconds for a Python process). Otherwise the fds close as usual, at the very end. */
+__attribute__((destructor)) static void orc_release_fds(void) {
+    if (orc_release_pid == 0 || getpid() != orc_release_pid) return;
+    if (orc_objects_loaded() != orc_release_adds) return;
+    fflush(NULL);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int fd = 0; fd < 3; fd++) {
+        if (null >= 0) dup2(null, fd);
+        else close(fd);
+    }
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+}
+
+/* Have this process close its fds as it exits, before the kernel's teardown of its memory,
+   unless a library is loaded from now on (see orc_release_fds). Only the calling process,
+   not a child forked afterwards. */
+static void orc_release_fds_at_exit(void) {
+    orc_release_adds = orc_objects_loaded();
+    orc_release_pid = getpid();
+}
+
+/* C exit(status) from the thread that calls it, with errno 0 for the exit handlers (as in
+   a C program's main thread returning from main). */
+static void orc_exit(int status) {
+    errno = 0;
+    exit(status);
 }
 
 /* ---- EH frames ---------------------------------------------------------------------- */

@@ -105,7 +105,9 @@ def exit_process(status: int) -> None:
     """End the process as a C program does: flush Python's streams, then C ``exit(status)``,
     which runs the exit handlers the JIT'd program registered (``__cxa_atexit``, ``on_exit``)
     and flushes C stdio — as ``llvm-jitlink-executor`` does when it returns from ``main``.
-    Python's own finalization is skipped (worker threads may still be inside JIT'd code)."""
+    Python's own finalization is skipped (worker threads may still be inside JIT'd code).
+    After a session, the process's fds close before the kernel tears down its memory
+    (``orc_release_fds`` in native.c)."""
     from ..native.api import lib
 
     for stream in (sys.stdout, sys.stderr):
@@ -113,7 +115,7 @@ def exit_process(status: int) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
-    lib.exit(status)
+    lib.orc_exit(status)
 
 
 def run_pipe_session(in_fd: int, out_fd: int) -> None:

@@ -134,6 +134,31 @@ int main(void) {
 
 LIB_C = "int probe_value(void) { return 4242; }\n"
 
+#: What runs at exit: exit handlers (libc functions, with heap arguments: the JIT'd code is
+#: unmapped by then), an unflushed line on stdout, a file left open with buffered content
+#: and, given a library's path, that library's destructor.
+EXIT_C = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int __cxa_atexit(void (*fn)(void *), void *arg, void *dso);
+int main(int argc, char **argv) {
+    if (argc > 1 && !dlopen(argv[1], RTLD_NOW)) { printf("dlopen failed\n"); return 2; }
+    FILE *out = fopen("left-open.txt", "w");
+    fprintf(out, "written, never closed\n");
+    __cxa_atexit((void (*)(void *))puts, strdup("exit handler: puts"), NULL);
+    __cxa_atexit((void (*)(void *))perror, strdup("exit handler: perror"), NULL);
+    printf("main done, no newline");
+    return 5;
+}
+"""
+
+LIB_DESTRUCTOR_C = r"""
+#include <stdio.h>
+__attribute__((destructor)) static void bye(void) { printf("library destructor\n"); }
+"""
+
 #: Waits in pause() for SIGINT; its handler reports it and ends the process. (Returning from
 #: main instead, with the controller gone, leaves llvm-jitlink-executor 22 hanging forever.)
 SIGNAL_C = r"""
@@ -224,13 +249,17 @@ def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("state")
     out = {name: compile_c(tmp, name, src) for name, src in
            {"probe": PROBE_C, "dlopen": DLOPEN_C, "signal": SIGNAL_C, "sleep": SLEEP_C,
-            "signals": SIGNALS_C, "pipe": PIPE_C}.items()}
+            "signals": SIGNALS_C, "pipe": PIPE_C, "exit": EXIT_C}.items()}
     libdir = tmp / "lib"
     libdir.mkdir()
     (tmp / "lib.c").write_text(LIB_C)
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(libdir / "libprobe_dl.so"),
                     str(tmp / "lib.c")], check=True)
     out["libdir"] = libdir
+    (tmp / "dtor.c").write_text(LIB_DESTRUCTOR_C)
+    out["libdtor"] = libdir / "libdtor.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(out["libdtor"]), str(tmp / "dtor.c")],
+                   check=True)
     py = tmp / "orc-executor-py"
     py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch.client \"$@\"\n")
     py.chmod(0o755)
@@ -628,6 +657,32 @@ def _state_header() -> str:
     from orc_executor.launch.state import state_header
 
     return state_header()
+
+
+@pytest.mark.parametrize("library", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_what_runs_at_exit(objs: dict[str, Path], server: Server, tmp_path: Path, mode: str,
+                           library: bool) -> None:
+    """Exit handlers, the last flush of C stdio (stdout and a file left open) and the
+    destructor of a library the program opened run at the executor's exit, in the same
+    order, with the same errno, as under the reference: a session process lets go of its
+    fds early only once nothing is left that could write (orc_release_fds)."""
+    results = {}
+    for m in (_ref(mode), mode):
+        cwd = tmp_path / m
+        cwd.mkdir()
+        cmd = [str(LLVM22 / "llvm-jitlink"), f"-oop-executor={_executor(m, objs)}",
+               str(objs["exit"])]
+        if library:
+            cmd += ["-args", "exit", str(objs["libdtor"])]
+        p = subprocess.run(cmd, capture_output=True, env=_env(mode, server, {}), cwd=cwd,
+                           timeout=60)
+        results[m] = (p.returncode, p.stdout, p.stderr, (cwd / "left-open.txt").read_bytes())
+    assert results[mode] == results[_ref(mode)]
+    assert results[mode] == (
+        5, b"main done, no newlineexit handler: puts\n"
+        + (b"library destructor\n" if library else b""),
+        b"exit handler: perror: Success\n", b"written, never closed\n")
 
 
 @pytest.mark.parametrize("mode", MODES)
