@@ -337,6 +337,17 @@ static int orc_report_exit_status(int fd) {
     return on_exit(orc_send_exit_status, NULL) == 0 ? 0 : ENOMEM;
 }
 
+/* ---- symbol lookup ------------------------------------------------------------------- */
+
+/* dlsym(handle, name) of each of `count` names packed back to back in `names`, each ended
+   by a NUL, into `out` (0 where dlsym finds nothing): one call for a whole lookup. */
+static void orc_dlsym_all(void *handle, const char *names, size_t count, uint64_t *out) {
+    for (size_t i = 0; i < count; i++) {
+        out[i] = (uint64_t)(uintptr_t)dlsym(handle, names);
+        names += strlen(names) + 1;
+    }
+}
+
 /* ---- the process's fds at exit ------------------------------------------------------ */
 
 static pid_t orc_release_pid;                /* the process that asked (orc_release_fds_at_exit) */

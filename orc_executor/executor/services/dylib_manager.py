@@ -115,27 +115,37 @@ class DylibManagerService(Service):
 
     # ---- lookup ----------------------------------------------------------------------------
 
-    def address_of(self, handle: int, name: str) -> int:
-        """Address of ``name`` via ``handle`` (0 if missing). Raises for an unknown handle."""
+    def addresses_of(self, handle: int, names: list[str]) -> list[int]:
+        """Address of each of ``names`` via ``handle`` (0 where missing): the executor's own
+        names from the registry, the others through ``dlsym`` in one native call. Raises
+        :class:`WrapperError` for an unknown handle."""
         h = self._handles.get(handle)
         if h is None:
             raise WrapperError(f"No dylib for handle {handle:#x}")
-        own = self.ctx.registry.addr_of.get(name)
-        if own is None:
-            own = self.lookup_only.get(name)
-        if own is not None:
-            return own
-        if not name:
-            return 0
-        p = lib.dlsym(h, name.encode("utf-8", "surrogateescape"))
-        return int(ffi.cast("uintptr_t", p))
+        own, only = self.ctx.registry.addr_of, self.lookup_only
+        out = [own.get(name) or only.get(name) or 0 for name in names]
+        wanted = [i for i, (name, addr) in enumerate(zip(names, out, strict=True))
+                  if not addr and name and name not in own and name not in only]
+        if not wanted:
+            return out
+        raw = [names[i].encode("utf-8", "surrogateescape") for i in wanted]
+        packed = b"\0".join(raw) + b"\0"
+        if packed.count(0) != len(raw):  # a NUL inside a name: dlsym sees what precedes it
+            for i, name in zip(wanted, raw, strict=True):
+                out[i] = int(ffi.cast("uintptr_t", lib.dlsym(h, name)))
+            return out
+        found = ffi.new("uint64_t[]", len(raw))
+        lib.orc_dlsym_all(h, packed, len(raw), found)
+        for i, addr in zip(wanted, ffi.unpack(found, len(raw)), strict=True):
+            out[i] = addr
+        return out
 
     def resolve22(
         self, handle: int, symbols: list[tuple[str, bool]]
     ) -> list[ExecutorSymbolDef | None]:
+        addrs = self.addresses_of(handle, [name for name, _ in symbols])
         out: list[ExecutorSymbolDef | None] = []
-        for name, required in symbols:
-            addr = self.address_of(handle, name)
+        for (name, required), addr in zip(symbols, addrs, strict=True):
             if addr:
                 out.append(ExecutorSymbolDef(addr, EXPORTED))
             elif required or not name:
@@ -147,9 +157,9 @@ class DylibManagerService(Service):
     def lookup19_(
         self, _inst: int, handle: int, symbols: list[tuple[str, bool]]
     ) -> list[ExecutorSymbolDef]:
+        addrs = self.addresses_of(handle, [name for name, _ in symbols])
         out: list[ExecutorSymbolDef] = []
-        for name, required in symbols:
-            addr = self.address_of(handle, name)
+        for (name, required), addr in zip(symbols, addrs, strict=True):
             if addr:
                 out.append(ExecutorSymbolDef(addr, EXPORTED))
             elif required:
@@ -159,9 +169,9 @@ class DylibManagerService(Service):
         return out
 
     def lookup14(self, _inst: int, handle: int, symbols: list[tuple[str, bool]]) -> list[int]:
+        addrs = self.addresses_of(handle, [name for name, _ in symbols])
         out: list[int] = []
-        for name, required in symbols:
-            addr = self.address_of(handle, name)
+        for (name, required), addr in zip(symbols, addrs, strict=True):
             if not addr and required:
                 raise WrapperError(f"Missing definition for {name}")
             out.append(addr)
@@ -170,4 +180,4 @@ class DylibManagerService(Service):
     def ci_lookup(
         self, _inst: int, handle: int, symbols: list[tuple[str, bool]]
     ) -> list[int | None]:
-        return [self.address_of(handle, name) or None for name, _ in symbols]
+        return [addr or None for addr in self.addresses_of(handle, [n for n, _ in symbols])]
