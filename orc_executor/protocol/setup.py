@@ -7,10 +7,24 @@ Pure: imports only the SPS types (no trio, no cffi).
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass
 
 from ..errors import ControllerError, SPSDecodeError
 from .orc_types import SPSSetupMessage, SPSSetupMessage14
+from .sps import Addr, Bytes, MapOf, String, TupleOf, UInt64
+
+_SYMBOL = TupleOf(String, Addr, name="BootstrapSymbol")
+_BOOTSTRAP_MAP = MapOf(String, Bytes)
+_U64 = struct.Struct("<Q")
+
+
+@functools.lru_cache(maxsize=4096)
+def _symbol_entry(name: str, addr: int) -> bytes:
+    """One bootstrap symbol as it appears in Setup's map (an executor announces the same
+    names at the same addresses session after session: encoded once)."""
+    return _SYMBOL.encode((name, addr))
 
 
 @dataclass
@@ -29,11 +43,13 @@ class SetupInfo:
     def encode(self) -> bytes:
         """The Setup payload (:data:`SPSSetupMessage`, or :data:`SPSSetupMessage14` for the 14
         layout)."""
-        if self.layout14:
-            return SPSSetupMessage14.encode((self.triple, self.page_size, self.symbols))
-        return SPSSetupMessage.encode(
-            (self.triple, self.page_size, self.bootstrap_map, self.symbols)
-        )
+        # The layout of SPSSetupMessage(14): the tuple's fields back to back, the symbols a
+        # count and then (name, address) tuples.
+        head = String.encode(self.triple) + UInt64.encode(self.page_size)
+        if not self.layout14:
+            head += _BOOTSTRAP_MAP.encode(self.bootstrap_map)
+        return b"".join((head, _U64.pack(len(self.symbols)),
+                         *(_symbol_entry(n, a) for n, a in self.symbols.items())))
 
 
 def decode_setup(payload: bytes | bytearray | memoryview) -> SetupInfo:
