@@ -359,37 +359,26 @@ async def _serve_accepted(control: socket.socket, listener: socket.socket, opts:
 async def _take_session(control: socket.socket, listener: socket.socket
                         ) -> tuple[Launch, list[int]] | None:
     """Receive launches until one hands over a valid session, pass its reply socket to the
-    daemon and acknowledge it; ``None`` when the daemon ends the worker first."""
+    daemon and acknowledge it; ``None`` when the daemon ends the worker first (EOF on
+    ``control``). One wait covers both sockets (:func:`_readiness`): no task to cancel on
+    the session's critical path."""
     import trio
 
     taken: tuple[Launch, list[int]] | None = None
-    launches = _exclusive_readiness(listener)
-    async with trio.open_nursery() as nursery:
-
-        async def until_daemon_closes() -> None:
-            while True:
-                await trio.lowlevel.wait_readable(control)
-                try:
-                    if control.recv(64):
-                        continue
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    pass
-                nursery.cancel_scope.cancel()
-                return
-
-        nursery.start_soon(until_daemon_closes)
+    ready = _readiness(listener, control)
+    try:
         while taken is None:
-            if launches is None:
-                await trio.lowlevel.wait_readable(listener)
-            else:
-                await trio.lowlevel.wait_readable(launches.fileno())
+            await trio.lowlevel.wait_readable(ready.fileno())
+            events = dict(ready.poll(0))
+            if control.fileno() in events and _daemon_closed(control):
+                return None
+            if listener.fileno() not in events:
+                continue
             try:
                 got = _receive_launch(listener)
             except OSError as e:
                 log.error("warm socket: %s", e)
-                break
+                return None
             if got is None:
                 continue  # nothing there (another worker took it), or refused
             launch, reply, fds = got
@@ -402,7 +391,7 @@ async def _take_session(control: socket.socket, listener: socket.socket
                     log.warning("warm handover refused: %s", e)
                     close_fds(fds if isinstance(e, ValueError) else fds[:-2])
                     if isinstance(e, launch_state.Refused) and e.tainted:
-                        break
+                        return None
                     continue
                 fds = fds[:-2]
                 # The daemon takes the reply socket (to write the exit status) before the
@@ -415,7 +404,7 @@ async def _take_session(control: socket.socket, listener: socket.socket
                 except OSError as e:
                     log.warning("warm handover abandoned: %s", e)
                     close_fds(fds)
-                    break
+                    return None
                 taken = launch, fds
                 # Our own copy, for the exit status as this process exits (the daemon writes
                 # it too, which covers a process killed by a signal), and to end this process
@@ -424,25 +413,33 @@ async def _take_session(control: socket.socket, listener: socket.socket
                     _report_exit_status(os.dup(reply.fileno()))
                 except OSError:
                     pass  # the daemon's copy still gets it
-        nursery.cancel_scope.cancel()
-    if launches is not None:
-        launches.close()
+    finally:
+        ready.close()
     return taken
 
 
-def _exclusive_readiness(listener: socket.socket) -> select.epoll | None:
-    """An epoll instance that reports ``listener`` readable, registered ``EPOLLEXCLUSIVE``: a
-    launch wakes one of the pool's waiting workers, not all of them. ``None`` where the kernel
-    refuses it (then every waiting worker wakes, and all but one find nothing to receive)."""
+def _daemon_closed(control: socket.socket) -> bool:
+    """Read what the daemon sent on ``control`` while this worker is idle (nothing it sends
+    then needs an answer): ``True`` at EOF or on an error, the end of this worker."""
     try:
-        ep = select.epoll()
-    except (OSError, AttributeError):
-        return None
+        return not control.recv(64)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _readiness(listener: socket.socket, control: socket.socket) -> select.epoll:
+    """An epoll instance that reports ``listener`` (the warm socket) or ``control`` readable.
+    ``listener`` is registered ``EPOLLEXCLUSIVE`` where the kernel takes it: a launch wakes
+    one of the pool's waiting workers, not all of them (otherwise every waiting worker wakes,
+    and all but one find nothing to receive)."""
+    ep = select.epoll()
     try:
         ep.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
     except (OSError, AttributeError, ValueError):
-        ep.close()
-        return None
+        ep.register(listener.fileno(), select.EPOLLIN)
+    ep.register(control.fileno(), select.EPOLLIN)
     return ep
 
 
