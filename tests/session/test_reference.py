@@ -167,6 +167,29 @@ async def test_resolve_encodings() -> None:
     assert len(ours) == 5
 
 
+async def test_resolve_of_many_names() -> None:
+    """One lookup of many names, as a linked program's: libc names, repeated names, missing
+    ones, a name with a NUL inside (dlsym sees what precedes it), one that is not UTF-8:
+    which are found, their flags, and which resolve to the same address, as the reference."""
+    libc = ["printf", "malloc", "free", "memcpy", "strlen", "fopen", "qsort", "exit",
+            "pthread_create", "setjmp", "longjmp", "__errno_location", "strtod", "snprintf"]
+    lookups = [(n, False) for n in libc] + [
+        ("printf", True), (MISSING, False), ("malloc\0junk", False), ("\udcff", False),
+        (MISSING + "2", False), ("free", True)] + [(f"{n}", False) for n in reversed(libc)]
+
+    async def scenario(ex: Executor) -> Any:
+        h = await ex.call(DYLIB_OPEN, OPEN_SIG, ex.sym(DYLIB_INSTANCE), "", 0)
+        result = await ex.call(DYLIB_RESOLVE, RESOLVE_SIG, h, lookups)
+        assert not isinstance(result, ErrorValue), result
+        addrs = [None if d is None else d.address for d in result]
+        return ([None if d is None else (bool(d.address), d.flags) for d in result],
+                [[a == b and a is not None for b in addrs] for a in addrs])
+
+    ours, ref = await both(scenario)
+    assert ours == ref
+    assert ours[1][lookups.index(("malloc\0junk", False))][libc.index("malloc")]
+
+
 async def test_open_errors() -> None:
     async def scenario(ex: Executor) -> Any:
         inst = ex.sym(DYLIB_INSTANCE)
