@@ -303,6 +303,10 @@ class TupleOf(SPSType[Any]):
             sizes = [e.fixed_size for e in elems]
             self.fixed_size = None if None in sizes else sum(cast(list[int], sizes))
         self._decoder: Callable[[Buffer, int], tuple[Any, int]] | None = None
+        if self._struct is None and _flat_formats(self) is not None:
+            # Nested, but every field fixed-size (an ExecutorSymbolDef: an address and a
+            # pair of flag bytes): encoded by generated code, one struct for all fields.
+            self.encode_into = _compile_flat_encoder(self)  # type: ignore[method-assign,assignment]
 
     def encode_into(self, out: bytearray, value: Any) -> None:
         if len(value) != len(self.elems):
@@ -312,6 +316,10 @@ class TupleOf(SPSType[Any]):
             return
         for e, v in zip(self.elems, value, strict=True):
             e.encode_into(out, v)
+
+    def encode_fields(self, out: bytearray, value: Any) -> None:
+        """Encode element by element (each nested tuple checking its own field count)."""
+        TupleOf.encode_into(self, out, value)
 
     def decode_from(self, buf: Buffer, off: int) -> tuple[Any, int]:
         decoder = self._decoder or self.compiled_decoder()
@@ -337,6 +345,50 @@ class TupleOf(SPSType[Any]):
         if self.factory is not None:
             return self.factory(*acc), off
         return tuple(acc), off
+
+
+def _flat_formats(t: TupleOf) -> list[str] | None:
+    """The ``struct`` codes of ``t``'s fields, nested tuples flattened in order, when every
+    field is a single fixed-size one (``None`` otherwise)."""
+    fmts: list[str] = []
+    for e in t.elems:
+        if isinstance(e, TupleOf):
+            inner = _flat_formats(e)
+            if inner is None:
+                return None
+            fmts += inner
+        elif e.fmt is not None and e.fixed_size is not None and len(e.fmt) == 1:
+            fmts.append(e.fmt)
+        else:
+            return None
+    return fmts
+
+
+def _compile_flat_encoder(t: TupleOf) -> Callable[[bytearray, Any], None]:
+    """Generate the encoder of a nested tuple whose fields are all fixed-size: each level's
+    field count checked, then one ``struct`` pack of the flattened fields. A count that does
+    not match goes to :meth:`TupleOf.encode_fields`, which raises the precise error."""
+    ns: dict[str, Any] = {"_pack": struct.Struct("<" + "".join(_flat_formats(t) or [])).pack,
+                          "_fields": t.encode_fields}
+    checks: list[str] = []
+    leaves: list[str] = []
+
+    def walk(tt: TupleOf, expr: str) -> None:
+        checks.append(f"len({expr}) != {len(tt.elems)}")
+        for i, e in enumerate(tt.elems):
+            if isinstance(e, TupleOf):
+                walk(e, f"{expr}[{i}]")
+            else:
+                leaves.append(f"{expr}[{i}]")
+
+    walk(t, "v")
+    src = ("def encode_into(out, v):\n"
+           f"    if {' or '.join(checks)}:\n"
+           "        return _fields(out, v)\n"
+           f"    out += _pack({', '.join(leaves)})\n")
+    exec(compile(src, f"<SPS encoder {t.name}>", "exec"), ns)
+    encoder: Callable[[bytearray, Any], None] = ns["encode_into"]
+    return encoder
 
 
 def _compile_tuple_decoder(t: TupleOf) -> Callable[[Buffer, int], tuple[Any, int]]:
