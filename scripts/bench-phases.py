@@ -13,11 +13,13 @@ with the system's C compiler) preloaded into llvm-jitlink alone. The shim timest
 llvm-jitlink's fork and its reads and writes on the executor's pipes, so each phase is
 measured where the controller sees it, whatever the executor does inside:
 
+* llvm-jitlink's start-up: from the harness's start of it to its first constructor (the
+  shim's);
 * start → Setup: from llvm-jitlink's fork of the executor to the Setup header's arrival;
 * call N: from the write of a CallWrapper's header to the arrival of the Result's header
   (its payload size in bytes in the label; Setup's and the calls' order is llvm-jitlink's);
-* controller's own work: the rest of llvm-jitlink's life up to its exit handlers (linking
-  and everything between calls);
+* controller's own work: the rest of llvm-jitlink's life from its first constructor to its
+  exit handlers (its start-up, linking and everything between calls);
 * close → EOF: from llvm-jitlink's close of its pipe to the executor until it reads EOF;
 * after exit handlers: from llvm-jitlink's exit handlers until the harness has its exit
   status and EOF on its stdout and stderr (llvm-jitlink's own teardown, and any executor
@@ -75,9 +77,10 @@ def read_events(path: Path) -> list[Event]:
     return events
 
 
-def phases(events: list[Event], wall_end: float) -> dict[str, float]:
-    """Milliseconds per phase of one run (see the module's docstring); ``wall_end`` is the
-    harness's CLOCK_MONOTONIC time once it had the exit status and EOF."""
+def phases(events: list[Event], wall_start: float, wall_end: float) -> dict[str, float]:
+    """Milliseconds per phase of one run (see the module's docstring); ``wall_start`` and
+    ``wall_end`` are the harness's CLOCK_MONOTONIC times before it started llvm-jitlink and
+    once it had the exit status and EOF."""
     fork = next(e for e in events if e.op == "f")
     after = [e for e in events if e.t >= fork.t]
     setup = next(e for e in after if e.op == "R" and e.n == HEADER and e.r == HEADER)
@@ -86,7 +89,9 @@ def phases(events: list[Event], wall_end: float) -> dict[str, float]:
                and e.r == HEADER]
     writes = [e for e in after if e.op == "w" and e.t > setup.t]
     to_fd = next(e.fd for e in writes if e.n == HEADER)
-    out: dict[str, float] = {"start → Setup": (setup.t - fork.t) * 1e3}
+    start = next(e for e in events if e.op == "S")
+    out: dict[str, float] = {"llvm-jitlink's start-up": (start.t - wall_start) * 1e3,
+                             "start → Setup": (setup.t - fork.t) * 1e3}
     calls = 0.0
     call_writes = [e for e in writes if e.fd == to_fd]
     for i, w in enumerate(call_writes):
@@ -100,7 +105,6 @@ def phases(events: list[Event], wall_end: float) -> dict[str, float]:
         out[f"call {len([k for k in out if k.startswith('call ')]) + 1} ({payload} B)"] = ms
         calls += ms
     end = next(e for e in events if e.op == "E")
-    start = next(e for e in events if e.op == "S")
     out["calls, sum"] = calls
     out["controller's own work"] = (end.t - start.t) * 1e3 - calls - out["start → Setup"]
     close = [e for e in events if e.op == "C" and e.fd == to_fd]
@@ -120,7 +124,7 @@ def run_once(executor: str, obj: str, args: list[str], shim: Path, log: Path,
     t0 = time.monotonic()
     subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True)
     t1 = time.monotonic()
-    result = phases(read_events(log), t1)
+    result = phases(read_events(log), t0, t1)
     result["wall"] = (t1 - t0) * 1e3
     return result
 
