@@ -78,10 +78,12 @@ class FrameWriter:
         self._fd = out_fd
         #: A socket's own handle (a duplicate of ``out_fd``, closed by :meth:`close`) for
         #: ``send(MSG_NOSIGNAL)``; ``None`` on a pipe.
-        self._sock = _socket_of(out_fd)
+        mode = _mode_of(out_fd)
+        self._sock = (_socket_of(out_fd) if out_fd is not None and stat.S_ISSOCK(mode)
+                      else None)
         #: Worker threads may write frames of up to PIPE_BUF bytes themselves: on a pipe such
         #: a non-blocking write is atomic (all of it, or EAGAIN), never partial.
-        self._thread_writes = out_fd is not None and _is_fifo(out_fd)
+        self._thread_writes = stat.S_ISFIFO(mode)
         #: Held for every direct write to the fd (trio thread or worker thread) and while
         #: ``queued`` goes up after a partial one, so frames never interleave.
         self._lock = threading.Lock()
@@ -286,21 +288,20 @@ def build_frame(opcode: int, seq: int, tag: int, payload: bytes | FramedPayload
 _NOSIGNAL = socket.MSG_NOSIGNAL
 
 
-def _socket_of(fd: int | None) -> socket.socket | None:
-    """A socket object on a duplicate of ``fd`` if it is a socket (sends with flags), else
-    ``None``."""
+def _mode_of(fd: int | None) -> int:
+    """``st_mode`` of ``fd`` (0 for ``None`` or an fd that cannot be examined)."""
     if fd is None:
-        return None
+        return 0
     try:
-        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-            return None
+        return os.fstat(fd).st_mode
+    except OSError:
+        return 0
+
+
+def _socket_of(fd: int) -> socket.socket | None:
+    """A socket object on a duplicate of the socket ``fd`` (sends with flags), or ``None``
+    if it cannot be duplicated."""
+    try:
         return socket.socket(fileno=os.dup(fd))
     except OSError:
         return None
-
-
-def _is_fifo(fd: int) -> bool:
-    try:
-        return stat.S_ISFIFO(os.fstat(fd).st_mode)
-    except OSError:
-        return False
