@@ -123,16 +123,24 @@ class DylibManagerService(Service):
         if h is None:
             raise WrapperError(f"No dylib for handle {handle:#x}")
         own, only = self.ctx.registry.addr_of, self.lookup_only
-        out = [own.get(name) or only.get(name) or 0 for name in names]
-        wanted = [i for i, (name, addr) in enumerate(zip(names, out, strict=True))
-                  if not addr and name and name not in own and name not in only]
+        out: list[int] = []
+        wanted: list[int] = []  # indexes of the names dlsym looks up
+        for name in names:
+            addr = own.get(name)
+            if addr is None:
+                addr = only.get(name)
+            if addr is None:
+                addr = 0
+                if name:
+                    wanted.append(len(out))
+            out.append(addr)
         if not wanted:
             return out
         raw = [names[i].encode("utf-8", "surrogateescape") for i in wanted]
         packed = b"\0".join(raw) + b"\0"
         if packed.count(0) != len(raw):  # a NUL inside a name: dlsym sees what precedes it
-            for i, name in zip(wanted, raw, strict=True):
-                out[i] = int(ffi.cast("uintptr_t", lib.dlsym(h, name)))
+            for i, encoded in zip(wanted, raw, strict=True):
+                out[i] = int(ffi.cast("uintptr_t", lib.dlsym(h, encoded)))
             return out
         found = ffi.new("uint64_t[]", len(raw))
         lib.orc_dlsym_all(h, packed, len(raw), found)
