@@ -236,8 +236,8 @@ def main() -> None:
     if status is not None:
         os._exit(status)
     fds = pipe_fds(args)
-    if (fds is not None and len(args) <= 2 and not any(a.startswith("-") for a in args)
-            and _env_version_valid()):
+    # (pipe_fds refuses options; ``debug`` and ``test-*`` tokens go to the full CLI)
+    if fds is not None and len(args) <= 2 and _env_version_valid():
         # Cold launch by a controller: skip the CLI parser (click) on the start-up path, and
         # let the session's modules (trio, cffi, the services) import without the cyclic
         # garbage collector running over and over; what they

@@ -208,6 +208,7 @@ def run_daemon(address: Address, opts: ServeOptions, dopts: DaemonOptions) -> in
     """Serve sessions on ``address`` until SIGTERM/SIGINT; exit status 0 after a clean stop."""
     return serve_until_stopped(Daemon(address, opts, dopts).run)
 
+
 def _peer_closed(sock: trio.socket.SocketType) -> bool:
     """The peer of ``sock`` has closed or reset it already (no controller closes before
     its Setup arrives)."""
@@ -215,5 +216,3 @@ def _peer_closed(sock: trio.socket.SocketType) -> bool:
     poller.register(sock.fileno(), select.POLLRDHUP)
     return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
                for _fd, ev in poller.poll(0))
-
-
