@@ -104,8 +104,14 @@ class Worker:
     async def wait(self) -> int:
         return await self.process.wait()
 
+    @property
+    def captured_stderr(self) -> Any:
+        """The pipe from a worker started with ``capture_stderr`` (a trio receive stream),
+        else ``None``."""
+        return getattr(self.process, "stderr", None)
+
     def process_stderr_captured(self) -> bool:
-        return getattr(self.process, "stderr", None) is not None
+        return self.captured_stderr is not None
 
 
 async def _start_failure_reason(worker: Worker) -> str:
@@ -113,7 +119,7 @@ async def _start_failure_reason(worker: Worker) -> str:
     status, and the last line of its captured stderr (else a pointer to its output in ours).
     Waits up to 2 s for it to exit."""
     text = ""
-    stderr: Any = getattr(worker.process, "stderr", None)
+    stderr = worker.captured_stderr
     rc: int | None = None
     with trio.move_on_after(2):
         if stderr is not None:
@@ -133,7 +139,7 @@ async def _start_failure_reason(worker: Worker) -> str:
 
 
 async def _reap_worker(worker: Worker) -> None:
-    stderr: Any = getattr(worker.process, "stderr", None)
+    stderr = worker.captured_stderr
     with trio.move_on_after(5):
         await worker.wait()
     if stderr is not None:
