@@ -94,15 +94,14 @@ def phases(events: list[Event], wall_start: float, wall_end: float) -> dict[str,
                              "start → Setup": (setup.t - fork.t) * 1e3}
     calls = 0.0
     call_writes = [e for e in writes if e.fd == to_fd]
-    for i, w in enumerate(call_writes):
-        if w.n != HEADER:
-            continue
+    headers_written = [(i, w) for i, w in enumerate(call_writes) if w.n == HEADER]
+    for number, (i, w) in enumerate(headers_written, 1):
         result = next((h for h in headers if h.t > w.t), None)
         if result is None:
             break
         payload = next((p.n for p in call_writes[i + 1:i + 2] if p.n != HEADER), 0)
         ms = (result.t - w.t) * 1e3
-        out[f"call {len([k for k in out if k.startswith('call ')]) + 1} ({payload} B)"] = ms
+        out[f"call {number} ({payload} B)"] = ms
         calls += ms
     end = next(e for e in events if e.op == "E")
     out["calls, sum"] = calls
@@ -115,14 +114,15 @@ def phases(events: list[Event], wall_start: float, wall_end: float) -> dict[str,
     return out
 
 
-def run_once(executor: str, obj: str, args: list[str], shim: Path, log: Path,
-             cwd: Path) -> dict[str, float]:
+def run_once(executor: str, obj: str, args: list[str], shim: Path, log: Path
+             ) -> dict[str, float]:
+    """One run of llvm-jitlink with ``executor``, in the current directory: its phases."""
     env = dict(os.environ, LD_PRELOAD=str(shim), PHASES_SHIM_OUT=str(log))
     cmd = [LLVM_JITLINK, f"-oop-executor={executor}", obj]
     if args:
         cmd += ["-args", *args]
     t0 = time.monotonic()
-    subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True)
+    subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True)
     t1 = time.monotonic()
     result = phases(read_events(log), t0, t1)
     result["wall"] = (t1 - t0) * 1e3
@@ -149,13 +149,12 @@ def main() -> int:
         shim = build_shim(work)
         log = work / "events.txt"
         for exe in executors.values():  # a warm server up, caches filled
-            run_once(exe, opts.obj, opts.args, shim, log, Path.cwd())
+            run_once(exe, opts.obj, opts.args, shim, log)
         for _ in range(opts.reps):
             order = list(executors.items())
             random.shuffle(order)
             for name, exe in order:
-                results[name].append(run_once(exe, opts.obj, opts.args, shim, log,
-                                              Path.cwd()))
+                results[name].append(run_once(exe, opts.obj, opts.args, shim, log))
                 time.sleep(opts.sleep)
     names = list(executors)
     print(f"\n{os.cpu_count()} CPUs; {opts.reps} repetitions, interleaved; median ms; "
