@@ -126,6 +126,77 @@ def test_daemon_serves_sessions_in_turn_and_stops_on_sigterm(
     assert "Traceback" not in err
 
 
+#: Exit handlers (libc functions: the JIT'd code is unmapped by then), an unflushed line, a
+#: file left open and a dlopen'ed library's destructor (tests/e2e/test_warm_state.py has the
+#: pipe launches).
+EXIT_C = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int __cxa_atexit(void (*fn)(void *), void *arg, void *dso);
+int main(int argc, char **argv) {
+    if (argc > 1 && !dlopen(argv[1], RTLD_NOW)) { printf("dlopen failed\n"); return 2; }
+    FILE *out = fopen("left-open.txt", "w");
+    fprintf(out, "written, never closed\n");
+    __cxa_atexit((void (*)(void *))puts, strdup("exit handler: puts"), NULL);
+    __cxa_atexit((void (*)(void *))perror, strdup("exit handler: perror"), NULL);
+    printf("main done, no newline");
+    return 5;
+}
+"""
+
+LIB_DESTRUCTOR_C = r"""
+#include <stdio.h>
+__attribute__((destructor)) static void bye(void) { printf("library destructor\n"); }
+"""
+
+
+@pytest.mark.parametrize("library", [False, True])
+def test_daemon_session_runs_what_runs_at_exit(tmp_path: Path, library: bool) -> None:
+    """A daemon's session process ends as the reference ends a pipe session (the reference's
+    own listen= mode never ends a session it cannot tell is over): exit handlers, the last
+    flush of C stdio and a library's destructor, their output on the daemon's stdout and
+    stderr, the file in the daemon's working directory."""
+    obj = compile_c(tmp_path, "exit", EXIT_C)
+    args = ["exit"]
+    if library:
+        (tmp_path / "dtor.c").write_text(LIB_DESTRUCTOR_C)
+        lib = tmp_path / "libdtor.so"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "dtor.c")],
+                       check=True)
+        args.append(str(lib))
+    ref_dir, ours_dir = tmp_path / "ref", tmp_path / "ours"
+    ref_dir.mkdir()
+    ours_dir.mkdir()
+    ref = subprocess.run([str(LLVM22 / "llvm-jitlink"),
+                          f"-oop-executor={LLVM22 / 'llvm-jitlink-executor'}", str(obj),
+                          "-args", *args], capture_output=True, timeout=60, cwd=ref_dir)
+    port = _free_port()
+    proc = subprocess.Popen([EXE, "--listen", f"127.0.0.1:{port}"], cwd=ours_dir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_listening(port, proc)
+        r = _jitlink_connect(port, obj, *args)
+        # The session ends when the controller has released everything and gone quiet
+        # (idle close); the file's buffered line is written as its process exits.
+        left_open = ours_dir / "left-open.txt"
+        deadline = time.monotonic() + 20
+        while not (left_open.exists() and left_open.stat().st_size):
+            assert time.monotonic() < deadline, "the session process did not exit"
+            time.sleep(0.05)
+    finally:
+        rc, err, out = _stop(proc)
+    assert ref.returncode == r.returncode == 5
+    assert rc == 0  # stopped cleanly by SIGTERM
+    assert out == ref.stdout == (b"main done, no newlineexit handler: puts\n"
+                                 + (b"library destructor\n" if library else b""))
+    assert ref.stderr.decode() == "exit handler: perror: Success\n"
+    assert ref.stderr.decode() in err
+    assert ((ours_dir / "left-open.txt").read_bytes() == (ref_dir / "left-open.txt").read_bytes()
+            == b"written, never closed\n")
+
+
 def test_one_worker_thread_per_session_is_enough_for_llvm_jitlink(objs: dict[str, Path]
                                                                     ) -> None:
     """``--max-concurrent-calls 1``: run_as_main takes the session's only worker thread, and
