@@ -519,8 +519,9 @@ class Session:
             lib.orc_reset_stdio()  # once per process, before the JIT'd program's first I/O
             _stdio_reset_pending = False
         # However the process ends from here (the program may call exit() itself), its fds
-        # close before the kernel's teardown of its memory (see exit_process).
-        lib.orc_release_fds_at_exit()
+        # close right after the program's exit handlers (see exit_process).
+        if lib.orc_release_fds_at_exit() != 0:
+            log.debug("no exit handler to release the fds early: they close at the very end")
         t0 = time.monotonic()
         end: SessionEnd
         dispatcher, writer = self.dispatcher, self.writer

@@ -367,38 +367,54 @@ static unsigned long long orc_objects_loaded(void) {
     return adds;
 }
 
-/* Runs in _dl_fini, as this module's ELF destructor: after every exit handler (atexit,
-   __cxa_atexit, on_exit: the JIT'd program's included); the destructors of the loaded
-   libraries run around it, in an order the loader chooses, and the C library's last flush
-   follows. If no library was loaded since orc_release_fds_at_exit (so no destructor but the
-   executor's own libraries', which write nothing, is left), flush C stdio and let go of
-   every fd now (0-2 then point at /dev/null), so that whoever reads the program's output or
-   the session's pipes sees EOF here rather than after the kernel has torn down this
-   process's memory (which exit(2) does before it closes the fds, and which takes
-   milliseconds for a Python process). Otherwise the fds close as usual, at the very end. */
-__attribute__((destructor)) static void orc_release_fds(void) {
+/* An on_exit handler, registered when the first session of this process begins: it runs
+   after every exit handler registered since (the JIT'd program's: atexit, __cxa_atexit,
+   on_exit) and before those registered earlier, which are the executor's own (the C
+   libraries it loaded, such as OpenSSL's cleanup, which takes a millisecond to free its
+   tables). If no library was loaded since orc_release_fds_at_exit (a library the program
+   opened may have a destructor, in _dl_fini, that still writes), flush C stdio, send the
+   exit status to a warm launcher (orc_report_exit_status), and let go of every fd now (0-2
+   then point at /dev/null), so that whoever reads the program's output or the session's
+   pipes sees EOF here rather than after the executor's own exit handlers and the kernel's
+   teardown of this process's memory (which exit(2) does before it closes the fds, and
+   which takes milliseconds for a Python process). Otherwise the fds close as usual, at the
+   very end. */
+static void orc_release_fds(int status, void *arg) {
+    (void)arg;
     if (orc_release_pid == 0 || getpid() != orc_release_pid) return;
     if (orc_objects_loaded() != orc_release_adds) return;
     fflush(NULL);
+    orc_send_exit_status(status, NULL);
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int fd = 0; fd < 3; fd++) {
         if (null >= 0) dup2(null, fd);
         else close(fd);
     }
     syscall(SYS_close_range, 3U, ~0U, 0U);
-    /* Nothing anyone waits for is left: the teardown runs at the lowest priority, off the
-       CPU the controller's own exit wants. */
+    /* Nothing anyone waits for is left: the rest of the exit runs at the lowest priority,
+       off the CPU the controller's own exit wants. */
     struct sched_param idle;
     memset(&idle, 0, sizeof idle);
     sched_setscheduler(0, SCHED_IDLE, &idle);
 }
 
-/* Have this process close its fds as it exits, before the kernel's teardown of its memory,
-   unless a library is loaded from now on (see orc_release_fds). Only the calling process,
-   not a child forked afterwards. */
-static void orc_release_fds_at_exit(void) {
+static int orc_release_registered;  /* orc_release_fds is in this process's on_exit list
+                                       (a forked child inherits the list and this flag) */
+
+/* Have this process close its fds as it exits, after the exit handlers registered from now
+   on and before the others (the handler is registered once: by the first call in this
+   process or in the process it was forked from), unless a library is loaded from now on
+   (see orc_release_fds). Only the calling process, not a child forked afterwards. 0, or
+   ENOMEM if the handler cannot be registered (the fds then close at the very end, as in
+   any process). */
+static int orc_release_fds_at_exit(void) {
+    if (!orc_release_registered) {
+        if (on_exit(orc_release_fds, NULL) != 0) return ENOMEM;
+        orc_release_registered = 1;
+    }
     orc_release_adds = orc_objects_loaded();
     orc_release_pid = getpid();
+    return 0;
 }
 
 /* C exit(status) from the thread that calls it, with errno 0 for the exit handlers (as in

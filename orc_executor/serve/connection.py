@@ -106,8 +106,9 @@ def exit_process(status: int) -> None:
     which runs the exit handlers the JIT'd program registered (``__cxa_atexit``, ``on_exit``)
     and flushes C stdio — as ``llvm-jitlink-executor`` does when it returns from ``main``.
     Python's own finalization is skipped (worker threads may still be inside JIT'd code).
-    After a session, the process's fds close before the kernel tears down its memory
-    (``orc_release_fds`` in native.c)."""
+    After a session, the process's fds close after the program's exit handlers, before the
+    executor's own and the kernel's teardown of its memory (``orc_release_fds`` in
+    native.c)."""
     from ..native.api import lib
 
     for stream in (sys.stdout, sys.stderr):
