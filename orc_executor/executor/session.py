@@ -58,6 +58,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Payloads of at least this many bytes (64 KiB) are offered to a wrapper function's
+#: streaming sink (``Session._route``): an initialize's segment content is read from the
+#: controller straight into the slab, not into a payload buffer first (fewer page faults
+#: and copies for every object larger than this).
+STREAM_FROM = 1 << 16
+
 #: Names whose completion may end a TCP session (see ``idle_close``).
 _RELEASE_WORDS = ("release", "deallocate", "deinitialize")
 
@@ -216,7 +222,7 @@ class Session:
         #: Why the read deadline fired, when it was one of the timeouts (else idle close).
         self._deadline_reason: str | None = None
         self.ctx = ctx
-        self.decoder = FrameDecoder(max_message_size, self._route)
+        self.decoder = FrameDecoder(max_message_size, self._route, STREAM_FROM)
         self.idle_close = idle_close
         self.drain_timeout = drain_timeout
         self._read_scope: trio.CancelScope | None = None
@@ -284,7 +290,7 @@ class Session:
 
     def _route(self, opcode: int, tag: int, length: int) -> PayloadSink | None:
         """A streaming sink for a large call (the decoder asks only for payloads of
-        ``LARGE_PAYLOAD`` bytes or more) to a wrapper function that has one (initialize:
+        :data:`STREAM_FROM` bytes or more) to a wrapper function that has one (initialize:
         segment content is read straight into the slab), else ``None``."""
         if opcode != Opcode.CALL_WRAPPER:
             return None
@@ -441,28 +447,32 @@ class Session:
 
     async def _reader(self) -> SessionEnd:
         writer = self.writer
+        decoder = self.decoder
         while True:
-            try:
-                data = await self._read_some()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                return SessionEnd(False, f"read failed: {e}")
-            if data is None and self._deadline_reason is not None:
-                return SessionEnd(False, self._deadline_reason)
-            if not data:
-                if self.decoder.at_boundary:
-                    return SessionEnd(True, "controller disconnected")
-                return SessionEnd(False, "Unexpected end-of-file inside a message")
-            self.decoder.feed(data)
-            if (reader := self._fd_reader) is not None:
-                # A large payload is pending: read the rest straight into its buffer.
-                while (view := self.decoder.payload_view()) is not None and len(view) > 1 << 16:
-                    try:
-                        n = await reader.readinto(view)
-                    except OSError as e:
-                        return SessionEnd(False, f"read failed: {e}")
-                    if n == 0:
-                        return SessionEnd(False, "Unexpected end-of-file inside a message")
-                    self.decoder.filled(n)
+            reader = self._fd_reader
+            view = decoder.payload_view() if reader is not None else None
+            if reader is not None and view is not None and len(view) > 1 << 16:
+                # A large payload is pending (its header was parsed): read the rest straight
+                # into its buffer (for a streamed initialize, the slab), not through a copy.
+                try:
+                    n = await reader.readinto(view)
+                except (trio.ClosedResourceError, OSError) as e:
+                    return SessionEnd(False, f"read failed: {e}")
+                if n == 0:
+                    return SessionEnd(False, "Unexpected end-of-file inside a message")
+                decoder.filled(n)
+            else:
+                try:
+                    data = await self._read_some()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    return SessionEnd(False, f"read failed: {e}")
+                if data is None and self._deadline_reason is not None:
+                    return SessionEnd(False, self._deadline_reason)
+                if not data:
+                    if decoder.at_boundary:
+                        return SessionEnd(True, "controller disconnected")
+                    return SessionEnd(False, "Unexpected end-of-file inside a message")
+                decoder.feed(data)
             while True:
                 writer.begin_batch()
                 try:

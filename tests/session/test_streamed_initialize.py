@@ -1,5 +1,5 @@
-"""Streamed initialize / finalize over the wire: a call carrying 1 MiB or more of segment
-content is decoded while it arrives and the content is read straight into the slab.
+"""Streamed initialize / finalize over the wire: a call of ``STREAM_FROM`` (64 KiB) or more
+is decoded while it arrives and its segment content is read straight into the slab.
 
 Checked: the bytes land right (content, zero-fill tail, protections, code runs); the 22 and
 14/19 memory-manager models; requests the slab cannot take in place still get the usual
@@ -69,6 +69,25 @@ async def test_large_initialize_lands_in_place() -> None:
     assert ex.process.returncode == 0
     assert placed_counts(ex.stderr) == [len(data) + len(RET42)]
     assert ex.stdout == b""
+
+
+async def test_streaming_starts_at_stream_from() -> None:
+    """A payload of ``STREAM_FROM`` bytes or more streams (an ordinary object's text of a
+    few hundred KiB, read from the pipe into the slab with no payload buffer); a smaller
+    one is decoded whole, with the same outcome."""
+    from orc_executor.executor.session import STREAM_FROM
+
+    big = os.urandom(STREAM_FROM + 4000)
+    small = os.urandom(STREAM_FROM - 4000)
+    async with orc_executor("--log-level", "debug") as ex:
+        base = await reserve(ex, 4 * MIB)
+        assert await initialize(ex, seg(RX, base, len(big) + 50, big)) == base
+        assert await initialize(ex, seg(R, base + MIB, len(small), small)) == base + MIB
+        assert await read(ex, base, len(big) + 50) == big + bytes(50)
+        assert await read(ex, base + MIB, len(small)) == small
+        assert await ex.call(MM_RELEASE, RELEASE_SIG, ex.sym(MM_INSTANCE), [base]) is None
+    assert ex.process.returncode == 0
+    assert placed_counts(ex.stderr) == [len(big)]
 
 
 async def test_large_finalize_lands_in_place() -> None:
