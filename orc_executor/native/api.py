@@ -139,6 +139,12 @@ def mem_read(addr: int, size: int) -> bytes:
     return bytes(ffi.buffer(buf, size))
 
 
+def mem_readable(addr: int, size: int) -> bool:
+    """Whether all ``size`` bytes at ``addr`` can be read (a byte of each page is read
+    through the kernel: nothing faults, nothing of the range is copied)."""
+    return size <= 0 or lib.orc_mem_readable(addr, size) == 0
+
+
 def mem_read_into(addr: int, view: memoryview) -> None:
     """Read ``len(view)`` bytes at ``addr`` straight into ``view`` (writable); raises
     :class:`MemoryAccessError` if not readable."""

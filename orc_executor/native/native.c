@@ -184,6 +184,23 @@ static int orc_mem_write(uint64_t addr, const void *src, size_t n) {
     return (size_t)r == n ? 0 : EFAULT;
 }
 
+/* 0 if every byte of [addr, addr + n) can be read, else an errno value: one byte of each
+   page is read through the kernel, which fails instead of faulting (no copy of the range). */
+static int orc_mem_readable(uint64_t addr, size_t n) {
+    if (n == 0) return 0;
+    if (addr + (n - 1) < addr) return EFAULT;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t last = addr + (n - 1);
+    char byte;
+    for (uint64_t at = addr;;) {
+        int e = orc_mem_read(at, &byte, 1);
+        if (e) return e;
+        uint64_t next = (at & ~(page - 1)) + page;
+        if (next == 0 || next > last) return 0;
+        at = next;
+    }
+}
+
 /* Length of the NUL-terminated string at addr (at most max), or -errno if unreadable. */
 static int64_t orc_strnlen_safe(uint64_t addr, size_t max) {
     char chunk[256];

@@ -18,12 +18,16 @@ from collections.abc import Iterable
 
 from ...errors import MemoryAccessError
 from ...host import EH_RA_REGISTERS, EH_RETURN_ADDRESS_REGISTER, PROCESS_TRIPLE
-from ...native.api import lib, mem_read
+from ...native.api import lib, mem_read, mem_readable
 from ...protocol.names import EH_FRAME, Bootstrap, DWARFEHFrameRegistrar, EHFrame
 from ...protocol.orc_types import ExecutorAddrRange
 from ...protocol.sps import ErrorValue
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
+
+#: Bytes read from the start of a section for its first CIE (:func:`cie_return_address_register`;
+#: a CIE longer than this gives ``None``: nothing concluded).
+CIE_BYTES = 512
 
 #: Every EH-frame name, in registration order → True to register, False to deregister.
 REGISTER_NAMES = {
@@ -62,13 +66,15 @@ class EHFrameService(Service):
             return ErrorValue(
                 f"eh-frame range [{r.start:#x}, {r.end:#x}) is not inside JIT'd memory"
             )
-        try:
-            # libgcc reads the section: reserved-only (PROT_NONE) pages would crash us.
-            data = mem_read(r.start, r.end - r.start)
-        except MemoryAccessError:
+        # libgcc reads the section: reserved-only (PROT_NONE) pages would crash us.
+        if not mem_readable(r.start, r.end - r.start):
             return ErrorValue(f"eh-frame range [{r.start:#x}, {r.end:#x}) is not readable")
         if registering and EH_RETURN_ADDRESS_REGISTER is not None:
-            ra = cie_return_address_register(data)
+            try:
+                head = mem_read(r.start, min(r.end - r.start, CIE_BYTES))
+            except MemoryAccessError:
+                return ErrorValue(f"eh-frame range [{r.start:#x}, {r.end:#x}) is not readable")
+            ra = cie_return_address_register(head)
             if ra is not None and ra != EH_RETURN_ADDRESS_REGISTER:
                 arch = next((a for a, n in EH_RA_REGISTERS.items() if n == ra), "unknown")
                 return ErrorValue(

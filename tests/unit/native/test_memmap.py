@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 
 import pytest
 
-from orc_executor.native.api import MemoryAccessError, ffi, lib, mem_read, mem_write
+from orc_executor.native.api import (
+    MemoryAccessError,
+    ffi,
+    lib,
+    mem_read,
+    mem_readable,
+    mem_write,
+)
 from orc_executor.native.memmap import PAGE_SIZE, MemoryMap, MemoryMapError
 from orc_executor.protocol.orc_types import (
     AllocActionCallPair,
@@ -117,6 +125,27 @@ def test_release_unmaps(mm: MemoryMap) -> None:
     assert not mm.has_regions()
     with pytest.raises(MemoryAccessError):
         mem_read(base, 1)
+
+
+def test_mem_readable_says_whether_every_page_of_a_range_can_be_read() -> None:
+    area = mmap.mmap(-1, 3 * PAGE_SIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = int(ffi.cast("uintptr_t", ffi.from_buffer(area)))
+    assert lib.orc_protect(base + PAGE_SIZE, PAGE_SIZE, 0) == 0  # a hole at page 1
+    try:
+        assert mem_readable(base, PAGE_SIZE)
+        assert mem_readable(base + PAGE_SIZE - 1, 1)
+        assert mem_readable(base + 2 * PAGE_SIZE, PAGE_SIZE)
+        assert mem_readable(base, 0) and mem_readable(base + PAGE_SIZE, 0)
+        assert not mem_readable(base, PAGE_SIZE + 1)
+        assert not mem_readable(base + PAGE_SIZE - 1, 2)
+        assert not mem_readable(base + PAGE_SIZE, 1)
+        assert not mem_readable(base + 2 * PAGE_SIZE - 1, 2)
+        assert not mem_readable(base, 3 * PAGE_SIZE)
+        assert not mem_readable(2**64 - 8, 16)  # wraps around the address space
+        assert not mem_readable(0, 1)
+    finally:
+        lib.orc_protect(base + PAGE_SIZE, PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE)
+        area.close()
 
 
 def test_release_unknown_bases_processes_every_base(mm: MemoryMap) -> None:
