@@ -45,6 +45,9 @@ class WrapperSpec:
     ``stream``, when set, makes a :class:`~orc_executor.protocol.framing.PayloadSink` that
     decodes a large argument payload (its length in bytes is the parameter) while it arrives;
     the session then calls :meth:`invoke_streamed` with the sink's :class:`StreamedArgs`.
+    ``native``, when set, answers a call from its argument payload in one step (the encoded
+    result bytes, exactly what decoding, ``handler`` and encoding give) or returns ``None``
+    for the generic path (malformed arguments, whose error that path reports).
     """
 
     name: str
@@ -53,6 +56,7 @@ class WrapperSpec:
     blocking: bool = False
     stream: Callable[[int], PayloadSink] | None = None
     inline_when: Callable[..., bool] | None = None
+    native: Callable[[bytes | bytearray | memoryview], bytes | None] | None = None
 
     def invoke(self, payload: bytes | bytearray | memoryview) -> bytes | FramedPayload:
         """Decode ``payload``, run the handler, encode the result (SPS bytes; a handler may
@@ -61,6 +65,8 @@ class WrapperSpec:
         Raises :class:`OutOfBandError` when the call fails and ``sig.ret`` cannot carry an
         error in-band.
         """
+        if self.native is not None and (done := self.native(payload)) is not None:
+            return done
         try:
             args = self.sig.decode_args(payload)
         except SPSDecodeError as e:

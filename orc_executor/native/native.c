@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
@@ -364,6 +365,93 @@ static void orc_dlsym_all(void *handle, const char *names, size_t count, uint64_
         out[i] = (uint64_t)(uintptr_t)dlsym(handle, names);
         names += strlen(names) + 1;
     }
+}
+
+/* ---- resolve (SimpleExecutorDylibManager, LLVM 22) --------------------------------- */
+
+static uint64_t orc_le64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return le64toh(v);
+}
+
+static void orc_put_le64(uint8_t *p, uint64_t v) {
+    v = htole64(v);
+    memcpy(p, &v, 8);
+}
+
+static int orc_strcmp_p(const void *key, const void *item) {
+    return strcmp((const char *)key, *(const char *const *)item);
+}
+
+/* The result of resolve for the SPS RemoteSymbolLookupSet `set` of `len` bytes (u64 count,
+   then per symbol: u64 length, the name's bytes, u8 required), looked up through `handle`:
+   the executor's own names first (`own`: `own_count` NUL-terminated names sorted by
+   strcmp, `own_addrs` their addresses, a 0 among them included), else dlsym (which sees a
+   name up to its first NUL). Writes SPSExpected<SPSSequence<SPSOptional<SPSExecutorSymbolDef>>>
+   to `out` (room for `out_cap` bytes): a found address as (1, address, `flags`[0..1]), a
+   missing one as 0 (absent) when required or unnamed, else as (1, 0, `flags`). Returns the
+   length written, or -1 when `set` is malformed (counts beyond it, trailing bytes), `out`
+   is too small or memory runs out: the caller then takes the generic path, which reports
+   the error. */
+static int64_t orc_resolve22(void *handle, const uint8_t *set, size_t len,
+                             const char *const *own, const uint64_t *own_addrs,
+                             size_t own_count, const uint8_t *flags, uint8_t *out,
+                             size_t out_cap) {
+    if (len < 8 || out_cap < 9) return -1;
+    uint64_t count = orc_le64(set);
+    size_t pos = 8, o = 0;
+    if (count > (len - 8) / 9) return -1; /* each symbol takes at least 9 bytes */
+    out[o++] = 1;                          /* Expected: a value */
+    orc_put_le64(out + o, count);
+    o += 8;
+    char small[512];
+    char *name = small;
+    size_t room = sizeof small;
+    int64_t result = -1;
+    for (uint64_t i = 0; i < count; i++) {
+        if (len - pos < 8) goto done;
+        uint64_t n = orc_le64(set + pos);
+        pos += 8;
+        if (n > len - pos || len - pos - n < 1) goto done;
+        const uint8_t *bytes = set + pos;
+        pos += n;
+        int required = set[pos++] != 0; /* as SPS reads a bool */
+        if (n + 1 > room) {
+            char *bigger = malloc(n + 1);
+            if (!bigger) goto done;
+            if (name != small) free(name);
+            name = bigger;
+            room = n + 1;
+        }
+        memcpy(name, bytes, n);
+        name[n] = 0;
+        uint64_t addr = 0;
+        int own_name = 0;
+        if (n && !memchr(bytes, 0, n)) {
+            const char *const *hit = bsearch(name, own, own_count, sizeof *own, orc_strcmp_p);
+            if (hit) {
+                addr = own_addrs[hit - own];
+                own_name = 1;
+            }
+        }
+        if (n && !own_name) addr = (uint64_t)(uintptr_t)dlsym(handle, name);
+        if (!addr && (required || n == 0)) {
+            if (out_cap - o < 1) goto done;
+            out[o++] = 0;
+        } else {
+            if (out_cap - o < 11) goto done;
+            out[o++] = 1;
+            orc_put_le64(out + o, addr);
+            o += 8;
+            out[o++] = flags[0];
+            out[o++] = flags[1];
+        }
+    }
+    if (pos == len) result = (int64_t)o;
+done:
+    if (name != small) free(name);
+    return result;
 }
 
 /* ---- the process's fds at exit ------------------------------------------------------ */

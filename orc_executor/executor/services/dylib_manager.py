@@ -33,11 +33,18 @@ from ...protocol.names import (
     NativeDylibManager,
     SimpleExecutorDylibManager,
 )
-from ...protocol.orc_types import FLAG_EXPORTED, ExecutorSymbolDef, JITSymbolFlags
+from ...protocol.orc_types import (
+    FLAG_EXPORTED,
+    ExecutorSymbolDef,
+    JITSymbolFlags,
+    SPSJITSymbolFlags,
+)
 from ..context import ExecutorContext
 from ..registry import Service, WrapperSpec
 
 EXPORTED = JITSymbolFlags(FLAG_EXPORTED, 0)
+#: EXPORTED as SPS encodes it (orc_resolve22 writes these two bytes after an address).
+_EXPORTED_BYTES = SPSJITSymbolFlags.encode(EXPORTED)
 
 #: Libraries the stock executors (C++ programs) have in their global scope. A Python process
 #: lacks them, yet JIT'd code resolves through the process handle: the ORC runtime needs
@@ -75,6 +82,8 @@ class DylibManagerService(Service):
         self._lock = threading.Lock()
         self._handles: dict[int, Any] = {}
         self._next_token = 1
+        #: The executor's own names for orc_resolve22 (see _own_names).
+        self._own: tuple[tuple[int, int], Any, Any, int, list[Any]] | None = None
 
     def data_symbols(self) -> Iterable[str]:
         yield SimpleExecutorDylibManager.instance
@@ -84,7 +93,8 @@ class DylibManagerService(Service):
         dm = SimpleExecutorDylibManager
         yield WrapperSpec(dm.open, OPEN, self.open, False)
         yield WrapperSpec(dm.lookup, LOOKUP14, self.lookup14, False)
-        yield WrapperSpec(dm.resolve, RESOLVE22, self.resolve22, False)
+        yield WrapperSpec(dm.resolve, RESOLVE22, self.resolve22, False,
+                          native=self.resolve22_native)
         yield WrapperSpec(dm.lookup, LOOKUP19, self.lookup19_, False)
         yield WrapperSpec(NativeDylibManager.load, OPEN, self.open, False)
         yield WrapperSpec(NativeDylibManager.lookup, CI_LOOKUP, self.ci_lookup, False)
@@ -147,6 +157,42 @@ class DylibManagerService(Service):
         for i, addr in zip(wanted, ffi.unpack(found, len(raw)), strict=True):
             out[i] = addr
         return out
+
+    def resolve22_native(self, payload: bytes | bytearray | memoryview) -> bytes | None:
+        """:meth:`resolve22`'s encoded result for the argument ``payload`` in one native call
+        (``orc_resolve22``: the set decoded, the executor's own names and ``dlsym`` looked up
+        and the result encoded in C), or ``None`` for the generic path: an unknown handle or
+        malformed arguments (its error reports them)."""
+        n = len(payload)
+        if n < 16:
+            return None
+        h = self._handles.get(int.from_bytes(payload[:8], "little"))
+        if h is None:
+            return None
+        _, names, addrs, count, _keep = self._own_names()
+        cap = 9 + 11 * ((n - 16) // 9)  # each symbol: at least 9 bytes in, at most 11 out
+        out = ffi.new("uint8_t[]", cap)
+        args = ffi.from_buffer("uint8_t[]", payload)
+        got = lib.orc_resolve22(h, args + 8, n - 8, names, addrs, count, _EXPORTED_BYTES,
+                                out, cap)
+        return bytes(ffi.buffer(out, got)) if got >= 0 else None
+
+    def _own_names(self) -> tuple[tuple[int, int], Any, Any, int, list[Any]]:
+        """The names :meth:`addresses_of` answers before ``dlsym`` (the registry's, then
+        :attr:`lookup_only`'s), sorted by their bytes as C's ``strcmp`` orders them, with
+        their addresses, as native arrays. Built at the first resolve (the names are those
+        Setup advertised, fixed by then), again if their number changed."""
+        own, only = self.ctx.registry.addr_of, self.lookup_only
+        key = (len(own), len(only))
+        if self._own is None or self._own[0] != key:
+            merged = {**only, **own}  # a registry name wins, as in addresses_of
+            encoded = sorted((name.encode("utf-8", "surrogateescape"), addr)
+                             for name, addr in merged.items() if name and "\0" not in name)
+            keep = [ffi.new("char[]", name) for name, _ in encoded]
+            self._own = (key, ffi.new("char *[]", keep),
+                         ffi.new("uint64_t[]", [addr for _, addr in encoded]),
+                         len(encoded), keep)
+        return self._own
 
     def resolve22(
         self, handle: int, symbols: list[tuple[str, bool]]
