@@ -602,6 +602,11 @@ class Session:
             return
         self.ctx.registry.shutdown()
 
+    def finish_runs_no_program_code(self, end: SessionEnd) -> bool:
+        """:meth:`finish` runs no JIT'd code (no initialized region is left, so no dealloc
+        action runs; or it does nothing): it cannot block, and may run on the event loop."""
+        return bool(end.calls_in_flight) or not self.ctx.memmap.has_regions()
+
 
 def _hangup_reason(payload: bytes | bytearray | memoryview) -> str:
     from ..errors import SPSDecodeError

@@ -61,7 +61,10 @@ async def serve_stream(
         on_first_message=on_first_message,
     )
     end = await session.run()
-    await trio.to_thread.run_sync(session.finish, end)
+    if session.finish_runs_no_program_code(end):
+        session.finish(end)  # (the controller released everything: nothing to wait for)
+    else:
+        await trio.to_thread.run_sync(session.finish, end)
     if not end.clean:
         log.error("%s", end.reason)
     else:

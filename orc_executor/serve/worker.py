@@ -353,7 +353,13 @@ async def _serve_accepted(control: socket.socket, listener: socket.socket, opts:
     if launch.llvm_version is not None:
         opts = replace(opts, llvm_version=launch.llvm_version)
     control.close()
-    return await _run_fdpair(fds, launch.stdio, opts, contexts)
+    status = await _run_fdpair(fds, launch.stdio, opts, contexts)
+    # The session is over: the process ends here, as the stock executor's returns from main,
+    # without trio's teardown on the way (C exit runs the same exit handlers either way).
+    from .connection import exit_process
+
+    exit_process(status)
+    return status  # not reached
 
 
 async def _take_session(control: socket.socket, listener: socket.socket
