@@ -482,8 +482,10 @@ static unsigned long long orc_objects_loaded(void) {
    then point at /dev/null), so that whoever reads the program's output or the session's
    pipes sees EOF here rather than after the executor's own exit handlers and the kernel's
    teardown of this process's memory (which exit(2) does before it closes the fds, and
-   which takes milliseconds for a Python process). Otherwise the fds close as usual, at the
-   very end. */
+   which takes milliseconds for a Python process; see orc_idle_teardown). Otherwise the fds
+   close as usual, at the very end. */
+static int orc_released;  /* orc_release_fds let go of the fds (in orc_release_pid) */
+
 static void orc_release_fds(int status, void *arg) {
     (void)arg;
     if (orc_release_pid == 0 || getpid() != orc_release_pid) return;
@@ -496,8 +498,17 @@ static void orc_release_fds(int status, void *arg) {
         else close(fd);
     }
     syscall(SYS_close_range, 3U, ~0U, 0U);
-    /* Nothing anyone waits for is left: the rest of the exit runs at the lowest priority,
-       off the CPU the controller's own exit wants. */
+    orc_released = 1;
+}
+
+/* This module's ELF destructor, in _dl_fini after every exit handler: once the fds were let
+   go (orc_release_fds), nothing anyone waits for is left but the process's end, and the
+   kernel's teardown of its memory runs at the lowest priority, off the CPU the controller's
+   own exit wants. (Not earlier, in orc_release_fds: the executor's own exit handlers would
+   then also run at SCHED_IDLE, and on a busy machine a process whose exit a server waits
+   for could take seconds to end.) */
+__attribute__((destructor)) static void orc_idle_teardown(void) {
+    if (!orc_released || getpid() != orc_release_pid) return;
     struct sched_param idle;
     memset(&idle, 0, sizeof idle);
     sched_setscheduler(0, SCHED_IDLE, &idle);

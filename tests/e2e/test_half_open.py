@@ -224,9 +224,12 @@ def test_half_open_controllers_free_their_sessions_and_slots(link: Link, objs: d
             return len(took) == len(pids)
 
         _wait_for(all_ended, BOUND + 2 + 10, "the half-open sessions ending")
+        # The daemon logs a session's end once the fork server has reaped its process and
+        # told it: a moment after the process is gone.
+        ended = [rf"session {n} ended: exit [01] after" for n in pids]
+        _wait_for(lambda: all(re.search(e, log.read_text()) for e in ended), 10,
+                  "the daemon logging the sessions' end")
         text = log.read_text()
-        for n in pids:
-            assert re.search(rf"session {n} ended: exit [01] after", text), text
         assert "timed out" in text, text
         # Within the bound: keepalive (or the user timeout), plus the 2 s drain of a call
         # still running, plus scheduling on a loaded machine.
