@@ -367,6 +367,85 @@ static void orc_dlsym_all(void *handle, const char *names, size_t count, uint64_
     }
 }
 
+/* ---- copy-on-write pages taken in advance ------------------------------------------- */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define ORC_PM_PRESENT (1ULL << 63)
+#define ORC_PM_FILE (1ULL << 61)      /* a file page, or shared anonymous memory */
+#define ORC_PM_EXCLUSIVE (1ULL << 56) /* mapped by this process alone */
+
+/* Write-fault [lo, hi) where pages are anonymous (private copies or zero pages), present
+   and mapped by other processes too (the process this one was forked from): pages still
+   shared copy-on-write. Returns the bytes advised; -errno if pagemap cannot be read. */
+static int64_t orc_take_shared_pages(int pagemap, uint64_t lo, uint64_t hi, uint64_t page) {
+    uint64_t entries[512];
+    int64_t total = 0;
+    uint64_t run = 0; /* start of the current run of pages to take, 0: none */
+    for (uint64_t at = lo; at < hi;) {
+        size_t n = (size_t)((hi - at) / page);
+        if (n > 512) n = 512;
+        ssize_t got = pread(pagemap, entries, n * 8, (off_t)(at / page * 8));
+        if (got <= 0) return got < 0 ? -errno : total;
+        n = (size_t)got / 8;
+        for (size_t k = 0; k < n; k++, at += page) {
+            uint64_t e = entries[k];
+            int take = (e & ORC_PM_PRESENT) && !(e & ORC_PM_FILE) && !(e & ORC_PM_EXCLUSIVE);
+            if (take && !run) run = at;
+            if (!take && run) {
+                if (madvise((void *)(uintptr_t)run, at - run, MADV_POPULATE_WRITE) == 0)
+                    total += (int64_t)(at - run);
+                run = 0;
+            }
+        }
+    }
+    if (run && madvise((void *)(uintptr_t)run, hi - run, MADV_POPULATE_WRITE) == 0)
+        total += (int64_t)(hi - run);
+    return total;
+}
+
+/* Copy now every page of this process's private writable mappings (the heap, anonymous
+   memory, libraries' data; not stacks) that is still shared copy-on-write with the process
+   it was forked from, so that a session does not take those copy-on-write faults on its
+   path (each a page copied, a few microseconds). Pages not present, file pages never
+   written, and pages already this process's own are left alone: memory grows by what is
+   still shared, nothing more. The bytes copied, or -errno (no /proc, a kernel without
+   MADV_POPULATE_WRITE: nothing done). */
+static int64_t orc_take_shared_memory(void) {
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (!maps) return -errno;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pagemap < 0) {
+        int e = errno;
+        fclose(maps);
+        return -e;
+    }
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    char line[512];
+    int64_t total = 0;
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi;
+        char perms[8], path[256] = "";
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255[^\n]", &lo, &hi, perms, path) < 3)
+            continue;
+        if (perms[0] != 'r' || perms[1] != 'w' || perms[3] != 'p') continue;
+        const char *name = path;
+        while (*name == ' ') name++;
+        if (*name == '[' && strcmp(name, "[heap]") != 0) continue; /* stacks, vvar ... */
+        int64_t n = orc_take_shared_pages(pagemap, lo, hi, page);
+        if (n < 0) {
+            total = n;
+            break;
+        }
+        total += n;
+    }
+    close(pagemap);
+    fclose(maps);
+    return total;
+}
+
 /* ---- resolve (SimpleExecutorDylibManager, LLVM 22) --------------------------------- */
 
 static uint64_t orc_le64(const uint8_t *p) {

@@ -176,7 +176,9 @@ def _prepare(listener: socket.socket | None, background: bool = False
     pages its code paths touch are already this process's own copies (no copy-on-write faults
     of the zygote's heap on the session's critical path). The rehearsal stops early if
     launchers are already waiting on ``listener``, and the collector's view is frozen
-    afterwards (the zygote's heap stays frozen too).
+    afterwards (the zygote's heap stays frozen too). Then every page still shared
+    copy-on-write with the zygote is copied (``orc_take_shared_memory``): the session takes
+    no copy-on-write fault at all, at the cost of a worker's own copy of that memory.
 
     Called in a thread of its own (:func:`_in_thread`), whose priority it lowers. A
     ``background`` worker (the warm server refills the pool while other workers are ready)
@@ -213,6 +215,12 @@ def _prepare(listener: socket.socket | None, background: bool = False
         log.debug("session rehearsal failed: %s", e)
     gc.collect()
     gc.freeze()
+    # The pages still shared copy-on-write with the fork server, copied now (at this
+    # thread's priority) rather than by faults on the session's path (~10 MB per worker).
+    from ..native.api import lib
+
+    if (taken := lib.orc_take_shared_memory()) < 0:
+        log.debug("shared pages not taken in advance: %s", os.strerror(-taken))
     return contexts
 
 
