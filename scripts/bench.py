@@ -4,7 +4,7 @@
 Not a test: prints a markdown table of medians (with min/max) and ratios ours/reference.
 
   .venv/bin/python scripts/bench.py [--reps 5] [--calls 10000] [--mib 64] [--quick]
-  .venv/bin/python scripts/bench.py --corpus [DIR] [--reps 5]   (real programs: bench_corpus)
+  .venv/bin/python scripts/bench.py --corpus [DIR] [--reps 5] [--no-cold]   (real programs)
 
 Figures: start→Setup latency; no-op wrapper round trip (empty ``mem_write_uint8s``);
 round trip of a call that runs native code on a worker thread (``run_as_void_function`` of
@@ -535,7 +535,26 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
-def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "") -> None:
+def bootstrap_geomean(pairs: list[list[tuple[float, float]]], rounds: int = 2000,
+                      seed: int = 1) -> tuple[float, float]:
+    """95 % interval (2.5th and 97.5th percentiles) of the geomean over cases of the ratio
+    of medians ``median(b) / median(a)``, by resampling each case's repetitions (its
+    interleaved ``(a, b)`` pairs, with replacement) ``rounds`` times."""
+    rng = random.Random(seed)
+    values = []
+    for _ in range(rounds):
+        ratios = []
+        for case in pairs:
+            sample = [case[rng.randrange(len(case))] for _ in case]
+            ratios.append(statistics.median(b for _a, b in sample)
+                          / statistics.median(a for a, _b in sample))
+        values.append(geomean(ratios))
+    values.sort()
+    return values[int(0.025 * rounds)], values[int(0.975 * rounds) - 1]
+
+
+def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "",
+                 cold: bool = True) -> None:
     """Real programs end to end, for issue 21's warm figure: llvm-jitlink wall time (its
     stdout and stderr read to EOF through pipes) of the e2e programs (:data:`PROGRAMS`) and
     of every case of the corpus (``tests/support/corpus.py``, the objects built by
@@ -544,8 +563,9 @@ def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "") -> None
     runs of the three interleaved in a fresh random order every repetition, each in a fresh
     working directory prepared beforehand (not timed). Prints per case median (min–max) in ms
     and the ratios of the medians to the reference, then geomeans of those ratios over the
-    e2e programs, over the corpus, and over both. ``only``: just the cases whose name
-    contains it."""
+    e2e programs, over the corpus, and over both, with a 95 % bootstrap interval of the warm
+    geomean (repetitions resampled: how far this machine's noise moves it). ``only``: just
+    the cases whose name contains it; ``cold=False``: the reference and warm only."""
     from tests.support import corpus
 
     absent = corpus.missing(corpus_dir)
@@ -562,9 +582,12 @@ def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "") -> None
                      ORC_EXECUTOR_WARM_SOCKET=str(tmp / "warm.sock")),
     }
     exes = {"ref": REFERENCE, "cold": ours, "warm": ours}
+    if not cold:
+        del exes["cold"]
     server = subprocess.Popen([ours, "serve", "--warm", "4", "--log-level", "warning"],
                               env=envs["warm"])
     rows: list[tuple[str, bool, dict[str, tuple[float, float, float]]]] = []
+    pairs: dict[str, list[tuple[float, float]]] = {}  # per case: (ref, warm) per repetition
     try:
         while not (tmp / "warm.sock").exists():
             if server.poll() is not None:
@@ -610,6 +633,7 @@ def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "") -> None
                     xs[mode].append((time.perf_counter() - t0) * 1e3)
                     shutil.rmtree(cwd, ignore_errors=True)
             rows.append((case.name, real, {m: stats(v[1:]) for m, v in xs.items()}))
+            pairs[case.name] = list(zip(xs["ref"][1:], xs["warm"][1:], strict=True))
             print(f"  measured {case.name}", file=sys.stderr)
     finally:
         server.terminate()
@@ -621,18 +645,30 @@ def bench_corpus(ours: str, corpus_dir: Path, reps: int, only: str = "") -> None
 
     print(f"\nmachine: {os.cpu_count()} cores; {reps} repetitions; median (min–max) in ms; "
           "llvm-jitlink wall time, output read to EOF\n")
+    def cold_cell(st: dict[str, tuple[float, float, float]], ratio: bool = False) -> str:
+        if "cold" not in st:
+            return "–"
+        return f"{st['cold'][1] / st['ref'][1]:.2f}×" if ratio else cell(st["cold"])
+
     print("| case | llvm-jitlink-executor 22 | ours cold | ours warm | cold/ref | warm/ref |")
     print("|---|---|---|---|---|---|")
     for name, _real, st in rows:
-        print(f"| {name} | {cell(st['ref'])} | {cell(st['cold'])} | {cell(st['warm'])} | "
-              f"{st['cold'][1] / st['ref'][1]:.2f}× | {st['warm'][1] / st['ref'][1]:.2f}× |")
+        print(f"| {name} | {cell(st['ref'])} | {cold_cell(st)} | {cell(st['warm'])} | "
+              f"{cold_cell(st, True)} | {st['warm'][1] / st['ref'][1]:.2f}× |")
+    intervals = []
     for label, which in (("e2e programs", [False]), ("corpus", [True]),
                          ("e2e programs + corpus", [False, True])):
         sel = [st for _name, real, st in rows if real in which]
         if sel:
-            cold = geomean([st["cold"][1] / st["ref"][1] for st in sel])
+            cold_gm = (f"{geomean([st['cold'][1] / st['ref'][1] for st in sel]):.2f}×"
+                       if cold else "–")
             warm = geomean([st["warm"][1] / st["ref"][1] for st in sel])
-            print(f"| geomean, {label} ({len(sel)}) | | | | {cold:.2f}× | {warm:.2f}× |")
+            print(f"| geomean, {label} ({len(sel)}) | | | | {cold_gm} | {warm:.2f}× |")
+            lo, hi = bootstrap_geomean([pairs[name] for name, real, _st in rows
+                                        if real in which])
+            intervals.append(f"{label}: {lo:.2f}–{hi:.2f}×")
+    print("\nwarm/ref geomean, 95 % bootstrap interval (repetitions resampled): "
+          + "; ".join(intervals))
 
 
 def main() -> None:
@@ -652,6 +688,9 @@ def main() -> None:
                     metavar="DIR",
                     help="measure only real programs end to end, reference / cold / warm "
                          "(see bench_corpus; DIR: scripts/corpus.sh's, default .corpus)")
+    ap.add_argument("--no-cold", action="store_true",
+                    help="with --corpus: the reference and warm only (more repetitions in "
+                         "the same time)")
     args = ap.parse_args()
     if args.auto_serve:
         bench_auto_serve(args.ours, args.reps)
@@ -659,7 +698,8 @@ def main() -> None:
     if args.corpus is not None:
         if args.quick:
             args.reps = 1
-        bench_corpus(args.ours, Path(args.corpus).resolve(), args.reps, args.only)
+        bench_corpus(args.ours, Path(args.corpus).resolve(), args.reps, args.only,
+                     cold=not args.no_cold)
         return
     # Every other figure: cold means cold (no server started on demand), warm means the
     # `orc-executor serve` started here.
