@@ -21,8 +21,9 @@ import trio
 from orc_executor.controller import Controller
 from orc_executor.protocol import names
 from orc_executor.protocol.names import SimpleExecutorMemoryManager as mm
+from tests.e2e.test_warm_state import EXIT_C, LIB_DESTRUCTOR_C  # (their pipe launches)
 from tests.support.harness import proc_stat
-from tests.support.jitrun import compile_c
+from tests.support.jitrun import compile_c, compile_shared
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
 EXE = str(Path(sys.executable).parent / "orc-executor")
@@ -126,32 +127,6 @@ def test_daemon_serves_sessions_in_turn_and_stops_on_sigterm(
     assert "Traceback" not in err
 
 
-#: Exit handlers (libc functions: the JIT'd code is unmapped by then), an unflushed line, a
-#: file left open and a dlopen'ed library's destructor (tests/e2e/test_warm_state.py has the
-#: pipe launches).
-EXIT_C = r"""
-#include <dlfcn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-int __cxa_atexit(void (*fn)(void *), void *arg, void *dso);
-int main(int argc, char **argv) {
-    if (argc > 1 && !dlopen(argv[1], RTLD_NOW)) { printf("dlopen failed\n"); return 2; }
-    FILE *out = fopen("left-open.txt", "w");
-    fprintf(out, "written, never closed\n");
-    __cxa_atexit((void (*)(void *))puts, strdup("exit handler: puts"), NULL);
-    __cxa_atexit((void (*)(void *))perror, strdup("exit handler: perror"), NULL);
-    printf("main done, no newline");
-    return 5;
-}
-"""
-
-LIB_DESTRUCTOR_C = r"""
-#include <stdio.h>
-__attribute__((destructor)) static void bye(void) { printf("library destructor\n"); }
-"""
-
-
 @pytest.mark.parametrize("library", [False, True])
 def test_daemon_session_runs_what_runs_at_exit(tmp_path: Path, library: bool) -> None:
     """A daemon's session process ends as the reference ends a pipe session (the reference's
@@ -161,11 +136,7 @@ def test_daemon_session_runs_what_runs_at_exit(tmp_path: Path, library: bool) ->
     obj = compile_c(tmp_path, "exit", EXIT_C)
     args = ["exit"]
     if library:
-        (tmp_path / "dtor.c").write_text(LIB_DESTRUCTOR_C)
-        lib = tmp_path / "libdtor.so"
-        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "dtor.c")],
-                       check=True)
-        args.append(str(lib))
+        args.append(str(compile_shared(tmp_path, "dtor", LIB_DESTRUCTOR_C)))
     ref_dir, ours_dir = tmp_path / "ref", tmp_path / "ours"
     ref_dir.mkdir()
     ours_dir.mkdir()

@@ -22,7 +22,7 @@ import pytest
 
 from orc_executor.native.api import lib
 from tests.e2e.test_warm_handover import Server, _children
-from tests.support.jitrun import compile_c
+from tests.support.jitrun import compile_c, compile_shared
 from tests.support.procs import alive
 
 LLVM22 = Path("/usr/lib/llvm-22/bin")
@@ -252,14 +252,9 @@ def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "signals": SIGNALS_C, "pipe": PIPE_C, "exit": EXIT_C}.items()}
     libdir = tmp / "lib"
     libdir.mkdir()
-    (tmp / "lib.c").write_text(LIB_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(libdir / "libprobe_dl.so"),
-                    str(tmp / "lib.c")], check=True)
+    compile_shared(tmp, "probe_dl", LIB_C, libdir)
     out["libdir"] = libdir
-    (tmp / "dtor.c").write_text(LIB_DESTRUCTOR_C)
-    out["libdtor"] = libdir / "libdtor.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(out["libdtor"]), str(tmp / "dtor.c")],
-                   check=True)
+    out["libdtor"] = compile_shared(tmp, "dtor", LIB_DESTRUCTOR_C, libdir)
     py = tmp / "orc-executor-py"
     py.write_text(f"#!/bin/sh\nexec {sys.executable} -m orc_executor.launch.client \"$@\"\n")
     py.chmod(0o755)

@@ -210,6 +210,16 @@ def compile_c(tmp: Path, name: str, src: str) -> Path:
     return o
 
 
+def compile_shared(tmp: Path, name: str, src: str, libdir: Path | None = None) -> Path:
+    """Write ``src`` as ``tmp/name.c`` and build ``libNAME.so`` from it (``gcc -shared
+    -fPIC``) in ``libdir`` (default ``tmp``); the library's path."""
+    c = tmp / f"{name}.c"
+    c.write_text(src)
+    so = (libdir or tmp) / f"lib{name}.so"
+    subprocess.run([CC, "-shared", "-fPIC", "-o", str(so), str(c)], check=True)
+    return so
+
+
 def compile_case(case: Case, cache_dir: Path | None = None) -> list[Path]:
     return [compile_source(src, case.cflags, cache_dir) for src in case.source_paths]
 
