@@ -189,9 +189,9 @@ static int orc_mem_write(uint64_t addr, const void *src, size_t n) {
    page is read through the kernel, which fails instead of faulting (no copy of the range). */
 static int orc_mem_readable(uint64_t addr, size_t n) {
     if (n == 0) return 0;
-    if (addr + (n - 1) < addr) return EFAULT;
-    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t last = addr + (n - 1);
+    if (last < addr) return EFAULT; /* wraps around the address space */
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     char byte;
     for (uint64_t at = addr;;) {
         int e = orc_mem_read(at, &byte, 1);
@@ -388,7 +388,7 @@ static int64_t orc_take_shared_pages(int pagemap, uint64_t lo, uint64_t hi, uint
         size_t n = (size_t)((hi - at) / page);
         if (n > 512) n = 512;
         ssize_t got = pread(pagemap, entries, n * 8, (off_t)(at / page * 8));
-        if (got <= 0) return got < 0 ? -errno : total;
+        if (got < 8) return got < 0 ? -errno : total; /* (a short read cannot advance) */
         n = (size_t)got / 8;
         for (size_t k = 0; k < n; k++, at += page) {
             uint64_t e = entries[k];
