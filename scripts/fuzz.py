@@ -440,11 +440,17 @@ class Fuzzer:
                 lines.put(line)
 
         threading.Thread(target=pump, daemon=True).start()
+        # Its log line says it listens: the socket file alone appears at bind(), before
+        # listen(), and a connect in between is refused.
         deadline = time.monotonic() + 60
-        while not os.path.exists(self.daemon_path):
+        while True:
             if time.monotonic() > deadline or self.daemon.poll() is not None:
                 raise RuntimeError("the daemon did not start")
-            time.sleep(0.02)
+            try:
+                if "serving sessions on" in lines.get(timeout=0.1):
+                    break
+            except queue.Empty:
+                pass
 
     def new_session(self) -> Session:
         cold = self.cold_turn
